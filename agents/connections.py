@@ -1,0 +1,57 @@
+"""`connection.created` → a stored connection, and an immediate refresh request if it is due."""
+
+from __future__ import annotations
+
+import logging
+
+from faust.types import StreamT
+
+from agents.context import WorkerContext
+from schemas import ConnectionCreated, TokenExpiring
+from stream_app.catalog import platform
+from stream_app.clock import utc_now
+from stream_app.decisions import Action, decide_refresh
+from stream_app.db import ConnectionRow
+from stream_app.ingest import InvalidEvent, connection_values, parse_event, record_connection
+
+log = logging.getLogger(__name__)
+
+
+def attach(context: WorkerContext) -> None:
+    service = context.service
+
+    @context.app.agent(context.topic("connection.created"), name="connection_created")
+    async def connection_created(stream: StreamT) -> None:
+        async for record in stream.events():
+            try:
+                event = parse_event(ConnectionCreated, record.value)
+                changed = await context.until_done(
+                    lambda: record_connection(service.database, service.cipher, event),
+                    "storing a connection",
+                )
+            except InvalidEvent as exc:
+                await context.dead_letter(record, str(exc))
+                continue
+            tag = f"[{event.platform}][{service.hash_user_id(event.user_id)}]"
+            log.info("%s Connection %s", tag, "stored" if changed else "unchanged (replay or older event)")
+            if changed and _due(context, event):
+                await context.publish(
+                    "token.expiring",
+                    TokenExpiring(
+                        user_id=event.user_id,
+                        platform=event.platform,
+                        token_expires_at=event.token_expires_at,
+                        reason="scheduled",
+                    ),
+                )
+
+
+def _due(context: WorkerContext, event: ConnectionCreated) -> bool:
+    """Whether the new token already falls inside the scan's window (the scan may not come first)."""
+    decision = decide_refresh(
+        ConnectionRow(**connection_values(event)),
+        platform(event.platform),
+        utc_now(),
+        window_seconds=context.settings.scan_lookahead_seconds,
+    )
+    return decision.action is not Action.SKIP

@@ -1,0 +1,78 @@
+"""What every agent shares: the app, the service, topic handles and the dead-letter path."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import faust
+from faust.types import EventT
+from sqlalchemy.exc import DBAPIError
+
+from schemas import DeadLetter, Event
+from stream_app.backoff import Backoff
+from stream_app.service import TokenService
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Failures of the infrastructure, not of the message: wait and try the same message again.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (DBAPIError, OSError, asyncio.TimeoutError)
+
+
+class WorkerContext:
+    def __init__(self, app: faust.App, service: TokenService) -> None:
+        self.app = app
+        self.service = service
+        self.settings = service.settings
+        self.topics = {name: app.topic(configured) for name, configured in self.settings.topic_names().items()}
+        self._backoff = Backoff(base=0.5, cap=30.0, jitter_ratio=0.3)
+
+    def topic(self, default_name: str) -> faust.TopicT:
+        return self.topics[default_name]
+
+    async def send(self, topic: str, key: bytes, value: bytes) -> None:
+        """Send one record and wait for the broker's acknowledgement (acks=all)."""
+        await self.app.producer.send_and_wait(topic, key, value, partition=None, timestamp=None, headers=None)
+
+    async def publish(self, default_topic: str, event: Event) -> None:
+        await self.send(self.settings.topic_names()[default_topic], event.key.encode(), event.to_bytes())
+
+    async def dead_letter(self, event: EventT, reason: str) -> None:
+        message = event.message
+        record = DeadLetter(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=_text(message.key),
+            value_base64=base64.b64encode(message.value or b"").decode(),
+            reason=reason,
+        )
+        await self.send(f"{message.topic}.dlq", message.key or b"", record.to_bytes())
+        log.warning(
+            "Dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
+        )
+
+    async def until_done(self, work: Callable[[], Awaitable[T]], what: str) -> T:
+        """Run ``work``, retrying on infrastructure failures until it succeeds: Faust acks a
+        message whose agent raised, so giving up here would silently drop it."""
+        failures = 0
+        while True:
+            try:
+                return await work()
+            except TRANSIENT_ERRORS as exc:
+                failures += 1
+                delay = self._backoff.delay(min(failures, 8))
+                log.warning("%s failed (%s); retrying in %.1fs", what, type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+
+
+def _text(key: Any) -> str | None:
+    if key is None:
+        return None
+    if isinstance(key, bytes):
+        return key.decode("utf-8", errors="replace")
+    return str(key)

@@ -1,0 +1,151 @@
+"""Pydantic models of every event on the service's topics (contract §2).
+
+Every event shares an envelope (`event_id`, `event_type`, `schema_version`,
+`occurred_at`, `user_id`, `platform`). Tokens only ever travel encrypted, in the
+storage format `iv:authTag:ciphertext` (lower-case hex).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+SCHEMA_VERSION = 1
+
+RefreshReason = Literal["scheduled", "on_demand", "manual", "bulk"]
+
+# The seed's ciphertext format: hex IV (12 or 16 bytes), hex 16-byte GCM tag, hex ciphertext.
+ENCRYPTED_TOKEN_PATTERN = r"^(?:[0-9a-f]{24}|[0-9a-f]{32}):[0-9a-f]{32}:(?:[0-9a-f]{2})*$"
+EncryptedToken = Annotated[
+    str, StringConstraints(pattern=ENCRYPTED_TOKEN_PATTERN, max_length=64 * 1024)
+]
+PlatformKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+
+_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def _plausible_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamp must carry a UTC offset (RFC 3339)")
+    value = value.astimezone(UTC)
+    if not _EARLIEST <= value < _LATEST:
+        raise ValueError("timestamp outside 2000-01-01 .. 2200-01-01")
+    return value
+
+
+Timestamp = Annotated[datetime, AfterValidator(_plausible_utc)]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def connection_key(user_id: uuid.UUID | str, platform: str) -> str:
+    """The Kafka key of every event of one connection: ``"<user_id>:<platform>"``."""
+    return f"{user_id}:{platform}"
+
+
+class Event(BaseModel):
+    """The envelope shared by every event."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    default_topic: ClassVar[str]
+
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    event_type: str
+    schema_version: Literal[1] = SCHEMA_VERSION
+    occurred_at: Timestamp = Field(default_factory=utc_now)
+    user_id: uuid.UUID
+    platform: PlatformKey
+
+    @property
+    def key(self) -> str:
+        return connection_key(self.user_id, self.platform)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+class ConnectionCreated(Event):
+    """Published by the product's OAuth callback when a user connects a platform."""
+
+    default_topic: ClassVar[str] = "connection.created"
+    event_type: Literal["connection.created"] = "connection.created"
+    access_token: EncryptedToken
+    refresh_token: EncryptedToken | None
+    token_expires_at: Timestamp | None
+    scopes: list[Annotated[str, StringConstraints(max_length=512)]] | None = Field(
+        default=None, max_length=256
+    )
+
+
+class TokenExpiring(Event):
+    """A request to refresh one connection (from the scheduler or a trigger)."""
+
+    default_topic: ClassVar[str] = "token.expiring"
+    event_type: Literal["token.expiring"] = "token.expiring"
+    token_expires_at: Timestamp | None
+    reason: RefreshReason = "scheduled"
+
+
+class TokenRefreshed(Event):
+    default_topic: ClassVar[str] = "token.refreshed"
+    event_type: Literal["token.refreshed"] = "token.refreshed"
+    token_expires_at: Timestamp | None
+    expires_in: int | None
+    attempts: int
+    duration_ms: int
+    refresh_token_rotated: bool
+    reason: RefreshReason
+
+
+class TokenNeedsReauth(Event):
+    default_topic: ClassVar[str] = "token.needs_reauth"
+    event_type: Literal["token.needs_reauth"] = "token.needs_reauth"
+    reason: str
+    error: str | None = None
+    status: Literal["needs_reauth"] = "needs_reauth"
+
+
+class TokenRefreshFailed(Event):
+    default_topic: ClassVar[str] = "token.refresh_failed"
+    event_type: Literal["token.refresh_failed"] = "token.refresh_failed"
+    error_class: str
+    error: str | None = None
+    status: str
+    will_retry: bool
+
+
+class DeadLetter(BaseModel):
+    """What the service writes to ``<topic>.dlq`` for an input it cannot process."""
+
+    model_config = ConfigDict(frozen=True)
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value_base64: str
+    reason: str
+    occurred_at: datetime = Field(default_factory=utc_now)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    model.default_topic: model
+    for model in (
+        ConnectionCreated,
+        TokenExpiring,
+        TokenRefreshed,
+        TokenNeedsReauth,
+        TokenRefreshFailed,
+    )
+}
+

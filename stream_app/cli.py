@@ -1,0 +1,196 @@
+"""``token-refresh``: the one command line of the service (contract §9).
+
+Every failure ends with one line on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import sys
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from stream_app.crypto import generate_key
+from stream_app.errors import ConfigurationError, TokenRefreshError
+from stream_app.settings import Settings, load_settings
+
+T = TypeVar("T")
+EXIT_FAILURE = 1
+EXIT_CONFIGURATION = 2
+
+
+def _fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
+    click.echo(f"token-refresh: {message}", err=True)
+    sys.exit(code)
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except ConfigurationError as exc:
+        _fail(f"configuration error: {exc}", EXIT_CONFIGURATION)
+
+
+def _run(coroutine_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    try:
+        return asyncio.run(coroutine_factory())
+    except TokenRefreshError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{type(exc).__name__}: {exc}")
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Keep OAuth access tokens valid for every (user, platform) connection."""
+
+
+@cli.command()
+def keygen() -> None:
+    """Print a new ENCRYPTION_KEY (64 hex characters)."""
+    click.echo(generate_key())
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply the database migrations (DATABASE_URL) up to the newest."""
+    from stream_app.db import Database
+    from stream_app.db.migrate import current_revision, upgrade_to_head
+
+    settings = _settings()
+    _configure_logging(settings.log_level)
+
+    async def run() -> str | None:
+        database = Database(settings.database_url)
+        try:
+            await upgrade_to_head(database)
+            return await current_revision(database)
+        finally:
+            await database.dispose()
+
+    click.echo(f"database at revision {_run(run)}")
+
+
+@cli.command()
+def worker() -> None:
+    """Run the stream processor (Faust worker): consume, refresh, publish outcomes."""
+    settings = _settings()
+    _check_broker(settings.kafka_bootstrap_servers)
+    _run(lambda: _prepare_database(settings))
+    # The composition root is the one place that wires the agent layer to the engine.
+    import faust
+
+    import agents
+    from stream_app.faust_app import create_app
+    from stream_app.service import TokenService
+
+    app = create_app(settings)
+    agents.register(app, TokenService(settings))
+    faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+
+
+async def _prepare_database(settings: Settings) -> None:
+    """The embedded SQLite default migrates itself; a shared database must be migrated first."""
+    from stream_app.db import Database
+    from stream_app.db.migrate import current_revision, head_revision, upgrade_to_head
+
+    database = Database(settings.database_url)
+    try:
+        if database.is_sqlite:
+            await upgrade_to_head(database)
+        elif await current_revision(database) != head_revision():
+            raise ConfigurationError("DATABASE_URL: database is not migrated; run `token-refresh migrate`")
+    finally:
+        await database.dispose()
+
+
+def _check_broker(bootstrap_servers: str, timeout: float = 5.0) -> None:
+    errors = []
+    for server in bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=timeout):
+                return
+        except (OSError, ValueError) as exc:
+            errors.append(f"{server.strip()} ({exc})")
+    _fail(f"KAFKA_BOOTSTRAP_SERVERS: cannot reach any broker: {', '.join(errors)}", EXIT_CONFIGURATION)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8099, show_default=True, type=int)
+def sandbox(host: str, port: int) -> None:
+    """Run the OAuth provider sandbox (a test double of the providers' token endpoints)."""
+    from stream_app.sandbox import serve
+
+    _configure_logging("INFO")
+    try:
+        asyncio.run(serve(host, port, ready=lambda url: click.echo(f"sandbox listening on {url}")))
+    except KeyboardInterrupt:
+        pass
+
+
+@cli.command()
+@click.argument("user_id")
+@click.argument("platform")
+def refresh(user_id: str, platform: str) -> None:
+    """Refresh one connection now (manual), whatever its expiry."""
+    from stream_app.service import TokenService
+
+    settings = _settings()
+    _configure_logging(settings.log_level)
+
+    async def run() -> Any:
+        service = TokenService(settings)
+        try:
+            return await service.engine.refresh(_uuid(user_id), platform, trigger="manual")
+        finally:
+            await service.aclose()
+
+    result = _run(run)
+    click.echo(f"{result.outcome}: {result.reason}")
+    if result.outcome != "refreshed":
+        sys.exit(EXIT_FAILURE)
+
+
+def _uuid(value: str) -> Any:
+    import uuid
+
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        _fail(f"USER_ID: not a UUID: {value!r}", EXIT_CONFIGURATION)
+
+
+@cli.command()
+@click.argument("topic")
+@click.option("--since", required=True, help="RFC 3339 time or 'beginning'.")
+def replay(topic: str, since: str) -> None:
+    """Print a topic's events since a time as JSON lines (for audits)."""
+    from stream_app.replay import replay_topic
+
+    settings = _settings()
+    start = None if since == "beginning" else _parse_time(since)
+    count = _run(lambda: replay_topic(settings, topic, start, lambda line: click.echo(line)))
+    click.echo(f"{count} event(s)", err=True)
+
+
+def _parse_time(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        _fail(f"--since: not an RFC 3339 time: {value!r}", EXIT_CONFIGURATION)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def main() -> None:
+    cli(prog_name="token-refresh")

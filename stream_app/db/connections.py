@@ -1,0 +1,98 @@
+"""Queries on `platform_connections`. Every token handed in or out here is a ciphertext."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from stream_app.db.models import REFRESHABLE_STATUSES, ConnectionRow
+
+
+async def get_connection(session: AsyncSession, user_id: uuid.UUID, platform: str) -> ConnectionRow | None:
+    result = await session.execute(
+        select(ConnectionRow).where(ConnectionRow.user_id == user_id, ConnectionRow.platform == platform)
+    )
+    return result.scalar_one_or_none()
+
+
+async def upsert_connection(session: AsyncSession, values: dict[str, Any]) -> bool:
+    """Insert or replace a connection from a `connection.created` event.
+
+    An event older than (or as old as) the one that last connected the row is ignored, so a
+    replayed or reordered event can never put back a refresh token that has since rotated.
+    Returns whether the row changed.
+    """
+    insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+    statement = insert(ConnectionRow).values(id=uuid.uuid4(), version=0, consecutive_failures=0, **values)
+    changed = {name: statement.excluded[name] for name in values if name not in ("user_id", "platform")}
+    changed["version"] = ConnectionRow.version + 1
+    changed["consecutive_failures"] = 0
+    statement = statement.on_conflict_do_update(
+        index_elements=["user_id", "platform"],
+        set_=changed,
+        where=or_(
+            ConnectionRow.connected_at.is_(None),
+            ConnectionRow.connected_at < statement.excluded.connected_at,
+        ),
+    )
+    result = await session.execute(statement)
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def update_fenced(session: AsyncSession, row: ConnectionRow, values: dict[str, Any]) -> bool:
+    """Apply ``values`` only if nobody changed the row since it was read (optimistic lock)."""
+    result = await session.execute(
+        update(ConnectionRow)
+        .where(ConnectionRow.id == row.id, ConnectionRow.version == row.version)
+        .values(version=ConnectionRow.version + 1, **values)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def due_connections(
+    session: AsyncSession,
+    *,
+    now: datetime,
+    lookahead: timedelta,
+    requeue_after: timedelta,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+    platforms: Sequence[str],
+) -> Sequence[ConnectionRow]:
+    """One page, in (token_expires_at, id) order, of refreshable connections expiring within
+    ``lookahead`` on ``platforms`` and not requested in the last ``requeue_after``. Keyset pagination: pass the
+    last row's (token_expires_at, id) as ``after`` for the next page."""
+    query = select(ConnectionRow).where(
+        ConnectionRow.platform.in_(platforms),
+        ConnectionRow.status.in_([str(status) for status in REFRESHABLE_STATUSES]),
+        ConnectionRow.token_expires_at.is_not(None),
+        ConnectionRow.token_expires_at <= now + lookahead,
+        or_(
+            ConnectionRow.refresh_requested_at.is_(None),
+            ConnectionRow.refresh_requested_at < now - requeue_after,
+        ),
+    )
+    if after is not None:
+        expires_at, row_id = after
+        query = query.where(
+            or_(
+                ConnectionRow.token_expires_at > expires_at,
+                and_(ConnectionRow.token_expires_at == expires_at, ConnectionRow.id > row_id),
+            )
+        )
+    query = query.order_by(ConnectionRow.token_expires_at, ConnectionRow.id).limit(limit)
+    return (await session.execute(query)).scalars().all()
+
+
+async def mark_refresh_requested(session: AsyncSession, ids: Sequence[uuid.UUID], now: datetime) -> None:
+    if ids:
+        await session.execute(
+            update(ConnectionRow).where(ConnectionRow.id.in_(ids)).values(refresh_requested_at=now)
+        )
+

@@ -1,0 +1,107 @@
+"""Rows of the database. Tokens in these rows are always ciphertexts.
+
+`platform_connections` keeps the seed's columns, types and indexes (so its monitoring
+queries run unchanged) and adds what the engine needs: a version for fenced updates,
+the time a refresh was last requested (so the scan does not re-emit in-flight work),
+and a failure counter. Timestamps are UTC, stored without zone as in the seed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class ConnectionStatus(StrEnum):
+    CONNECTED = "connected"
+    TOKEN_EXPIRED = "token_expired"
+    NEEDS_REAUTH = "needs_reauth"
+    DISCONNECTED = "disconnected"
+    ERROR = "error"
+
+
+REFRESHABLE_STATUSES = (ConnectionStatus.CONNECTED, ConnectionStatus.TOKEN_EXPIRED)
+_STATUS_LIST = ", ".join(f"'{status}'" for status in ConnectionStatus)
+_SCANNED_STATUS_LIST = ", ".join(f"'{status}'" for status in REFRESHABLE_STATUSES)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ConnectionRow(Base):
+    __tablename__ = "platform_connections"
+    __table_args__ = (
+        UniqueConstraint("user_id", "platform"),
+        CheckConstraint(f"status IN ({_STATUS_LIST})", name="platform_connections_status_check"),
+        Index(
+            "idx_platform_connections_status",
+            "status",
+            postgresql_where=text(f"status IN ({_SCANNED_STATUS_LIST})"),
+            sqlite_where=text(f"status IN ({_SCANNED_STATUS_LIST})"),
+        ),
+        Index(
+            "idx_platform_connections_expiry",
+            "token_expires_at",
+            postgresql_where=text("token_expires_at IS NOT NULL"),
+            sqlite_where=text("token_expires_at IS NOT NULL"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    platform: Mapped[str] = mapped_column(Text, nullable=False)
+    access_token: Mapped[str | None] = mapped_column(Text)
+    refresh_token: Mapped[str | None] = mapped_column(Text)
+    token_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    status: Mapped[str] = mapped_column(Text, default=ConnectionStatus.CONNECTED)
+    last_sync_status: Mapped[str | None] = mapped_column(Text, default="pending")
+    last_sync_error: Mapped[str | None] = mapped_column(Text)
+    connected_at: Mapped[datetime | None] = mapped_column(DateTime)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # Added by this service.
+    scopes: Mapped[str | None] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    refresh_requested_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_refreshed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+
+
+class OutboxRow(Base):
+    """An outcome event committed with the state change it reports, awaiting publication."""
+
+    __tablename__ = "outbox_events"
+    __table_args__ = (
+        Index(
+            "idx_outbox_events_unpublished",
+            "id",
+            postgresql_where=text("published_at IS NULL"),
+            sqlite_where=text("published_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    event_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False, unique=True)
+    topic: Mapped[str] = mapped_column(String(255), nullable=False)
+    key: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    payload: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+    published_at: Mapped[datetime | None] = mapped_column(DateTime)

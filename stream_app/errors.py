@@ -1,0 +1,87 @@
+"""The service's exception tree. Split by what happens next, not by where it came from.
+
+    TokenRefreshError
+    ├── ConfigurationError          a bad setting: start-up stops with one line
+    ├── DecryptionError             a ciphertext that is malformed, tampered or under another key
+    ├── UnknownPlatformError        a platform key the catalog does not know
+    └── ProviderError               the token endpoint refused, or could not be reached
+        ├── RetryableProviderError  try again with backoff
+        │   ├── ProviderNetworkError    connect/read errors, timeouts      (network)
+        │   ├── ProviderServerError     5xx                                 (server_error)
+        │   └── ProviderRateLimited     429 / throttling 403; waits, not an attempt (rate_limited)
+        ├── InvalidClientError      our client credentials are refused: status `error`
+        └── ReauthRequiredError     the grant is dead (invalid_grant, unknown): status `needs_reauth`
+
+Messages never carry a token: provider text is sanitised before it reaches an exception.
+"""
+
+from __future__ import annotations
+
+
+class TokenRefreshError(Exception):
+    """Root of every error this service raises on purpose."""
+
+
+class ConfigurationError(TokenRefreshError):
+    """A missing or malformed setting."""
+
+
+class DecryptionError(TokenRefreshError):
+    """A ciphertext could not be decrypted: malformed, tampered with, or under another key."""
+
+
+class UnknownPlatformError(TokenRefreshError):
+    def __init__(self, platform: str) -> None:
+        super().__init__(f"unknown platform {platform!r}")
+        self.platform = platform
+
+
+class ProviderError(TokenRefreshError):
+    """The provider's token endpoint did not give us a token."""
+
+    error_class = "unknown_error"
+
+    def __init__(self, description: str, *, status_code: int | None = None) -> None:
+        super().__init__(description)
+        self.description = description
+        self.status_code = status_code
+
+
+class RetryableProviderError(ProviderError):
+    """Worth another attempt after a backoff."""
+
+
+class ProviderNetworkError(RetryableProviderError):
+    error_class = "network"
+
+
+class ProviderServerError(RetryableProviderError):
+    error_class = "server_error"
+
+
+class ProviderRateLimited(RetryableProviderError):
+    """The provider asked us to slow down; ``retry_after`` is None when it did not say how long."""
+
+    error_class = "rate_limited"
+
+    def __init__(
+        self, description: str, *, status_code: int | None = None, retry_after: float | None
+    ) -> None:
+        super().__init__(description, status_code=status_code)
+        self.retry_after = retry_after
+
+
+class InvalidClientError(ProviderError):
+    error_class = "invalid_client"
+
+
+class ReauthRequiredError(ProviderError):
+    """The grant cannot be refreshed any more; ``reason`` is the contract's needs_reauth reason."""
+
+    def __init__(self, description: str, *, reason: str, status_code: int | None = None) -> None:
+        super().__init__(description, status_code=status_code)
+        self.reason = reason
+
+    @property
+    def error_class(self) -> str:  # type: ignore[override]
+        return self.reason

@@ -1,0 +1,75 @@
+"""Turning raw input records into validated events, and `connection.created` into a row."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from schemas import ConnectionCreated, Event
+from stream_app.catalog import is_known
+from stream_app.clock import to_naive_utc, utc_now
+from stream_app.crypto import TokenCipher
+from stream_app.db import ConnectionStatus, Database
+from stream_app.db.connections import upsert_connection
+from stream_app.errors import DecryptionError, TokenRefreshError
+
+MAX_EVENT_BYTES = 1024 * 1024
+E = TypeVar("E", bound=Event)
+
+
+class InvalidEvent(TokenRefreshError):
+    """An input record that cannot be processed; its message is the dead-letter reason."""
+
+
+def parse_event(model: type[E], raw: bytes | None) -> E:
+    if raw is None:
+        raise InvalidEvent("empty record (no value)")
+    if len(raw) > MAX_EVENT_BYTES:
+        raise InvalidEvent(f"record of {len(raw)} bytes exceeds {MAX_EVENT_BYTES}")
+    try:
+        event = model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise InvalidEvent(_describe(exc)) from None
+    if not is_known(event.platform):
+        raise InvalidEvent(f"platform: unknown platform {event.platform!r}")
+    return event
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False)[:5]:
+        where = ".".join(str(part) for part in error["loc"]) or "record"
+        problems.append(f"{where}: {error['msg']}")
+    return "; ".join(problems)
+
+
+async def record_connection(database: Database, cipher: TokenCipher, event: ConnectionCreated) -> bool:
+    """Store a new or re-authorised connection. Returns whether the row changed (False for a
+    replay or an event older than the row)."""
+    for field, ciphertext in (("access_token", event.access_token), ("refresh_token", event.refresh_token)):
+        if ciphertext is not None:
+            try:
+                cipher.decrypt(ciphertext)
+            except DecryptionError as exc:
+                raise InvalidEvent(f"{field}: not a valid ciphertext under the current key ({exc})") from None
+    async with database.transaction() as session:
+        return await upsert_connection(session, connection_values(event))
+
+
+def connection_values(event: ConnectionCreated) -> dict[str, Any]:
+    """The row a `connection.created` event describes (tokens still encrypted)."""
+    return {
+        "user_id": event.user_id,
+        "platform": event.platform,
+        "access_token": event.access_token,
+        "refresh_token": event.refresh_token,
+        "token_expires_at": to_naive_utc(event.token_expires_at),
+        "scopes": " ".join(event.scopes) if event.scopes else None,
+        "status": ConnectionStatus.CONNECTED,
+        "last_sync_status": "pending",
+        "last_sync_error": None,
+        "connected_at": to_naive_utc(event.occurred_at),
+        "updated_at": utc_now(),
+        "refresh_requested_at": None,
+    }

@@ -1,0 +1,159 @@
+"""Each provider's way of saying "no", mapped onto the contract's classes.
+
+A dialect turns a token-endpoint response into an error code (or None for success);
+``raise_for_answer`` then maps the code and the HTTP status onto the exception tree of
+``stream_app.errors``. Most providers speak RFC 6749; the others differ as providers.md
+describes (errors inside a 200, Twitch's ``{status, message}``, "bad refresh token"
+spelled ``invalid_request``).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from stream_app.errors import (
+    InvalidClientError,
+    ProviderRateLimited,
+    ProviderServerError,
+    ReauthRequiredError,
+)
+
+# (error code, description) read from a response body; code None means "no error".
+ErrorReading = tuple[str | None, str]
+Dialect = Callable[[int, Any], ErrorReading]
+
+BAD_GRANT_CODES = frozenset(
+    {"invalid_grant", "bad_refresh_token", "invalid_refresh_token", "token_revoked", "token_expired"}
+)
+BAD_CLIENT_CODES = frozenset(
+    {
+        "invalid_client",
+        "unauthorized_client",
+        "incorrect_client_credentials",
+        "bad_client_secret",
+        "invalid_client_id",
+    }
+)
+
+
+def _rfc6749(status: int, body: Any) -> ErrorReading:
+    if isinstance(body, Mapping) and isinstance(body.get("error"), str):
+        return body["error"], str(body.get("error_description") or "")
+    if status >= 400:
+        return "http_error", ""
+    return None, ""
+
+
+def _invalid_request_is_bad_grant(status: int, body: Any) -> ErrorReading:
+    """X, LinkedIn and Reddit answer a dead refresh token with ``invalid_request``."""
+    code, description = _rfc6749(status, body)
+    if code == "invalid_request" and status == 400:
+        return "invalid_grant", description
+    if code == "http_error" and status == 401:  # Reddit: 401, no body, WWW-Authenticate
+        return "invalid_client", ""
+    return code, description
+
+
+def _slack(status: int, body: Any) -> ErrorReading:
+    if isinstance(body, Mapping) and body.get("ok") is False:
+        return str(body.get("error") or "unknown_error"), ""
+    return _rfc6749(status, body)
+
+
+def _twitch(status: int, body: Any) -> ErrorReading:
+    if isinstance(body, Mapping) and "message" in body and "error" not in body:
+        message = str(body["message"])
+        lowered = message.lower()
+        if "refresh token" in lowered:
+            return "invalid_grant", message
+        if "client" in lowered or status == 403:
+            return "invalid_client", message
+        return "unknown_error", message
+    return _rfc6749(status, body)
+
+
+DIALECTS: dict[str, Dialect] = {
+    "rfc6749": _rfc6749,
+    "spotify": _rfc6749,  # its invalid_client comes as a 400, which the code already says
+    "google": _rfc6749,
+    "github_app": _rfc6749,  # errors arrive inside a 200; the body decides
+    "invalid_request_is_bad_grant": _invalid_request_is_bad_grant,
+    "slack": _slack,
+    "twitch": _twitch,
+}
+
+
+def raise_for_answer(
+    dialect: str,
+    status: int,
+    headers: Mapping[str, str],
+    body: Any,
+    *,
+    default_wait: float,
+    sanitize: Callable[[str], str],
+) -> None:
+    """Raise the error this answer means; return quietly when it carries a token."""
+    if status == 429:
+        raise ProviderRateLimited(
+            "rate limited", status_code=status, retry_after=retry_after_seconds(headers, body)
+        )
+    if status >= 500:
+        raise ProviderServerError(f"server error {status}", status_code=status)
+    if status == 403 and not isinstance(body, Mapping):
+        # Google has answered throttling with a 403 HTML page and no Retry-After.
+        wait = retry_after_seconds(headers, body)
+        raise ProviderRateLimited(
+            "forbidden (throttled)", status_code=status, retry_after=wait if wait is not None else default_wait
+        )
+    code, description = DIALECTS[dialect](status, body)
+    if code is None:
+        if isinstance(body, Mapping) and isinstance(body.get("access_token"), str):
+            return
+        code = "malformed_response"
+    text = sanitize(f"{code}: {description}" if description else code)
+    if code in BAD_GRANT_CODES:
+        raise ReauthRequiredError(text, reason="invalid_grant", status_code=status)
+    if code in BAD_CLIENT_CODES:
+        raise InvalidClientError(text, status_code=status)
+    raise ReauthRequiredError(text, reason="unknown_error", status_code=status)
+
+
+def retry_after_seconds(
+    headers: Mapping[str, str], body: Any, *, now: float | None = None
+) -> float | None:
+    """How long the provider asked us to wait, from any of the styles in use; None if unsaid.
+
+    ``Retry-After`` as seconds or an HTTP date, Discord's float ``retry_after`` in the body,
+    X's ``x-rate-limit-reset`` epoch seconds, Reddit's ``x-ratelimit-reset`` seconds.
+    """
+    now = time.time() if now is None else now
+    lowered = {name.lower(): value for name, value in headers.items()}
+    if isinstance(body, Mapping) and isinstance(body.get("retry_after"), int | float):
+        return max(0.0, float(body["retry_after"]))
+    value = lowered.get("retry-after")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                when = None
+            if when is not None and when.tzinfo is not None:
+                return max(0.0, when.timestamp() - now)
+    reset = lowered.get("x-rate-limit-reset")
+    if reset:
+        try:
+            return max(0.0, float(reset) - now)
+        except ValueError:
+            pass
+    reset = lowered.get("x-ratelimit-reset")
+    if reset:
+        try:
+            return max(0.0, float(reset))
+        except ValueError:
+            pass
+    return None

@@ -1,0 +1,67 @@
+"""The expiry scan: finds connections due for a refresh and requests one for each.
+
+It pages with a keyset cursor over the expiry index (never loading the table) and marks
+each emitted row with ``refresh_requested_at``, so the next scan skips work in flight
+unless it has been pending for longer than ``requeue_after`` (a lost request).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+from schemas import TokenExpiring
+from stream_app.catalog import REFRESHABLE_PLATFORMS
+from stream_app.clock import to_aware_utc, utc_now
+from stream_app.db import Database
+from stream_app.db.connections import due_connections, mark_refresh_requested
+from stream_app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[TokenExpiring], Awaitable[object]]
+
+
+async def scan_expiring(database: Database, settings: Settings, emit: Emit) -> int:
+    """Emit one ``token.expiring`` per due connection; returns how many were emitted."""
+    now = utc_now()
+    lookahead = timedelta(seconds=settings.scan_lookahead_seconds)
+    # A request not done after half the buffer is presumed lost and sent again, early enough
+    # to still beat the expiry; duplicates are harmless (the engine re-checks under a lock).
+    requeue_after = timedelta(seconds=settings.refresh_buffer_seconds / 2)
+    emitted = 0
+    cursor = None
+    while True:
+        async with database.transaction() as session:
+            rows = await due_connections(
+                session,
+                now=now,
+                lookahead=lookahead,
+                requeue_after=requeue_after,
+                after=cursor,
+                limit=settings.scan_page_size,
+                platforms=REFRESHABLE_PLATFORMS,
+            )
+            for row in rows:
+                await emit(
+                    TokenExpiring(
+                        user_id=row.user_id,
+                        platform=row.platform,
+                        token_expires_at=to_aware_utc(row.token_expires_at),
+                        reason="scheduled",
+                    )
+                )
+            await mark_refresh_requested(session, [row.id for row in rows], now)
+        emitted += len(rows)
+        if len(rows) < settings.scan_page_size:
+            break
+        last = rows[-1]
+        assert last.token_expires_at is not None
+        cursor = (last.token_expires_at, last.id)
+    log.log(
+        logging.INFO if emitted else logging.DEBUG,
+        "⏰ [Scheduled] Expiry scan emitted %d refresh request(s)",
+        emitted,
+    )
+    return emitted

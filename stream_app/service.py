@@ -1,0 +1,116 @@
+"""The composition root of one process: every long-lived resource, created once."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from schemas import TokenExpiring
+from stream_app.catalog import platform as platform_spec
+from stream_app.clock import utc_now
+from stream_app.crypto import TokenCipher
+from stream_app.db import Database
+from stream_app.db.connections import get_connection
+from stream_app.decisions import Action, decide_refresh
+from stream_app.engine import RefreshEngine
+from stream_app.errors import DecryptionError
+from stream_app.privacy import UserIdHasher
+from stream_app.providers import ProviderClient, build_http_client
+from stream_app.scheduler import scan_expiring
+from stream_app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, repr=False)
+class RefreshedAccessToken:
+    """A plain-text access token for the caller; ``repr`` does not show it."""
+
+    access_token: str
+    expires_in: int | None
+
+    def __repr__(self) -> str:
+        return f"RefreshedAccessToken(expires_in={self.expires_in})"
+
+
+class TokenService:
+    def __init__(self, settings: Settings, *, database: Database | None = None) -> None:
+        key = settings.encryption_key.get_secret_value()
+        self.settings = settings
+        self.database = database or Database(settings.database_url)
+        self.http = build_http_client(settings)
+        self.cipher = TokenCipher(key)
+        self.hash_user_id = UserIdHasher(key)
+        self.engine = RefreshEngine(
+            settings,
+            self.database,
+            ProviderClient(self.http, settings),
+            self.cipher,
+            hasher=self.hash_user_id,
+            on_outbox_write=self._outbox_written,
+        )
+        self._wake_relay: Callable[[], None] = lambda: None
+
+    def on_outbox_write(self, callback: Callable[[], None]) -> None:
+        """Called after each commit that wrote an outcome event (the worker wakes its relay)."""
+        self._wake_relay = callback
+
+    def _outbox_written(self) -> None:
+        self._wake_relay()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+        await self.database.dispose()
+
+    async def get_valid_access_token(self, user_id: uuid.UUID | str, platform: str) -> str | None:
+        """A usable access token, refreshed first if it expires within the buffer; None if the
+        connection is missing, dead, or could not be refreshed before it expired."""
+        user_id = _as_uuid(user_id)
+        spec = platform_spec(platform)
+        async with self.database.sessions() as session:
+            row = await get_connection(session, user_id, platform)
+        decision = decide_refresh(row, spec, utc_now(), window_seconds=self.settings.refresh_buffer_seconds)
+        if decision.action is not Action.SKIP:
+            await self.engine.refresh(
+                user_id, platform, trigger="on_demand", window_seconds=self.settings.refresh_buffer_seconds
+            )
+            async with self.database.sessions() as session:
+                row = await get_connection(session, user_id, platform)
+        if row is None or row.access_token is None or row.status not in ("connected", "token_expired"):
+            return None
+        if row.token_expires_at is not None and row.token_expires_at <= utc_now():
+            return None
+        try:
+            return self.cipher.decrypt(row.access_token)
+        except DecryptionError:
+            log.error("[%s][%s] Stored access token cannot be decrypted", platform, self.hash_user_id(user_id))
+            return None
+
+    async def refresh_platform_token(
+        self, user_id: uuid.UUID | str, platform: str
+    ) -> RefreshedAccessToken | None:
+        """Refresh now, whatever the expiry (a manual refresh); None if it did not succeed."""
+        result = await self.engine.refresh(_as_uuid(user_id), platform, trigger="manual")
+        if result.tokens is None:
+            return None
+        return RefreshedAccessToken(result.tokens.access_token, result.tokens.expires_in)
+
+    async def refresh_expiring_tokens(self) -> dict[str, int]:
+        """Refresh, in this process, every connection the scan finds due; counts by outcome."""
+        due: list[TokenExpiring] = []
+
+        async def collect(event: TokenExpiring) -> None:
+            due.append(event)
+
+        await scan_expiring(self.database, self.settings, collect)
+        counts = {"refreshed": 0, "needs_reauth": 0, "failed": 0, "skipped": 0}
+        for event in due:
+            result = await self.engine.refresh(event.user_id, event.platform, trigger="scheduled")
+            counts[result.outcome] += 1
+        return counts
+
+
+def _as_uuid(user_id: uuid.UUID | str) -> uuid.UUID:
+    return user_id if isinstance(user_id, uuid.UUID) else uuid.UUID(str(user_id))

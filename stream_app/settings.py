@@ -1,0 +1,193 @@
+"""Settings (contract §8), read once from the environment and `.env` at the composition root.
+
+Platform credentials and token URLs are named after the catalog's credential keys
+(``SPOTIFY_CLIENT_ID``, ``GOOGLE_TOKEN_URL``, ...), so they are collected by a settings
+source of their own rather than declared one field each. A ``*_CLIENT_ID``,
+``*_CLIENT_SECRET`` or ``*_TOKEN_URL`` whose prefix no platform uses is refused: it is
+almost always a typo that would otherwise leave a platform silently unconfigured.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from dotenv import dotenv_values
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from stream_app.catalog import CREDENTIAL_KEYS
+from stream_app.errors import ConfigurationError
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./token_refresh.db"
+_PLACEHOLDER_KEYS = {"your-64-character-hex-key"}
+# Other software's variables of the same shape that may share the environment (Azure
+# workload identity sets AZURE_CLIENT_ID in every pod, for instance).
+_FOREIGN_PREFIXES = ("azure", "aws", "kafka", "sasl", "oidc", "github")
+_PLATFORM_VARIABLE = re.compile(r"^(?P<prefix>[A-Z0-9_]+?)_(?P<what>CLIENT_ID|CLIENT_SECRET|TOKEN_URL)$")
+
+
+class ClientCredentials(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    client_id: str
+    client_secret: SecretStr
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", frozen=True, case_sensitive=False
+    )
+
+    database_url: str = DEFAULT_DATABASE_URL
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_topic_partitions: int = Field(default=4, ge=1)
+    kafka_app_id: str = "token-refresh"
+
+    encryption_key: SecretStr
+
+    topic_connection_created: str = "connection.created"
+    topic_token_expiring: str = "token.expiring"
+    topic_token_refreshed: str = "token.refreshed"
+    topic_token_needs_reauth: str = "token.needs_reauth"
+    topic_token_refresh_failed: str = "token.refresh_failed"
+
+    refresh_buffer_seconds: float = Field(default=300, gt=0)
+    scan_interval_seconds: float = Field(default=60, gt=0)
+    refresh_max_attempts: int = Field(default=3, ge=1)
+    retry_base_delay_seconds: float = Field(default=1, ge=0)
+    retry_max_delay_seconds: float = Field(default=30, ge=0)
+    retry_jitter_ratio: float = Field(default=0.3, ge=0, le=1)
+    rate_limit_default_wait_seconds: float = Field(default=60, ge=0)
+    http_timeout_seconds: float = Field(default=10, gt=0)
+    scan_page_size: int = Field(default=500, ge=1)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    credentials: dict[str, ClientCredentials] = Field(default_factory=dict)
+    token_urls: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _key_is_64_hex(cls, value: SecretStr) -> SecretStr:
+        key = value.get_secret_value()
+        if key in _PLACEHOLDER_KEYS:
+            raise ValueError("is the documentation's placeholder; generate one with `token-refresh keygen`")
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", key):
+            raise ValueError("must be 64 hex characters (32 bytes); generate one with `token-refresh keygen`")
+        if len(set(key)) == 1:
+            raise ValueError("is a trivial key (one repeated digit); generate one with `token-refresh keygen`")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @property
+    def scan_lookahead_seconds(self) -> float:
+        """How far ahead a scan looks: the buffer plus one interval, so no token can expire
+        between two scans without having been emitted at least a buffer before its expiry."""
+        return self.refresh_buffer_seconds + self.scan_interval_seconds
+
+    def topic_names(self) -> dict[str, str]:
+        """Default topic name -> configured topic name."""
+        return {
+            "connection.created": self.topic_connection_created,
+            "token.expiring": self.topic_token_expiring,
+            "token.refreshed": self.topic_token_refreshed,
+            "token.needs_reauth": self.topic_token_needs_reauth,
+            "token.refresh_failed": self.topic_token_refresh_failed,
+        }
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            PlatformVariablesSource(settings_cls),
+            file_secret_settings,
+        )
+
+
+class PlatformVariablesSource(PydanticBaseSettingsSource):
+    """Collects ``<KEY>_CLIENT_ID`` / ``_CLIENT_SECRET`` / ``_TOKEN_URL`` into two dicts."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # everything happens in __call__
+
+    def __call__(self) -> dict[str, Any]:
+        env_file = self.config.get("env_file")
+        variables: dict[str, str | None] = dict(dotenv_values(env_file)) if env_file else {}
+        variables.update(os.environ)
+        return collect_platform_variables(variables)
+
+
+def collect_platform_variables(variables: Mapping[str, str | None]) -> dict[str, Any]:
+    found: dict[str, dict[str, str]] = {}
+    for name, value in variables.items():
+        match = _PLATFORM_VARIABLE.match(name.upper())
+        if not match or value is None or value == "":
+            continue
+        prefix = match["prefix"].lower()
+        if prefix not in CREDENTIAL_KEYS:
+            if prefix.startswith(_FOREIGN_PREFIXES):
+                continue
+            raise ConfigurationError(
+                f"{name.upper()}: no platform uses the prefix {match['prefix']!r} "
+                f"(known: {', '.join(k.upper() for k in CREDENTIAL_KEYS)})"
+            )
+        found.setdefault(prefix, {})[match["what"]] = value
+    credentials: dict[str, dict[str, str]] = {}
+    token_urls: dict[str, str] = {}
+    for prefix, values in found.items():
+        if "TOKEN_URL" in values:
+            token_urls[prefix] = values["TOKEN_URL"]
+        has_id, has_secret = "CLIENT_ID" in values, "CLIENT_SECRET" in values
+        if has_id != has_secret:
+            missing = "CLIENT_SECRET" if has_id else "CLIENT_ID"
+            raise ConfigurationError(f"{prefix.upper()}_{missing}: must be set together with its pair")
+        if has_id:
+            credentials[prefix] = {
+                "client_id": values["CLIENT_ID"],
+                "client_secret": values["CLIENT_SECRET"],
+            }
+    return {"credentials": credentials, "token_urls": token_urls}
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings or raise ConfigurationError with one line naming the bad setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigurationError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, naming the environment variable, never echoing its value."""
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        name = "_".join(str(part) for part in error["loc"]).upper() or "settings"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "missing":
+            message = "is required but not set"
+        problems.append(f"{name}: {message}")
+    return "; ".join(problems)

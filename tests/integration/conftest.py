@@ -1,0 +1,99 @@
+"""A running stack for integration tests: real Kafka, real Postgres, the sandbox, a worker."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas import ConnectionCreated
+from stream_app.crypto import TokenCipher
+from stream_app.db import Database
+from stream_app.db.connections import get_connection
+from stream_app.db.models import ConnectionRow
+from stream_app.sandbox import SandboxServer
+from tests.support.kafka import TopicReader, create_topics, produce
+from tests.support.worker import WorkerProcess
+
+OUTCOME_TOPICS = ("token.refreshed", "token.needs_reauth", "token.refresh_failed")
+
+
+@dataclass
+class Stack:
+    bootstrap: str
+    database_url: str
+    sandbox: SandboxServer
+    cipher: TokenCipher
+    topics: dict[str, str]
+    worker: WorkerProcess
+
+    def reader(self, *default_names: str) -> TopicReader:
+        return TopicReader(self.bootstrap, [self.topics[name] for name in default_names])
+
+    async def connect(
+        self, platform: str, *, expires_in: timedelta | None, grant: dict[str, Any] | None = None
+    ) -> tuple[uuid.UUID, dict[str, Any] | None]:
+        """Publish a `connection.created` for a new user, as a producer would."""
+        user_id = uuid.uuid4()
+        if grant is None and platform != "github":
+            grant = self.sandbox.create_grant(platform)
+        access = grant["live_access_token"] if grant else "ghp_personal_access_token_" + uuid.uuid4().hex
+        refresh = grant["live_refresh_token"] if grant else None
+        event = ConnectionCreated(
+            user_id=user_id,
+            platform=platform,
+            access_token=self.cipher.encrypt(access),
+            refresh_token=self.cipher.encrypt(refresh) if refresh else None,
+            token_expires_at=datetime.now(UTC) + expires_in if expires_in is not None else None,
+        )
+        await produce(self.bootstrap, self.topics["connection.created"], [(event.key.encode(), event.to_bytes())])
+        return user_id, grant
+
+    async def row(self, user_id: uuid.UUID, platform: str) -> ConnectionRow | None:
+        database = Database(self.database_url)
+        try:
+            async with database.sessions() as session:
+                return await get_connection(session, user_id, platform)
+        finally:
+            await database.dispose()
+
+
+@pytest.fixture(scope="module")
+def stack(
+    kafka_bootstrap: str,
+    postgres_url: str,
+    sandbox: SandboxServer,
+    encryption_key: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    suffix = uuid.uuid4().hex[:8]
+    topics = {
+        name: f"{name}.{suffix}"
+        for name in ("connection.created", "token.expiring", *OUTCOME_TOPICS)
+    }
+    dead_letter_topics = [f"{topics[name]}.dlq" for name in ("connection.created", "token.expiring")]
+    asyncio.run(create_topics(kafka_bootstrap, [*topics.values(), *dead_letter_topics]))
+    env = {
+        "ENCRYPTION_KEY": encryption_key,
+        "DATABASE_URL": postgres_url,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "KAFKA_APP_ID": f"token-refresh-test-{suffix}",
+        "SCAN_INTERVAL_SECONDS": "2",
+        "RETRY_BASE_DELAY_SECONDS": "0.05",
+        "LOG_LEVEL": "DEBUG",
+        **{f"TOPIC_{name.upper().replace('.', '_')}": topic for name, topic in topics.items()},
+        **sandbox.service_env(),
+    }
+    workdir = tmp_path_factory.mktemp("worker")
+    worker = WorkerProcess(env, workdir / "worker.log").start()
+    try:
+        worker.wait_until_logged("Ready", timeout=90)
+        yield Stack(kafka_bootstrap, postgres_url, sandbox, TokenCipher(encryption_key), topics, worker)
+    finally:
+        worker.stop()

@@ -1,0 +1,89 @@
+"""Small aiokafka helpers for tests: topics, producing, and waiting for records."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+
+async def create_topics(bootstrap: str, names: list[str], partitions: int = 4) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        for name in names:
+            try:
+                await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+async def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+class TopicReader:
+    """Reads topics from the beginning, keeping everything seen (for later leak searches)."""
+
+    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+        self._consumer = AIOKafkaConsumer(
+            *topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+        )
+        self.records: list[tuple[str, bytes | None, bytes | None]] = []
+
+    async def __aenter__(self) -> TopicReader:
+        await self._consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._consumer.stop()
+
+    async def wait_for(
+        self, predicate: Callable[[str, dict[str, Any]], bool], timeout: float = 60.0
+    ) -> dict[str, Any]:
+        """The first JSON record (topic, value) matching ``predicate``, seen or yet to come."""
+        for topic, _key, value in self.records:
+            decoded = _json(value)
+            if decoded is not None and predicate(topic, decoded):
+                return decoded
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            batches = await self._consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                for record in records:
+                    self.records.append((record.topic, record.key, record.value))
+                    decoded = _json(record.value)
+                    if decoded is not None and predicate(record.topic, decoded):
+                        return decoded
+        raise AssertionError(f"no matching record within {timeout}s ({len(self.records)} seen)")
+
+    async def drain(self, seconds: float) -> None:
+        """Keep reading for ``seconds`` (to show that something did NOT happen)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            batches = await self._consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                self.records.extend((r.topic, r.key, r.value) for r in records)
+            await asyncio.sleep(0)
+
+
+def _json(value: bytes | None) -> dict[str, Any] | None:
+    try:
+        decoded = json.loads(value or b"")
+    except ValueError:
+        return None
+    return decoded if isinstance(decoded, dict) else None
