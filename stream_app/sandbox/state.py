@@ -1,0 +1,416 @@
+"""The sandbox's memory: grants (token families), queued faults and ground truth.
+
+Pure Python, no HTTP. Every public method takes one lock and never awaits, so a check and
+the spend that follows it are atomic, whether called from the server's event loop or from
+a test thread.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+import secrets
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from .dialects import (
+    DIALECTS,
+    GOOGLE,
+    NEVER_REFRESHED,
+    PLATFORMS,
+    RateLimitStyle,
+    Rotation,
+)
+
+ACCESS_PREFIX = "sbx_at_"
+REFRESH_PREFIX = "sbx_rt_"
+
+
+def _token(prefix: str) -> str:
+    return prefix + secrets.token_urlsafe(24)  # 32 url-safe characters
+
+
+class FaultMode(str, enum.Enum):
+    SERVER_ERROR = "server_error"
+    TIMEOUT = "timeout"
+    RATE_LIMIT = "rate_limit"
+    FORBIDDEN_HTML = "forbidden_html"
+    INVALID_CLIENT = "invalid_client"
+    ECHO_TOKEN = "echo_token"
+    LOST_RESPONSE = (
+        "lost_response"  # extension: refresh processed, answer never arrives
+    )
+
+
+class Verdict(str, enum.Enum):
+    """What :meth:`SandboxState.refresh` decided about a presented refresh token."""
+
+    OK = "success"
+    UNKNOWN = "unknown_refresh_token"
+    REUSED = "reused_refresh_token"  # spent before (single-use rotation)
+    REVOKED = "revoked_refresh_token"
+    EXPIRED = "expired_refresh_token"
+
+
+class SandboxError(ValueError):
+    """A bad admin request (unknown platform, bad fault parameters...)."""
+
+
+@dataclass
+class Grant:
+    grant_id: str
+    platform: str
+    scope: str
+    rotation: Rotation
+    expires_in_override: int | None
+    created_at: float
+    live_access_token: str
+    live_refresh_token: str
+    valid_refresh_tokens: list[str]
+    expires_in: int
+    access_tokens: list[str] = field(default_factory=list)
+    spent_refresh_tokens: list[str] = field(default_factory=list)
+    refresh_count: int = 0
+    revoked: bool = False
+    revoked_reason: str | None = None
+    last_refreshed_at: float | None = None
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+    @property
+    def dialect(self) -> str:
+        return PLATFORMS[self.platform].dialect
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "grant_id": self.grant_id,
+            "platform": self.platform,
+            "scope": self.scope,
+            "rotation": self.rotation.value,
+            "created_at": self.created_at,
+            "live_refresh_token": self.live_refresh_token,
+            "live_access_token": self.live_access_token,
+            "valid_refresh_tokens": list(self.valid_refresh_tokens),
+            "spent_refresh_tokens": list(self.spent_refresh_tokens),
+            "access_tokens": list(self.access_tokens),
+            "expires_in": self.expires_in,
+            "refresh_count": self.refresh_count,
+            "revoked": self.revoked,
+            "revoked_reason": self.revoked_reason,
+            "last_refreshed_at": self.last_refreshed_at,
+            "in_flight": self.in_flight,
+            "max_concurrent_requests": self.max_in_flight,
+        }
+
+
+@dataclass
+class Fault:
+    platform: str  # a platform key, or "google" for any of the three Google platforms
+    mode: FaultMode
+    count: int = 1
+    retry_after: float = 1.0
+    rate_limit_style: RateLimitStyle | None = None  # None: the provider's own style
+    delay: float = 30.0
+    status: int | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "platform": self.platform,
+            "mode": self.mode.value,
+            "count": self.count,
+            "retry_after": self.retry_after,
+            "rate_limit_style": self.rate_limit_style.value
+            if self.rate_limit_style
+            else None,
+            "delay": self.delay,
+            "status": self.status,
+        }
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    verdict: Verdict
+    grant: Grant | None = None
+    access_token: str | None = None
+    refresh_token: str | None = None  # None: the response carries no refresh_token
+    expires_in: int | None = None
+    rotated: bool = False
+
+
+def _fault_from(spec: dict[str, Any]) -> Fault:
+    platform = str(spec.get("platform"))
+    if platform not in PLATFORMS and platform != GOOGLE:
+        raise SandboxError(f"unknown platform {platform!r}")
+    try:
+        mode = FaultMode(spec.get("mode"))
+    except ValueError:
+        raise SandboxError(f"unknown fault mode {spec.get('mode')!r}") from None
+    style = spec.get("rate_limit_style")
+    try:
+        fault = Fault(
+            platform=platform,
+            mode=mode,
+            count=int(spec.get("count", 1)),
+            retry_after=float(spec.get("retry_after", 1.0)),
+            rate_limit_style=RateLimitStyle(style) if style is not None else None,
+            delay=float(spec.get("delay", 30.0)),
+            status=int(spec["status"]) if spec.get("status") is not None else None,
+        )
+    except (TypeError, ValueError) as exc:
+        raise SandboxError(f"bad fault parameters: {exc}") from None
+    if fault.count < 1 or fault.retry_after < 0 or fault.delay < 0:
+        raise SandboxError("count must be >= 1; retry_after and delay must be >= 0")
+    if fault.status is not None and not 100 <= fault.status <= 599:
+        raise SandboxError("status must be an HTTP status code")
+    return fault
+
+
+class SandboxState:
+    """All sandbox state. Thread-safe; no method awaits."""
+
+    def __init__(self, history_size: int = 10_000) -> None:
+        self._lock = threading.RLock()
+        self._history_size = history_size
+        self._clear()
+
+    def _clear(self) -> None:
+        self._grants: dict[str, Grant] = {}
+        self._by_refresh: dict[
+            str, str
+        ] = {}  # every refresh token ever issued -> grant id
+        self._faults: dict[str, deque[Fault]] = {}
+        self._issued_access: list[str] = []
+        self._issued_refresh: list[str] = []
+        self._stats: dict[str, Counter[str]] = {}
+        self._history: deque[dict[str, Any]] = deque(maxlen=self._history_size)
+        self._seq = 0
+        self.latency = 0.0
+
+    def reset(self) -> None:
+        with self._lock:
+            self._clear()
+
+    # -- grants ---------------------------------------------------------------------------
+
+    def create_grant(
+        self,
+        platform: str,
+        expires_in: int | None = None,
+        scope: str | None = None,
+        rotation: str | Rotation | None = None,
+    ) -> Grant:
+        if platform in NEVER_REFRESHED:
+            raise SandboxError(
+                f"{platform!r} tokens never refresh: there is no token endpoint"
+            )
+        if platform not in PLATFORMS:
+            raise SandboxError(f"unknown platform {platform!r}")
+        if expires_in is not None and (
+            not isinstance(expires_in, int) or expires_in < 0
+        ):
+            raise SandboxError("expires_in must be a non-negative integer")
+        dialect = DIALECTS[PLATFORMS[platform].dialect]
+        try:
+            chosen = Rotation(rotation) if rotation is not None else dialect.rotation
+        except ValueError:
+            raise SandboxError(f"unknown rotation {rotation!r}") from None
+        with self._lock:
+            access, refresh = self._issue_access(), self._issue_refresh()
+            grant = Grant(
+                grant_id="grant_" + secrets.token_hex(8),
+                platform=platform,
+                scope=scope if scope is not None else PLATFORMS[platform].default_scope,
+                rotation=chosen,
+                expires_in_override=expires_in,
+                created_at=time.time(),
+                live_access_token=access,
+                live_refresh_token=refresh,
+                valid_refresh_tokens=[refresh],
+                expires_in=self._lifetime(platform, expires_in),
+                access_tokens=[access],
+            )
+            self._grants[grant.grant_id] = grant
+            self._by_refresh[refresh] = grant.grant_id
+            return grant
+
+    def grant(self, grant_id: str) -> Grant | None:
+        with self._lock:
+            return self._grants.get(grant_id)
+
+    def grants(self) -> list[Grant]:
+        with self._lock:
+            return list(self._grants.values())
+
+    def grant_for_refresh_token(self, token: str | None) -> Grant | None:
+        with self._lock:
+            grant_id = self._by_refresh.get(token) if token else None
+            return self._grants.get(grant_id) if grant_id else None
+
+    def revoke(self, grant_id: str, reason: str = "revoked") -> Grant | None:
+        with self._lock:
+            grant = self._grants.get(grant_id)
+            if grant is not None and not grant.revoked:
+                grant.revoked, grant.revoked_reason = True, reason
+            return grant
+
+    def refresh(self, dialect_name: str, token: str) -> RefreshResult:
+        """Check and spend ``token`` at an endpoint speaking ``dialect_name``, atomically."""
+        with self._lock:
+            grant = self.grant_for_refresh_token(token)
+            if grant is None or grant.dialect != dialect_name:
+                return RefreshResult(Verdict.UNKNOWN)
+            if grant.revoked:
+                verdict = (
+                    Verdict.EXPIRED
+                    if grant.revoked_reason == "expired"
+                    else Verdict.REVOKED
+                )
+                return RefreshResult(verdict, grant)
+            if token not in grant.valid_refresh_tokens:
+                if DIALECTS[dialect_name].reuse_kills_family:
+                    grant.revoked, grant.revoked_reason = True, "reuse_detected"
+                return RefreshResult(Verdict.REUSED, grant)
+            return self._rotate(grant, token)
+
+    def _rotate(self, grant: Grant, token: str) -> RefreshResult:
+        access = self._issue_access()
+        grant.live_access_token = access
+        grant.access_tokens.append(access)
+        grant.expires_in = self._lifetime(grant.platform, grant.expires_in_override)
+        grant.refresh_count += 1
+        grant.last_refreshed_at = time.time()
+        answer_refresh: str | None = token
+        if grant.rotation in (Rotation.SINGLE_USE, Rotation.KEEP_OLD):
+            answer_refresh = self._issue_refresh()
+            self._by_refresh[answer_refresh] = grant.grant_id
+            if grant.rotation is Rotation.SINGLE_USE:
+                grant.valid_refresh_tokens.remove(token)
+                grant.spent_refresh_tokens.append(token)
+            grant.valid_refresh_tokens.append(answer_refresh)
+            grant.live_refresh_token = answer_refresh
+        elif grant.rotation is Rotation.NONE:
+            answer_refresh = None
+        return RefreshResult(
+            Verdict.OK,
+            grant,
+            access_token=access,
+            refresh_token=answer_refresh,
+            expires_in=grant.expires_in,
+            rotated=answer_refresh not in (None, token),
+        )
+
+    def _lifetime(self, platform: str, override: int | None) -> int:
+        if override is not None:
+            return override
+        dialect = DIALECTS[PLATFORMS[platform].dialect]
+        spread = dialect.expires_in_spread
+        return dialect.expires_in + (random.randint(-spread, spread) if spread else 0)
+
+    def _issue_access(self) -> str:
+        token = _token(ACCESS_PREFIX)
+        self._issued_access.append(token)
+        return token
+
+    def _issue_refresh(self) -> str:
+        token = _token(REFRESH_PREFIX)
+        self._issued_refresh.append(token)
+        return token
+
+    @contextmanager
+    def in_flight(self, grant: Grant | None) -> Iterator[None]:
+        """Count concurrent token requests presenting one grant's tokens."""
+        if grant is None:
+            yield
+            return
+        with self._lock:
+            grant.in_flight += 1
+            grant.max_in_flight = max(grant.max_in_flight, grant.in_flight)
+        try:
+            yield
+        finally:
+            with self._lock:
+                grant.in_flight -= 1
+
+    # -- faults ---------------------------------------------------------------------------
+
+    def add_fault(self, spec: dict[str, Any]) -> Fault:
+        fault = _fault_from(spec)
+        with self._lock:
+            self._faults.setdefault(fault.platform, deque()).append(fault)
+        return fault
+
+    def take_fault(self, platform: str) -> Fault | None:
+        """Consume one use of the next fault queued for ``platform`` (for a Google platform,
+        its own queue first, then the shared ``google`` queue). Returns a copy with count 1."""
+        keys = [platform]
+        if (
+            platform != GOOGLE
+            and PLATFORMS.get(platform)
+            and PLATFORMS[platform].dialect == GOOGLE
+        ):
+            keys.append(GOOGLE)
+        with self._lock:
+            for key in keys:
+                queue = self._faults.get(key)
+                if queue:
+                    head = queue[0]
+                    head.count -= 1
+                    if head.count <= 0:
+                        queue.popleft()
+                    return Fault(**{**head.__dict__, "count": 1})
+            return None
+
+    def pending_faults(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [f.describe() for q in self._faults.values() for f in q]
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    # -- ground truth ---------------------------------------------------------------------
+
+    def record(self, platform: str, outcome: str, **details: Any) -> None:
+        """Count one token request; ``details`` must not contain token values."""
+        with self._lock:
+            self._stats.setdefault(platform, Counter())[outcome] += 1
+            self._seq += 1
+            self._history.append(
+                {
+                    "seq": self._seq,
+                    "at": time.time(),
+                    "platform": platform,
+                    "outcome": outcome,
+                    **details,
+                }
+            )
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            by_outcome: Counter[str] = Counter()
+            for counter in self._stats.values():
+                by_outcome.update(counter)
+            return {
+                "total": sum(by_outcome.values()),
+                "by_outcome": dict(by_outcome),
+                "by_platform": {
+                    p: {"total": sum(c.values()), "outcomes": dict(c)}
+                    for p, c in self._stats.items()
+                },
+            }
+
+    def history(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._history)
+
+    def issued(self) -> dict[str, list[str]]:
+        with self._lock:
+            return {
+                "access_tokens": list(self._issued_access),
+                "refresh_tokens": list(self._issued_refresh),
+            }
