@@ -85,7 +85,7 @@ def worker() -> None:
     """Run the stream processor (Faust worker): consume, refresh, publish outcomes."""
     settings = _settings()
     _check_broker(settings.kafka_bootstrap_servers)
-    _run(lambda: _prepare_database(settings))
+    _run(lambda: _prepare(settings))
     # The composition root is the one place that wires the agent layer to the engine.
     import faust
 
@@ -98,10 +98,14 @@ def worker() -> None:
     faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
 
 
-async def _prepare_database(settings: Settings) -> None:
-    """The embedded SQLite default migrates itself; a shared database must be migrated first."""
+async def _prepare(settings: Settings) -> None:
+    """Topics exist with the configured partitions; the embedded SQLite default migrates
+    itself, a shared database must have been migrated (`token-refresh migrate`)."""
     from stream_app.db import Database
     from stream_app.db.migrate import current_revision, head_revision, upgrade_to_head
+    from stream_app.kafka_client import ensure_topics
+
+    await ensure_topics(settings)
 
     database = Database(settings.database_url)
     try:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
 from stream_app.settings import Settings
+
+# Topics the service consumes; each has a `<topic>.dlq` for what it cannot process.
+INPUT_TOPICS = ("connection.created", "token.expiring")
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
@@ -22,3 +28,26 @@ def client_options(settings: Settings) -> dict[str, Any]:
         if settings.kafka_sasl_password is not None:
             options["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
     return options
+
+
+async def ensure_topics(settings: Settings, *, replication_factor: int = 1) -> None:
+    """Create the service's topics (and their dead-letter topics) up front, with the configured
+    partition count; existing topics are left as they are."""
+    topics = settings.topic_names()
+    names = [*topics.values(), *(f"{topics[name]}.dlq" for name in INPUT_TOPICS)]
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(name, num_partitions=settings.kafka_topic_partitions, replication_factor=replication_factor)
+            for name in names
+            if name not in existing
+        ]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # another worker created them first
+    finally:
+        await admin.close()

@@ -1,0 +1,46 @@
+# Task runner. `make run` and `make test` are the README's quickstart; CI runs `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
+
+.PHONY: install kafka postgres services run test test-unit lint stop clean
+
+$(INSTALLED): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --constraint constraints.txt --editable '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+install: $(INSTALLED)
+
+kafka:
+	$(PYTHON) scripts/kafka_local.py start
+
+postgres:
+	$(PYTHON) scripts/postgres_local.py start
+
+services: kafka postgres
+
+# The service for real: local Kafka, the embedded SQLite default, the provider sandbox,
+# and demo connections whose refreshes scroll by. Ctrl-C stops it.
+run: install kafka
+	$(BIN)/python scripts/demo.py
+
+# The whole suite against real Kafka and Postgres.
+test: install services
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+stop:
+	$(PYTHON) scripts/kafka_local.py stop
+	$(PYTHON) scripts/postgres_local.py stop
+
+clean: stop
+	rm -rf $(VENV) .local
