@@ -1,0 +1,509 @@
+"""docker-compose.yml, Dockerfile and .dockerignore stay in step with the code.
+
+No Docker engine is needed: the files are parsed and checked against what the code accepts
+(Settings, the platform-variable collector, the CLI's commands, the sandbox's clients and
+routes, pyproject's console script), so renaming a setting, a command or a platform without
+updating the deployment files fails here.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import shlex
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+import pytest
+import yaml
+from sqlalchemy.engine import make_url
+
+from stream_app.catalog import CREDENTIAL_KEYS
+from stream_app.cli import cli
+from stream_app.crypto import generate_key
+from stream_app.sandbox.dialects import ROUTES, default_credentials
+from stream_app.settings import Settings, collect_platform_variables, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+PYPROJECT = ROOT / "pyproject.toml"
+
+SERVICES = ("kafka", "postgres", "sandbox", "migrate", "worker")
+# Services that must keep a health check (others depend on it being healthy).
+HEALTHCHECKED = ("kafka", "postgres", "sandbox")
+PLATFORM_SUFFIXES = ("_CLIENT_ID", "_CLIENT_SECRET", "_TOKEN_URL")
+# Secrets the operator must give; every other variable has a default in the file.
+REQUIRED_OUTSIDE_SETTINGS = {"POSTGRES_PASSWORD"}
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - what the sandbox container must bind
+# Settings wired to the other services of the file rather than left to the operator.
+WIRING = {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"}
+
+_INTERPOLATION = re.compile(
+    r"\$(?:(?P<escaped>\$)"
+    r"|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}"
+    r"|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
+)
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def interpolate(value: str, environ: Mapping[str, str]) -> str:
+    """Compose's variable interpolation, for the forms this project uses."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match["escaped"]:
+            return "$"
+        name = match["name"] or match["bare"]
+        op, arg = match["op"], match["arg"] or ""
+        present = name in environ
+        current = environ.get(name, "")
+        if op == ":-":
+            return current if current else arg
+        if op == "-":
+            return current if present else arg
+        if op in (":?", "?"):
+            if (op == ":?" and not current) or not present:
+                raise LookupError(f"{name}: {arg}")
+            return current
+        if op in (":+", "+"):
+            return arg if (current if op == ":+" else present) else ""
+        return current
+
+    return _INTERPOLATION.sub(replace, value)
+
+
+def references(value: str) -> list[tuple[str, str | None, str]]:
+    """(variable, operator, argument) for each interpolation in a value."""
+    return [
+        (m["name"] or m["bare"], m["op"], m["arg"] or "")
+        for m in _INTERPOLATION.finditer(value)
+        if not m["escaped"]
+    ]
+
+
+def all_strings(node: Any) -> list[str]:
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, Mapping):
+        return [s for key, value in node.items() for s in all_strings(key) + all_strings(value)]
+    if isinstance(node, list):
+        return [s for item in node for s in all_strings(item)]
+    return []
+
+
+def environment_of(service: Mapping[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):  # the ["NAME=value"] form
+        env = dict(item.split("=", 1) for item in env)
+    assert all(isinstance(v, str) for v in env.values()), "quote every environment value"
+    return dict(env)
+
+
+def command_of(service: Mapping[str, Any]) -> list[str]:
+    command = service["command"]
+    return shlex.split(command) if isinstance(command, str) else list(command)
+
+
+def settings_env_names() -> dict[str, str]:
+    """Environment variable name -> Settings field name."""
+    names = {}
+    for field_name, field in Settings.model_fields.items():
+        alias = field.validation_alias if isinstance(field.validation_alias, str) else field.alias
+        names[(alias or field_name).upper()] = field_name
+    return names
+
+
+def required_settings() -> list[str]:
+    return [name for name, field in Settings.model_fields.items() if field.is_required()]
+
+
+def resolved_env(service: Mapping[str, Any], secrets: Mapping[str, str]) -> dict[str, str]:
+    return {name: interpolate(value, secrets) for name, value in environment_of(service).items()}
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    instructions = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        keyword, _, rest = line.partition(" ")
+        instructions.append((keyword.upper(), rest.strip()))
+    return instructions
+
+
+def exec_form(argument: str) -> list[str]:
+    value = json.loads(argument)
+    assert isinstance(value, list), f"use the exec (JSON) form: {argument}"
+    return value
+
+
+# --- fixtures ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = compose["services"]
+    return found
+
+
+@pytest.fixture(scope="module")
+def app_services(services: dict[str, Any]) -> dict[str, Any]:
+    """The services that run this project's image (built from the Dockerfile)."""
+    image = services["worker"]["image"]
+    return {
+        name: service
+        for name, service in services.items()
+        if "build" in service or service.get("image") == image
+    }
+
+
+@pytest.fixture(scope="module")
+def secrets() -> dict[str, str]:
+    return {"POSTGRES_PASSWORD": "compose-test-password", "ENCRYPTION_KEY": generate_key()}
+
+
+@pytest.fixture(scope="module")
+def worker_env(services: dict[str, Any], secrets: dict[str, str]) -> dict[str, str]:
+    return resolved_env(services["worker"], secrets)
+
+
+# --- compose: shape ----------------------------------------------------------------------
+
+
+def test_compose_spec_has_no_version_key(compose: dict[str, Any]) -> None:
+    assert "version" not in compose
+
+
+def test_services_exist(services: dict[str, Any]) -> None:
+    assert set(SERVICES) <= set(services)
+
+
+def test_app_services_are_the_projects_image(app_services: dict[str, Any]) -> None:
+    assert {"sandbox", "migrate", "worker"} <= set(app_services)
+    for name, service in app_services.items():
+        assert service.get("build"), f"{name}: must build the image from the Dockerfile"
+        assert service.get("init") is True, f"{name}: needs an init so SIGTERM reaches Python"
+    assert len({service["image"] for service in app_services.values()}) == 1
+
+
+@pytest.mark.parametrize("name", HEALTHCHECKED)
+def test_long_running_dependencies_have_healthchecks(services: dict[str, Any], name: str) -> None:
+    healthcheck = services[name].get("healthcheck")
+    assert healthcheck and healthcheck.get("test"), f"{name}: needs a healthcheck"
+    assert not healthcheck.get("disable")
+
+
+def test_migrate_is_one_shot_without_healthcheck(services: dict[str, Any]) -> None:
+    migrate = services["migrate"]
+    assert "healthcheck" not in migrate
+    assert migrate.get("restart") == "no"  # a string: an unquoted `no` is YAML's false
+
+
+def test_worker_restarts(services: dict[str, Any]) -> None:
+    assert services["worker"].get("restart") == "unless-stopped"
+
+
+def test_worker_dependencies(services: dict[str, Any]) -> None:
+    depends_on = services["worker"]["depends_on"]
+    assert isinstance(depends_on, dict), "use the long form with conditions"
+    assert depends_on["kafka"]["condition"] == "service_healthy"
+    assert depends_on["postgres"]["condition"] == "service_healthy"
+    assert depends_on["migrate"]["condition"] == "service_completed_successfully"
+    if "sandbox" in depends_on:
+        assert depends_on["sandbox"]["condition"] == "service_healthy"
+
+
+def test_migrate_waits_for_postgres(services: dict[str, Any]) -> None:
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def test_every_healthy_condition_has_a_healthcheck(services: dict[str, Any]) -> None:
+    for name, service in services.items():
+        for dependency, spec in (service.get("depends_on") or {}).items():
+            assert dependency in services, f"{name} depends on unknown service {dependency}"
+            if spec.get("condition") == "service_healthy":
+                assert services[dependency].get("healthcheck"), f"{dependency}: no healthcheck"
+
+
+def test_stateful_services_use_named_volumes(compose: dict[str, Any], services: dict[str, Any]) -> None:
+    declared = set(compose.get("volumes") or {})
+    for name, target in (("kafka", "/var/lib/kafka/data"), ("postgres", "/var/lib/postgresql/data")):
+        mounts = dict(volume.split(":", 1) for volume in services[name]["volumes"])
+        by_target = {mount.split(":")[0]: source for source, mount in mounts.items()}
+        assert target in by_target, f"{name}: no volume at {target}"
+        assert by_target[target] in declared, f"{name}: {by_target[target]} is not a named volume"
+    assert services["kafka"]["environment"]["KAFKA_LOG_DIRS"] == "/var/lib/kafka/data"
+
+
+# --- compose: interpolation --------------------------------------------------------------
+
+
+def test_only_the_secrets_are_required(compose: dict[str, Any]) -> None:
+    """`docker compose up` needs exactly the secrets; everything else has a default."""
+    required_names = {name.upper() for name in required_settings()} | REQUIRED_OUTSIDE_SETTINGS
+    seen_required = set()
+    for value in all_strings(compose):
+        for name, op, arg in references(value):
+            assert op is not None, f"${{{name}}} has neither a default nor a required message"
+            if op in (":?", "?"):
+                assert op == ":?" and arg.strip(), f"{name}: use ${{{name}:?message}}"
+                seen_required.add(name)
+    assert seen_required == required_names
+
+
+def test_required_settings_use_the_required_form(services: dict[str, Any]) -> None:
+    for name in ("migrate", "worker"):
+        env = environment_of(services[name])
+        for field_name in required_settings():
+            variable = field_name.upper()
+            assert variable in env, f"{name}: required setting {variable} missing"
+            assert re.fullmatch(rf"\$\{{{variable}:\?[^}}]+\}}", env[variable]), (
+                f"{name}: {variable} must be given as ${{{variable}:?message}}"
+            )
+
+
+def test_app_environment_names_are_known_to_the_code(app_services: dict[str, Any]) -> None:
+    fields = settings_env_names()
+    for name, service in app_services.items():
+        env = environment_of(service)
+        platform = {k: k for k in env if k.endswith(PLATFORM_SUFFIXES)}
+        unknown = set(env) - set(fields) - set(platform)
+        assert not unknown, f"{name}: not settings of the service: {sorted(unknown)}"
+        # Accepted (no ConfigurationError) and actually collected, not skipped as foreign.
+        collected = collect_platform_variables(platform)
+        for variable in platform:
+            suffix = next(s for s in PLATFORM_SUFFIXES if variable.endswith(s))
+            key = variable.removesuffix(suffix).lower()
+            if suffix == "_TOKEN_URL":
+                assert collected["token_urls"][key] == variable
+            else:
+                assert collected["credentials"][key][suffix[1:].lower()] == variable
+
+
+def test_every_credential_key_has_its_three_variables(services: dict[str, Any]) -> None:
+    for name in ("migrate", "worker"):
+        env = environment_of(services[name])
+        for key in CREDENTIAL_KEYS:
+            for suffix in PLATFORM_SUFFIXES:
+                assert f"{key.upper()}{suffix}" in env, f"{name}: {key.upper()}{suffix} missing"
+
+
+def test_defaults_are_the_sandbox_clients_and_endpoints(services: dict[str, Any]) -> None:
+    sandbox_command = command_of(services["sandbox"])
+    port = int(sandbox_command[sandbox_command.index("--port") + 1])
+    env = resolved_env(services["worker"], {"POSTGRES_PASSWORD": "x", "ENCRYPTION_KEY": "x"})
+    for key in CREDENTIAL_KEYS:
+        upper = key.upper()
+        assert (env[f"{upper}_CLIENT_ID"], env[f"{upper}_CLIENT_SECRET"]) == default_credentials(key)
+        url = urlsplit(env[f"{upper}_TOKEN_URL"])
+        assert (url.scheme, url.hostname, url.port) == ("http", "sandbox", port)
+        route = url.path.removeprefix("/").removesuffix("/token")
+        assert url.path == f"/{route}/token" and route in ROUTES, f"sandbox has no {url.path}"
+        assert route == key
+
+
+def test_every_variable_is_overridable(services: dict[str, Any]) -> None:
+    """Apart from fixed wiring, each app setting reads the operator's variable of the same name."""
+    for variable, value in environment_of(services["worker"]).items():
+        if variable in WIRING:
+            continue
+        refs = references(value)
+        assert [name for name, _, _ in refs] == [variable], f"{variable}: {value}"
+
+
+def test_contract_numbers_are_visible(worker_env: dict[str, str]) -> None:
+    for variable in (
+        "REFRESH_BUFFER_SECONDS",
+        "SCAN_INTERVAL_SECONDS",
+        "REFRESH_MAX_ATTEMPTS",
+        "RETRY_BASE_DELAY_SECONDS",
+        "RETRY_MAX_DELAY_SECONDS",
+        "RETRY_JITTER_RATIO",
+        "RATE_LIMIT_DEFAULT_WAIT_SECONDS",
+        "LOG_LEVEL",
+    ):
+        assert variable in worker_env
+
+
+def test_settings_load_from_the_compose_environment(
+    worker_env: dict[str, str], secrets: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    for name in list(os.environ):
+        if name in settings_env_names() or name.endswith(PLATFORM_SUFFIXES):
+            monkeypatch.delenv(name, raising=False)
+    for name, value in worker_env.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()  # what every command does at start
+    assert settings.encryption_key.get_secret_value() == secrets["ENCRYPTION_KEY"]
+    assert set(settings.credentials) == set(CREDENTIAL_KEYS)
+    assert set(settings.token_urls) == set(CREDENTIAL_KEYS)
+    assert settings.kafka_bootstrap_servers == "kafka:9092"
+    # Every default shown in the file is the code's own default.
+    for variable, field_name in settings_env_names().items():
+        field = Settings.model_fields[field_name]
+        if variable in worker_env and variable not in WIRING and not field.is_required():
+            assert getattr(settings, field_name) == field.default, f"{variable}: default drifted"
+
+
+def test_database_url_points_at_the_postgres_service(
+    services: dict[str, Any], worker_env: dict[str, str], secrets: dict[str, str]
+) -> None:
+    postgres = environment_of(services["postgres"])
+    url = make_url(worker_env["DATABASE_URL"])
+    assert url.drivername == "postgresql+asyncpg"
+    assert (url.host, url.port) == ("postgres", 5432)
+    assert url.username == postgres["POSTGRES_USER"]
+    assert url.database == postgres["POSTGRES_DB"]
+    assert url.password == interpolate(postgres["POSTGRES_PASSWORD"], secrets)
+    healthcheck = " ".join(all_strings(services["postgres"]["healthcheck"]["test"]))
+    assert f"-U {postgres['POSTGRES_USER']}" in healthcheck
+    assert f"-d {postgres['POSTGRES_DB']}" in healthcheck
+
+
+def test_kafka_listeners_agree_with_the_app(services: dict[str, Any], worker_env: dict[str, str]) -> None:
+    kafka = environment_of(services["kafka"])
+    assert kafka["KAFKA_PROCESS_ROLES"] == "broker,controller"
+
+    def endpoints(value: str) -> dict[str, tuple[str, int]]:
+        found = {}
+        for listener in value.split(","):
+            name, _, address = listener.partition("://")
+            host, _, port = address.rpartition(":")
+            found[name] = (host, int(port))
+        return found
+
+    listeners = endpoints(kafka["KAFKA_LISTENERS"])
+    advertised = endpoints(kafka["KAFKA_ADVERTISED_LISTENERS"])
+    protocols = dict(item.split(":") for item in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    assert set(listeners) <= set(protocols)
+    assert kafka["KAFKA_CONTROLLER_LISTENER_NAMES"] in listeners
+    assert kafka["KAFKA_CONTROLLER_LISTENER_NAMES"] not in advertised
+
+    bootstrap = worker_env["KAFKA_BOOTSTRAP_SERVERS"].split(",")
+    advertised_addresses = {f"{host}:{port}" for host, port in advertised.values()}
+    assert set(bootstrap) <= advertised_addresses
+    for server in bootstrap:
+        host, _, port = server.rpartition(":")
+        assert host == "kafka"  # the service name
+        assert any(p == int(port) for _, p in listeners.values())
+        assert f"localhost:{port}" in " ".join(all_strings(services["kafka"]["healthcheck"]["test"]))
+
+    voter_id, _, voter = kafka["KAFKA_CONTROLLER_QUORUM_VOTERS"].partition("@")
+    assert voter_id == kafka["KAFKA_NODE_ID"]
+    assert voter == f"kafka:{listeners[kafka['KAFKA_CONTROLLER_LISTENER_NAMES']][1]}"
+
+
+def test_broker_partitions_match_the_workers(services: dict[str, Any], worker_env: dict[str, str]) -> None:
+    kafka = resolved_env(services["kafka"], {})
+    assert kafka["KAFKA_NUM_PARTITIONS"] == worker_env["KAFKA_TOPIC_PARTITIONS"]
+    for name in ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+                 "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"):
+        assert kafka[name] == "1"
+
+
+# --- compose: commands -------------------------------------------------------------------
+
+
+def test_commands_are_real_cli_commands(app_services: dict[str, Any]) -> None:
+    expected = {"sandbox": "sandbox", "migrate": "migrate", "worker": "worker"}
+    for name, service in app_services.items():
+        argv = command_of(service)
+        assert argv[0] in cli.commands, f"{name}: `token-refresh {argv[0]}` does not exist"
+        if name in expected:
+            assert argv[0] == expected[name]
+        command = cli.commands[argv[0]]
+        options = {opt for param in command.params if isinstance(param, click.Option) for opt in param.opts}
+        for arg in argv[1:]:
+            if arg.startswith("-"):
+                assert arg in options, f"{name}: `{argv[0]}` has no option {arg}"
+        # The whole line parses as the command would parse it.
+        command.make_context(argv[0], argv[1:], resilient_parsing=False)
+
+
+def test_sandbox_listens_where_it_is_checked(services: dict[str, Any]) -> None:
+    argv = command_of(services["sandbox"])
+    assert argv[argv.index("--host") + 1] == ALL_INTERFACES  # reachable from the other containers
+    port = argv[argv.index("--port") + 1]
+    probe = " ".join(all_strings(services["sandbox"]["healthcheck"]["test"]))
+    assert f"http://localhost:{port}/_admin/health" in probe
+    assert "urllib" in probe  # the slim image has neither curl nor wget
+
+
+# --- Dockerfile, .dockerignore, pyproject ------------------------------------------------
+
+
+def test_console_script_exists() -> None:
+    pyproject = tomllib.loads(PYPROJECT.read_text())
+    target = pyproject["project"]["scripts"]["token-refresh"]
+    module, _, attribute = target.partition(":")
+    imported = __import__(module, fromlist=[attribute])
+    assert callable(getattr(imported, attribute))
+
+
+def test_dockerfile_runs_token_refresh_worker_as_non_root() -> None:
+    instructions = dockerfile_instructions()
+    keywords = [keyword for keyword, _ in instructions]
+    args = {keyword: rest for keyword, rest in instructions}  # the last of each wins, as in Docker
+
+    assert [rest for keyword, rest in instructions if keyword == "FROM"] == ["python:3.11-slim"]
+    assert exec_form(args["ENTRYPOINT"]) == ["token-refresh"]
+    default_command = exec_form(args["CMD"])
+    assert default_command == ["worker"] and default_command[0] in cli.commands
+
+    user = args["USER"].split(":")[0]
+    assert user not in ("root", "0"), "the image must not run as root"
+    assert keywords.index("USER") > max(i for i, k in enumerate(keywords) if k == "RUN")
+
+    runs = " ".join(rest for keyword, rest in instructions if keyword == "RUN")
+    assert re.search(r"pip install \.(\s|$)", runs), "install the project itself: pip install ."
+    assert "[dev]" not in runs and "-e " not in runs
+
+
+def test_dockerfile_copies_every_package_the_wheel_needs() -> None:
+    pyproject = tomllib.loads(PYPROJECT.read_text())
+    include = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    copied = " ".join(rest for keyword, rest in dockerfile_instructions() if keyword == "COPY")
+    sources = set(copied.split())
+    assert "pyproject.toml" in sources
+    for pattern in include:
+        package = pattern.rstrip("*")
+        assert package in sources, f"Dockerfile does not COPY the package {package}"
+
+
+def test_dockerignore_keeps_local_state_out_and_the_sources_in() -> None:
+    patterns = [
+        line.strip()
+        for line in DOCKERIGNORE.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for must in (".venv", ".local", ".git", "*.db", "**/__pycache__", ".pytest_cache", ".mypy_cache", ".env"):
+        assert must in patterns, f".dockerignore should exclude {must}"
+
+    def ignored(path: str) -> bool:
+        return any(fnmatch.fnmatch(path, pattern.removeprefix("**/")) for pattern in patterns)
+
+    pyproject = tomllib.loads(PYPROJECT.read_text())
+    needed = ["pyproject.toml", "README.md"] + [
+        p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    ]
+    for path in needed:
+        assert not ignored(path), f".dockerignore excludes {path}, which the image build needs"
+    assert not any(pattern.startswith("!") for pattern in patterns)
