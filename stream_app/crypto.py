@@ -41,7 +41,8 @@ class TokenCipher:
 
     def encrypt(self, plaintext: str) -> str:
         iv = os.urandom(_IV_BYTES)
-        sealed = self._aead.encrypt(iv, plaintext.encode(), None)
+        # surrogatepass: a provider's token is stored whatever its JSON held, never dropped.
+        sealed = self._aead.encrypt(iv, plaintext.encode("utf-8", "surrogatepass"), None)
         ciphertext, tag = sealed[:-_TAG_BYTES], sealed[-_TAG_BYTES:]
         return f"{iv.hex()}:{tag.hex()}:{ciphertext.hex()}"
 
@@ -54,7 +55,7 @@ class TokenCipher:
                 "ciphertext failed authentication (tampered, truncated, or another key)"
             ) from None
         try:
-            return plaintext.decode()
+            return plaintext.decode("utf-8", "surrogatepass")
         except UnicodeDecodeError:
             raise DecryptionError("decrypted token is not UTF-8") from None
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from stream_app.catalog import PlatformSpec
-from stream_app.db.models import REFRESHABLE_STATUSES, ConnectionRow
+from stream_app.db.models import REFRESHABLE_STATUSES, ConnectionRow, ConnectionStatus
 
 
 class Action(StrEnum):
@@ -37,7 +37,9 @@ def decide_refresh(
         return Decision(Action.SKIP, "not_found")
     if not spec.refreshable:
         return Decision(Action.SKIP, "not_refreshable")
-    if row.status not in REFRESHABLE_STATUSES:
+    # A manual refresh may also retry a connection in `error` (e.g. after fixing a client secret).
+    retryable = REFRESHABLE_STATUSES + ((ConnectionStatus.ERROR,) if forced else ())
+    if row.status not in retryable:
         return Decision(Action.SKIP, f"status_{row.status}")
     expires_at = row.token_expires_at
     due = expires_at is not None and expires_at <= now + timedelta(seconds=window_seconds)

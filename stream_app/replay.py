@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from datetime import datetime
@@ -21,11 +22,11 @@ async def replay_topic(
     consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_options(settings))
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic) or await _fetch_partitions(consumer, topic)
-        if not partitions:
+        if topic not in await consumer.topics():
             raise TokenRefreshError(f"topic {topic!r} does not exist")
-        assigned = [TopicPartition(topic, partition) for partition in sorted(partitions)]
-        consumer.assign(assigned)
+        # Without a group, a subscription is assigned every partition of the topic.
+        consumer.subscribe([topic])
+        assigned = await _assignment(consumer)
         ends = await consumer.end_offsets(assigned)
         await _seek(consumer, assigned, since)
         count = 0
@@ -42,9 +43,13 @@ async def replay_topic(
         await consumer.stop()
 
 
-async def _fetch_partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    topics = await consumer.topics()
-    return (consumer.partitions_for_topic(topic) or set()) if topic in topics else set()
+async def _assignment(consumer: AIOKafkaConsumer, timeout: float = 30.0) -> list[TopicPartition]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not consumer.assignment():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TokenRefreshError("no partitions assigned (is the broker healthy?)")
+        await asyncio.sleep(0.05)
+    return sorted(consumer.assignment())
 
 
 async def _seek(consumer: AIOKafkaConsumer, partitions: list[TopicPartition], since: datetime | None) -> None:

@@ -27,7 +27,7 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./token_refresh.db"
 _PLACEHOLDER_KEYS = {"your-64-character-hex-key"}
 # Other software's variables of the same shape that may share the environment (Azure
 # workload identity sets AZURE_CLIENT_ID in every pod, for instance).
-_FOREIGN_PREFIXES = ("azure", "aws", "kafka", "sasl", "oidc", "github")
+_FOREIGN_PREFIXES = frozenset({"azure", "aws", "oidc", "github"})
 _PLATFORM_VARIABLE = re.compile(r"^(?P<prefix>[A-Z0-9_]+?)_(?P<what>CLIENT_ID|CLIENT_SECRET|TOKEN_URL)$")
 
 
@@ -149,7 +149,7 @@ def collect_platform_variables(variables: Mapping[str, str | None]) -> dict[str,
             continue
         prefix = match["prefix"].lower()
         if prefix not in CREDENTIAL_KEYS:
-            if prefix.startswith(_FOREIGN_PREFIXES):
+            if prefix in _FOREIGN_PREFIXES or prefix.startswith(("kafka_", "sasl_")):
                 continue
             raise ConfigurationError(
                 f"{name.upper()}: no platform uses the prefix {match['prefix']!r} "

@@ -9,7 +9,9 @@ spelled ``invalid_request``).
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
+import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,6 +22,9 @@ from stream_app.errors import (
     ProviderServerError,
     ReauthRequiredError,
 )
+
+# A provider asking for more than an hour is misbehaving; the scan will come back anyway.
+MAX_RETRY_AFTER_SECONDS = 3600.0
 
 # (error code, description) read from a response body; code None means "no error".
 ErrorReading = tuple[str | None, str]
@@ -102,13 +107,14 @@ def raise_for_answer(
         )
     if status >= 500:
         raise ProviderServerError(f"server error {status}", status_code=status)
-    if status == 403 and not isinstance(body, Mapping):
-        # Google has answered throttling with a 403 HTML page and no Retry-After.
+    code, description = DIALECTS[dialect](status, body)
+    if status == 403 and code not in BAD_GRANT_CODES | BAD_CLIENT_CODES:
+        # Throttling, not a verdict on the grant: Google has answered with a 403 HTML page
+        # and no Retry-After, others with JSON such as {"error": "rate_limit_exceeded"}.
         wait = retry_after_seconds(headers, body)
         raise ProviderRateLimited(
             "forbidden (throttled)", status_code=status, retry_after=wait if wait is not None else default_wait
         )
-    code, description = DIALECTS[dialect](status, body)
     if code is None:
         if isinstance(body, Mapping) and isinstance(body.get("access_token"), str):
             return
@@ -124,36 +130,38 @@ def raise_for_answer(
 def retry_after_seconds(
     headers: Mapping[str, str], body: Any, *, now: float | None = None
 ) -> float | None:
-    """How long the provider asked us to wait, from any of the styles in use; None if unsaid.
+    """How long the provider asked us to wait, at most MAX_RETRY_AFTER_SECONDS; None if unsaid
+    or unreadable (non-finite values included)."""
+    wait = _requested_wait(headers, body, time.time() if now is None else now)
+    if wait is None or not math.isfinite(wait):
+        return None
+    return min(max(0.0, wait), MAX_RETRY_AFTER_SECONDS)
 
-    ``Retry-After`` as seconds or an HTTP date, Discord's float ``retry_after`` in the body,
-    X's ``x-rate-limit-reset`` epoch seconds, Reddit's ``x-ratelimit-reset`` seconds.
-    """
-    now = time.time() if now is None else now
+
+def _requested_wait(headers: Mapping[str, str], body: Any, now: float) -> float | None:
+    """The wait in any of the styles in use: Discord's float ``retry_after`` in the body,
+    ``Retry-After`` as seconds or an HTTP date, X's ``x-rate-limit-reset`` epoch seconds,
+    Reddit's ``x-ratelimit-reset`` seconds."""
     lowered = {name.lower(): value for name, value in headers.items()}
     if isinstance(body, Mapping) and isinstance(body.get("retry_after"), int | float):
-        return max(0.0, float(body["retry_after"]))
-    value = lowered.get("retry-after")
-    if value:
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            try:
-                when = email.utils.parsedate_to_datetime(value)
-            except (TypeError, ValueError):
-                when = None
-            if when is not None and when.tzinfo is not None:
-                return max(0.0, when.timestamp() - now)
-    reset = lowered.get("x-rate-limit-reset")
-    if reset:
-        try:
-            return max(0.0, float(reset) - now)
-        except ValueError:
-            pass
-    reset = lowered.get("x-ratelimit-reset")
-    if reset:
-        try:
-            return max(0.0, float(reset))
-        except ValueError:
-            pass
-    return None
+        return float(body["retry_after"])
+    retry_after = lowered.get("retry-after")
+    if retry_after:
+        seconds = _number(retry_after)
+        if seconds is not None:
+            return seconds
+        with contextlib.suppress(TypeError, ValueError):
+            when = email.utils.parsedate_to_datetime(retry_after)
+            if when.tzinfo is not None:
+                return when.timestamp() - now
+    reset_at = _number(lowered.get("x-rate-limit-reset"))
+    if reset_at is not None:
+        return reset_at - now
+    return _number(lowered.get("x-ratelimit-reset"))
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None

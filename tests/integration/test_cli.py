@@ -1,0 +1,97 @@
+"""`token-refresh` as a user runs it: help everywhere, one-line failures, replay."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.support.kafka import create_topics, produce
+
+COMMANDS = ["worker", "migrate", "keygen", "sandbox", "refresh", "replay"]
+
+
+def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "stream_app", *args],
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("command", [[], *([c] for c in COMMANDS)])
+def test_every_level_has_help(command: list[str]) -> None:
+    result = run(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Usage: token-refresh")
+    if not command:
+        for name in COMMANDS:
+            assert re.search(rf"^\s+{name}\s", result.stdout, re.MULTILINE), name
+
+
+def test_keygen_prints_a_fresh_usable_key() -> None:
+    first, second = run("keygen").stdout.strip(), run("keygen").stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", first) and first != second
+
+
+VALID_KEY = "{generated}"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({}, "ENCRYPTION_KEY"),
+        ({"ENCRYPTION_KEY": "your-64-character-hex-key"}, "ENCRYPTION_KEY"),
+        ({"ENCRYPTION_KEY": "0" * 64}, "ENCRYPTION_KEY"),
+        ({"ENCRYPTION_KEY": "abc"}, "ENCRYPTION_KEY"),
+        ({"ENCRYPTION_KEY": VALID_KEY, "SPOTFY_CLIENT_ID": "x"}, "SPOTFY_CLIENT_ID"),
+        ({"ENCRYPTION_KEY": VALID_KEY, "DISCORD_CLIENT_ID": "x"}, "DISCORD_CLIENT_SECRET"),
+        ({"ENCRYPTION_KEY": VALID_KEY, "REFRESH_MAX_ATTEMPTS": "many"}, "REFRESH_MAX_ATTEMPTS"),
+        ({"ENCRYPTION_KEY": VALID_KEY, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}, "KAFKA_BOOTSTRAP_SERVERS"),
+    ],
+)
+def test_bad_settings_stop_the_worker_with_one_line(
+    env: dict[str, str], named: str, encryption_key: str, tmp_path: Path
+) -> None:
+    env = {name: encryption_key if value == VALID_KEY else value for name, value in env.items()}
+    result = run("worker", env=env, cwd=tmp_path)
+
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert named in lines[0]
+    assert encryption_key not in result.stderr and "your-64-character" not in result.stderr
+
+
+def test_refresh_rejects_a_malformed_user_id(encryption_key: str, tmp_path: Path) -> None:
+    result = run("refresh", "not-a-uuid", "spotify", env={"ENCRYPTION_KEY": encryption_key}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "token-refresh: USER_ID: not a UUID: 'not-a-uuid'"
+
+
+@pytest.mark.kafka
+async def test_replay_prints_events_since_a_time(kafka_bootstrap: str, encryption_key: str) -> None:
+    topic = f"audit.{uuid.uuid4().hex[:8]}"
+    await create_topics(kafka_bootstrap, [topic], partitions=2)
+    events = [{"event_id": str(uuid.uuid4()), "n": n} for n in range(5)]
+    await produce(kafka_bootstrap, topic, [(str(n).encode(), json.dumps(e).encode()) for n, e in enumerate(events)])
+    env = {"ENCRYPTION_KEY": encryption_key, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+
+    everything = run("replay", topic, "--since", "beginning", env=env)
+    assert everything.returncode == 0, everything.stderr
+    printed = [json.loads(line) for line in everything.stdout.splitlines()]
+    assert sorted(printed, key=lambda e: e["n"]) == events
+
+    later = run("replay", topic, "--since", "2999-01-01T00:00:00Z", env=env)
+    assert later.returncode == 0 and later.stdout == ""
+
+    missing = run("replay", f"no.such.{topic}", "--since", "beginning", env=env)
+    assert missing.returncode == 1 and "does not exist" in missing.stderr

@@ -1,0 +1,409 @@
+"""Configuration (contract §8): defaults, one clear line per bad setting, platform variables,
+`.env` support, and no secret in any rendering of the settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from stream_app.catalog import platform
+from stream_app.crypto import generate_key
+from stream_app.errors import ConfigurationError
+from stream_app.providers.client import ProviderClient
+from stream_app.settings import load_settings
+
+SECTION_6_VARIABLES = (
+    "REFRESH_BUFFER_SECONDS",
+    "SCAN_INTERVAL_SECONDS",
+    "REFRESH_MAX_ATTEMPTS",
+    "RETRY_BASE_DELAY_SECONDS",
+    "RETRY_MAX_DELAY_SECONDS",
+    "RETRY_JITTER_RATIO",
+    "RATE_LIMIT_DEFAULT_WAIT_SECONDS",
+    "LOG_LEVEL",
+    "KAFKA_SASL_PASSWORD",
+)
+
+
+@pytest.fixture(autouse=True)
+def _clean(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No `.env` and none of the tuned numbers come from outside the test."""
+    for name in SECTION_6_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def key(monkeypatch: pytest.MonkeyPatch, encryption_key: str) -> str:
+    monkeypatch.setenv("ENCRYPTION_KEY", encryption_key)
+    return encryption_key
+
+
+def config_error(*, naming: str) -> str:
+    """Load the settings expecting a failure; return its message after the shared checks."""
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert naming in message
+    assert "\n" not in message
+    return message
+
+
+# --- defaults -----------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("key")
+def test_defaults_are_the_contract_numbers() -> None:
+    settings = load_settings()
+
+    assert settings.refresh_buffer_seconds == 300
+    assert settings.refresh_max_attempts == 3
+    assert settings.retry_base_delay_seconds == 1
+    assert settings.retry_max_delay_seconds == 30
+    assert settings.retry_jitter_ratio == 0.3
+    assert settings.rate_limit_default_wait_seconds == 60
+    assert settings.log_level == "INFO"
+    assert settings.scan_interval_seconds == 60
+    assert settings.credentials == {}
+    assert settings.token_urls == {}
+    assert settings.database_url.startswith("sqlite")
+
+
+@pytest.mark.usefixtures("key")
+def test_defaults_keep_the_scan_guarantee() -> None:
+    settings = load_settings()
+
+    assert settings.scan_lookahead_seconds == 360
+    assert (
+        settings.scan_lookahead_seconds
+        >= settings.refresh_buffer_seconds + settings.scan_interval_seconds
+    )
+
+
+@pytest.mark.usefixtures("key")
+def test_scan_lookahead_is_buffer_plus_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REFRESH_BUFFER_SECONDS", "120")
+    monkeypatch.setenv("SCAN_INTERVAL_SECONDS", "45")
+
+    assert load_settings().scan_lookahead_seconds == 165
+
+
+@pytest.mark.usefixtures("key")
+def test_numbers_and_log_level_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in {
+        "REFRESH_MAX_ATTEMPTS": "5",
+        "RETRY_BASE_DELAY_SECONDS": "0.5",
+        "RETRY_MAX_DELAY_SECONDS": "10",
+        "RETRY_JITTER_RATIO": "0",
+        "RATE_LIMIT_DEFAULT_WAIT_SECONDS": "15",
+        "LOG_LEVEL": "debug",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    settings = load_settings()
+
+    assert (
+        settings.refresh_max_attempts,
+        settings.retry_base_delay_seconds,
+        settings.retry_max_delay_seconds,
+    ) == (5, 0.5, 10)
+    assert (
+        settings.retry_jitter_ratio,
+        settings.rate_limit_default_wait_seconds,
+        settings.log_level,
+    ) == (0, 15, "DEBUG")
+
+
+@pytest.mark.usefixtures("key")
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("REFRESH_BUFFER_SECONDS", "five minutes"),
+        ("REFRESH_BUFFER_SECONDS", "-7"),
+        ("REFRESH_MAX_ATTEMPTS", "-3"),
+        ("RETRY_JITTER_RATIO", "1.75"),
+        ("LOG_LEVEL", "LOUD"),
+    ],
+)
+def test_malformed_number_names_its_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+
+    message = config_error(naming=name)
+
+    assert value not in message
+
+
+# --- ENCRYPTION_KEY -----------------------------------------------------------------------
+
+
+def test_missing_key_names_encryption_key() -> None:
+    message = config_error(naming="ENCRYPTION_KEY")
+
+    assert message.count(";") == 0  # the one problem, not a list of side effects
+
+
+def _bad_keys() -> list[object]:
+    good = generate_key()
+    return [
+        pytest.param(good[:62], id="short"),
+        pytest.param(good + "ab", id="long"),
+        pytest.param(good[:40] + "zz" + good[42:], id="non-hex"),
+        pytest.param(good[:40] + "  " + good[42:], id="spaces"),
+        pytest.param("your-64-character-hex-key", id="placeholder"),
+        pytest.param("0" * 64, id="all-zeros"),
+        pytest.param("f" * 64, id="all-f"),
+        pytest.param("", id="empty"),
+    ]
+
+
+@pytest.mark.parametrize("bad", _bad_keys())
+def test_bad_key_is_one_line_naming_encryption_key_without_the_value(
+    monkeypatch: pytest.MonkeyPatch, bad: str
+) -> None:
+    monkeypatch.setenv("ENCRYPTION_KEY", bad)
+
+    message = config_error(naming="ENCRYPTION_KEY")
+
+    if bad:
+        assert bad not in message
+        assert bad[:16] not in message
+
+
+def test_upper_case_hex_key_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = generate_key().upper()
+    monkeypatch.setenv("ENCRYPTION_KEY", key)
+
+    assert load_settings().encryption_key.get_secret_value() == key
+
+
+# --- platform credentials and token URLs --------------------------------------------------
+
+
+@pytest.mark.usefixtures("key")
+def test_credentials_and_token_urls_are_collected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in {
+        "SPOTIFY_CLIENT_ID": "spotify-id",
+        "SPOTIFY_CLIENT_SECRET": "spotify-secret",
+        "SPOTIFY_TOKEN_URL": "http://127.0.0.1:9000/spotify/token",
+        "GOOGLE_CLIENT_ID": "google-id",
+        "GOOGLE_CLIENT_SECRET": "google-secret",
+        "GOOGLE_TOKEN_URL": "http://127.0.0.1:9000/google/token",
+        "GITHUB_APP_CLIENT_ID": "gh-app-id",
+        "GITHUB_APP_CLIENT_SECRET": "gh-app-secret",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    settings = load_settings()
+
+    assert set(settings.credentials) == {"spotify", "google", "github_app"}
+    assert settings.credentials["spotify"].client_id == "spotify-id"
+    assert (
+        settings.credentials["spotify"].client_secret.get_secret_value()
+        == "spotify-secret"
+    )
+    assert (
+        settings.credentials["github_app"].client_secret.get_secret_value()
+        == "gh-app-secret"
+    )
+    assert settings.token_urls == {
+        "spotify": "http://127.0.0.1:9000/spotify/token",
+        "google": "http://127.0.0.1:9000/google/token",
+    }
+
+
+@pytest.mark.usefixtures("key")
+def test_google_variables_serve_all_three_google_platforms(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GOOGLE_CLIENT_ID", "google-id")
+    monkeypatch.setenv("GOOGLE_CLIENT_SECRET", "google-secret")
+    monkeypatch.setenv("GOOGLE_TOKEN_URL", "http://127.0.0.1:9000/google/token")
+
+    settings = load_settings()
+    client = ProviderClient(None, settings)  # type: ignore[arg-type]  # no request is made
+
+    for key in ("youtube", "gmail", "google_calendar"):
+        spec = platform(key)
+        assert settings.credentials[spec.credential_key].client_id == "google-id"
+        assert client.token_url(spec) == "http://127.0.0.1:9000/google/token"
+    assert (
+        client.token_url(platform("spotify"))
+        == "https://accounts.spotify.com/api/token"
+    )
+
+
+@pytest.mark.usefixtures("key")
+@pytest.mark.parametrize(
+    ("present", "missing"),
+    [
+        ("SPOTIFY_CLIENT_ID", "SPOTIFY_CLIENT_SECRET"),
+        ("DISCORD_CLIENT_SECRET", "DISCORD_CLIENT_ID"),
+        ("GOOGLE_CLIENT_ID", "GOOGLE_CLIENT_SECRET"),
+    ],
+)
+def test_half_a_credential_pair_names_the_missing_half(
+    monkeypatch: pytest.MonkeyPatch, present: str, missing: str
+) -> None:
+    monkeypatch.setenv(present, "value-present-1234")
+
+    message = config_error(naming=missing)
+
+    assert "value-present-1234" not in message
+
+
+@pytest.mark.usefixtures("key")
+@pytest.mark.parametrize(
+    "typo",
+    ["SPOTFY_CLIENT_ID", "DISCROD_CLIENT_SECRET", "GOOGEL_TOKEN_URL", "GITHUB_APPS_CLIENT_ID", "GITHUBAPP_TOKEN_URL"],
+)
+def test_unknown_platform_prefix_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, typo: str
+) -> None:
+    monkeypatch.setenv(typo, "some-value-5678")
+
+    message = config_error(naming=typo)
+
+    assert "some-value-5678" not in message
+
+
+@pytest.mark.usefixtures("key")
+@pytest.mark.parametrize(
+    "name", ["AZURE_CLIENT_ID", "AWS_CLIENT_SECRET", "GITHUB_CLIENT_ID"]
+)
+def test_foreign_variables_of_the_same_shape_are_ignored(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    monkeypatch.setenv(name, "belongs-to-someone-else")
+
+    settings = load_settings()
+
+    assert settings.credentials == {}
+    assert settings.token_urls == {}
+
+
+@pytest.mark.usefixtures("key")
+def test_empty_platform_variables_count_as_unset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SPOTIFY_CLIENT_ID", "")
+    monkeypatch.setenv("SPOTIFY_TOKEN_URL", "")
+
+    settings = load_settings()
+
+    assert settings.credentials == {}
+    assert settings.token_urls == {}
+
+
+# --- .env ---------------------------------------------------------------------------------
+
+
+def test_dotenv_file_is_read(tmp_path: Path, encryption_key: str) -> None:
+    (tmp_path / ".env").write_text(
+        f"ENCRYPTION_KEY={encryption_key}\n"
+        "REFRESH_BUFFER_SECONDS=120\n"
+        "SPOTIFY_CLIENT_ID=dotenv-id\n"
+        "SPOTIFY_CLIENT_SECRET=dotenv-secret\n"
+        "SPOTIFY_TOKEN_URL=http://127.0.0.1:9000/token\n",
+        encoding="utf-8",
+    )
+
+    settings = load_settings()
+
+    assert settings.encryption_key.get_secret_value() == encryption_key
+    assert settings.refresh_buffer_seconds == 120
+    assert settings.credentials["spotify"].client_id == "dotenv-id"
+    assert settings.token_urls["spotify"] == "http://127.0.0.1:9000/token"
+
+
+def test_environment_wins_over_dotenv(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, encryption_key: str
+) -> None:
+    (tmp_path / ".env").write_text(
+        f"ENCRYPTION_KEY={encryption_key}\nREFRESH_BUFFER_SECONDS=120\n"
+        "SPOTIFY_CLIENT_ID=dotenv-id\nSPOTIFY_CLIENT_SECRET=dotenv-secret\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("REFRESH_BUFFER_SECONDS", "90")
+    monkeypatch.setenv("SPOTIFY_CLIENT_ID", "env-id")
+
+    settings = load_settings()
+
+    assert settings.refresh_buffer_seconds == 90
+    assert settings.credentials["spotify"].client_id == "env-id"
+    assert (
+        settings.credentials["spotify"].client_secret.get_secret_value()
+        == "dotenv-secret"
+    )
+
+
+def test_dotenv_typo_is_refused_too(tmp_path: Path, encryption_key: str) -> None:
+    (tmp_path / ".env").write_text(
+        f"ENCRYPTION_KEY={encryption_key}\nSPOTFY_CLIENT_ID=x\n", encoding="utf-8"
+    )
+
+    config_error(naming="SPOTFY_CLIENT_ID")
+
+
+def test_bad_key_in_dotenv_is_reported_without_its_value(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(
+        "ENCRYPTION_KEY=your-64-character-hex-key\n", encoding="utf-8"
+    )
+
+    message = config_error(naming="ENCRYPTION_KEY")
+
+    assert "your-64-character-hex-key" not in message
+
+
+# --- no secret in any rendering -----------------------------------------------------------
+
+
+def test_settings_never_render_secrets(
+    monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    secrets = {
+        "SPOTIFY_CLIENT_SECRET": "spotify-secret-value-0001",
+        "GOOGLE_CLIENT_SECRET": "google-secret-value-0002",
+        "KAFKA_SASL_PASSWORD": "kafka-password-value-0003",
+    }
+    monkeypatch.setenv("SPOTIFY_CLIENT_ID", "spotify-id")
+    monkeypatch.setenv("GOOGLE_CLIENT_ID", "google-id")
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+
+    settings = load_settings()
+    renderings = {
+        "repr": repr(settings),
+        "str": str(settings),
+        "json": settings.model_dump_json(),
+        "dump": repr(settings.model_dump()),
+        "credentials": repr(settings.credentials),
+    }
+
+    assert (
+        settings.credentials["spotify"].client_secret.get_secret_value()
+        == secrets["SPOTIFY_CLIENT_SECRET"]
+    )
+    for where, text in renderings.items():
+        assert key not in text, where
+        assert key.upper() not in text, where
+        for value in secrets.values():
+            assert value not in text, where
+
+
+@pytest.mark.usefixtures("key")
+def test_settings_are_frozen() -> None:
+    settings = load_settings()
+
+    with pytest.raises(ValidationError, match="frozen"):
+        settings.refresh_buffer_seconds = 1  # type: ignore[misc]
+    assert settings.refresh_buffer_seconds == 300
