@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -56,29 +55,28 @@ class TopicReader:
         self, predicate: Callable[[str, dict[str, Any]], bool], timeout: float = 60.0
     ) -> dict[str, Any]:
         """The first JSON record (topic, value) matching ``predicate``, seen or yet to come."""
-        for topic, _key, value in self.records:
-            decoded = _json(value)
-            if decoded is not None and predicate(topic, decoded):
-                return decoded
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            batches = await self._consumer.getmany(timeout_ms=500)
-            for records in batches.values():
-                for record in records:
-                    self.records.append((record.topic, record.key, record.value))
-                    decoded = _json(record.value)
-                    if decoded is not None and predicate(record.topic, decoded):
-                        return decoded
-        raise AssertionError(f"no matching record within {timeout}s ({len(self.records)} seen)")
+        checked = 0
+        while True:
+            for topic, _key, value in self.records[checked:]:
+                decoded = _json(value)
+                if decoded is not None and predicate(topic, decoded):
+                    return decoded
+            checked = len(self.records)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no matching record within {timeout}s ({len(self.records)} seen)")
+            await self._poll(500)
+
+    async def _poll(self, timeout_ms: int) -> None:
+        batches = await self._consumer.getmany(timeout_ms=timeout_ms)
+        for records in batches.values():
+            self.records.extend((record.topic, record.key, record.value) for record in records)
 
     async def drain(self, seconds: float) -> None:
         """Keep reading for ``seconds`` (to show that something did NOT happen)."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            batches = await self._consumer.getmany(timeout_ms=200)
-            for records in batches.values():
-                self.records.extend((r.topic, r.key, r.value) for r in records)
-            await asyncio.sleep(0)
+            await self._poll(200)
 
 
 def _json(value: bytes | None) -> dict[str, Any] | None:
