@@ -27,8 +27,8 @@ services: kafka postgres
 run: install kafka
 	$(BIN)/python scripts/demo.py
 
-# The whole suite against real Kafka and Postgres.
-test: install services
+# Lint, then the whole suite against real Kafka and Postgres.
+test: install services lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: install

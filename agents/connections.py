@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from faust.types import StreamT
@@ -10,8 +11,8 @@ from agents.context import WorkerContext
 from schemas import ConnectionCreated, TokenExpiring
 from stream_app.catalog import platform
 from stream_app.clock import utc_now
-from stream_app.decisions import Action, decide_refresh
 from stream_app.db import ConnectionRow
+from stream_app.decisions import Action, decide_refresh
 from stream_app.ingest import InvalidEvent, connection_values, parse_event, record_connection
 
 log = logging.getLogger(__name__)
@@ -21,12 +22,12 @@ def attach(context: WorkerContext) -> None:
     service = context.service
 
     @context.app.agent(context.topic("connection.created"), name="connection_created")
-    async def connection_created(stream: StreamT) -> None:
+    async def connection_created(stream: StreamT[bytes]) -> None:
         async for record in stream.events():
             try:
                 event = parse_event(ConnectionCreated, record.value)
                 changed = await context.until_done(
-                    lambda: record_connection(service.database, service.cipher, event),
+                    functools.partial(record_connection, service.database, service.cipher, event),
                     "storing a connection",
                 )
             except InvalidEvent as exc:

@@ -41,7 +41,7 @@ class WorkerContext:
     async def publish(self, default_topic: str, event: Event) -> None:
         await self.send(self.settings.topic_names()[default_topic], event.key.encode(), event.to_bytes())
 
-    async def dead_letter(self, event: EventT, reason: str) -> None:
+    async def dead_letter(self, event: EventT[bytes], reason: str) -> None:
         message = event.message
         record = DeadLetter(
             topic=message.topic,
@@ -52,9 +52,7 @@ class WorkerContext:
             reason=reason,
         )
         await self.send(f"{message.topic}.dlq", message.key or b"", record.to_bytes())
-        log.warning(
-            "Dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
-        )
+        log.warning("Dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason)
 
     async def until_done(self, work: Callable[[], Awaitable[T]], what: str) -> T:
         """Run ``work``, retrying on infrastructure failures until it succeeds: Faust acks a

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from faust.types import StreamT
@@ -17,7 +18,7 @@ def attach(context: WorkerContext) -> None:
     engine = context.service.engine
 
     @context.app.agent(context.topic("token.expiring"), name="token_expiring")
-    async def token_expiring(stream: StreamT) -> None:
+    async def token_expiring(stream: StreamT[bytes]) -> None:
         async for record in stream.events():
             try:
                 event = parse_event(TokenExpiring, record.value)
@@ -25,6 +26,6 @@ def attach(context: WorkerContext) -> None:
                 await context.dead_letter(record, str(exc))
                 continue
             await context.until_done(
-                lambda: engine.refresh(event.user_id, event.platform, trigger=event.reason),
+                functools.partial(engine.refresh, event.user_id, event.platform, trigger=event.reason),
                 "refreshing a token",
             )

@@ -13,15 +13,13 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 RefreshReason = Literal["scheduled", "on_demand", "manual", "bulk"]
 
 # The seed's ciphertext format: hex IV (12 or 16 bytes), hex 16-byte GCM tag, hex ciphertext.
 ENCRYPTED_TOKEN_PATTERN = r"^(?:[0-9a-f]{24}|[0-9a-f]{32}):[0-9a-f]{32}:(?:[0-9a-f]{2})*$"
-EncryptedToken = Annotated[
-    str, StringConstraints(pattern=ENCRYPTED_TOKEN_PATTERN, max_length=64 * 1024)
-]
+EncryptedToken = Annotated[str, StringConstraints(pattern=ENCRYPTED_TOKEN_PATTERN, max_length=64 * 1024)]
 PlatformKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
@@ -79,9 +77,7 @@ class ConnectionCreated(Event):
     access_token: EncryptedToken
     refresh_token: EncryptedToken | None
     token_expires_at: Timestamp | None
-    scopes: list[Annotated[str, StringConstraints(max_length=512)]] | None = Field(
-        default=None, max_length=256
-    )
+    scopes: list[Annotated[str, StringConstraints(max_length=512)]] | None = Field(default=None, max_length=256)
 
 
 class TokenExpiring(Event):
@@ -148,4 +144,3 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TokenRefreshFailed,
     )
 }
-

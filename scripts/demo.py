@@ -36,14 +36,18 @@ OUTCOMES = ("token.refreshed", "token.needs_reauth", "token.refresh_failed")
 
 def demo_env(sandbox: SandboxServer, key: str) -> dict[str, str]:
     env = {name: value for name, value in os.environ.items() if name != "DATABASE_URL"}
-    return env | sandbox.service_env() | {
-        "ENCRYPTION_KEY": key,
-        "KAFKA_BOOTSTRAP_SERVERS": BOOTSTRAP,
-        "KAFKA_APP_ID": f"token-refresh-demo-{uuid.uuid4().hex[:6]}",
-        "REFRESH_BUFFER_SECONDS": "20",
-        "SCAN_INTERVAL_SECONDS": "5",
-        "PYTHONUNBUFFERED": "1",
-    }
+    return (
+        env
+        | sandbox.service_env()
+        | {
+            "ENCRYPTION_KEY": key,
+            "KAFKA_BOOTSTRAP_SERVERS": BOOTSTRAP,
+            "KAFKA_APP_ID": f"token-refresh-demo-{uuid.uuid4().hex[:6]}",
+            "REFRESH_BUFFER_SECONDS": "20",
+            "SCAN_INTERVAL_SECONDS": "5",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
 
 
 async def publish_connections(sandbox: SandboxServer, cipher: TokenCipher) -> None:

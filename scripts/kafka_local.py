@@ -191,16 +191,24 @@ def ensure_jars(cfg: Config) -> None:
     print(f"Resolving Kafka {KAFKA_VERSION} jars from Maven Central into {cfg.libs_dir} ...", flush=True)
     cfg.cache_dir.mkdir(parents=True, exist_ok=True)
     pom = cfg.cache_dir / "pom.xml"
-    pom.write_text(
-        POM_TEMPLATE.format(kafka=KAFKA_VERSION, scala=SCALA_VERSION, slf4j=SLF4J_RELOAD4J_VERSION)
-    )
+    pom.write_text(POM_TEMPLATE.format(kafka=KAFKA_VERSION, scala=SCALA_VERSION, slf4j=SLF4J_RELOAD4J_VERSION))
     staging = cfg.cache_dir / "libs.partial"
     shutil.rmtree(staging, ignore_errors=True)
     # Output is captured because Maven 3.8's -q still emits stray ANSI resets; shown only on failure.
     result = subprocess.run(
-        ["mvn", "-q", "-B", "-f", str(pom), f"{DEPENDENCY_PLUGIN}:copy-dependencies",
-         f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],
-        check=False, capture_output=True, text=True,
+        [
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(pom),
+            f"{DEPENDENCY_PLUGIN}:copy-dependencies",
+            f"-DoutputDirectory={staging}",
+            "-DincludeScope=runtime",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
     )
     if result.returncode != 0:
         raise KafkaLocalError(f"mvn could not resolve the Kafka jars:\n{result.stdout}{result.stderr}")
@@ -246,9 +254,15 @@ def write_config(cfg: Config) -> None:
 
 def _java_command(cfg: Config, main_class: str, *args: str) -> list[str]:
     return [
-        "java", *cfg.heap_opts.split(), "-XX:+UseG1GC", "-Djava.awt.headless=true",
+        "java",
+        *cfg.heap_opts.split(),
+        "-XX:+UseG1GC",
+        "-Djava.awt.headless=true",
         f"-Dlog4j.configuration=file:{cfg.log4j_properties}",
-        "-cp", str(cfg.libs_dir / "*"), main_class, *args,
+        "-cp",
+        str(cfg.libs_dir / "*"),
+        main_class,
+        *args,
     ]
 
 
@@ -267,9 +281,19 @@ def ensure_formatted(cfg: Config) -> None:
     cluster_id = _new_cluster_id()
     print(f"Formatting {cfg.data_dir} (cluster id {cluster_id}) ...", flush=True)
     result = subprocess.run(
-        _java_command(cfg, "kafka.tools.StorageTool", "format", "--ignore-formatted",
-                      "--cluster-id", cluster_id, "--config", str(cfg.server_properties)),
-        check=False, capture_output=True, text=True,
+        _java_command(
+            cfg,
+            "kafka.tools.StorageTool",
+            "format",
+            "--ignore-formatted",
+            "--cluster-id",
+            cluster_id,
+            "--config",
+            str(cfg.server_properties),
+        ),
+        check=False,
+        capture_output=True,
+        text=True,
     )
     if result.returncode != 0:
         raise KafkaLocalError(f"StorageTool format failed:\n{result.stdout}{result.stderr}")
@@ -318,8 +342,13 @@ def launch(cfg: Config) -> int:
     # sh backgrounds java and exits at once, so the JVM is never a child (or zombie) of this process.
     detach = 'log=$1; shift; "$@" </dev/null >>"$log" 2>&1 & echo $!'
     command = _java_command(cfg, "kafka.Kafka", str(cfg.server_properties))
-    out = subprocess.run(["sh", "-c", detach, "sh", str(cfg.log_file), *command],
-                         capture_output=True, text=True, check=True, start_new_session=True).stdout
+    out = subprocess.run(
+        ["sh", "-c", detach, "sh", str(cfg.log_file), *command],
+        capture_output=True,
+        text=True,
+        check=True,
+        start_new_session=True,
+    ).stdout
     pid = int(out.strip())
     cfg.pid_file.write_text(f"{pid}\n")
     return pid
@@ -334,9 +363,7 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 
 def _startup_failure(cfg: Config, reason: str) -> KafkaLocalError:
-    return KafkaLocalError(
-        f"{reason}\n--- last {LOG_TAIL_LINES} lines of {cfg.log_file} ---\n{tail(cfg.log_file)}"
-    )
+    return KafkaLocalError(f"{reason}\n--- last {LOG_TAIL_LINES} lines of {cfg.log_file} ---\n{tail(cfg.log_file)}")
 
 
 def wait_until_ready(cfg: Config, pid: int) -> None:
@@ -454,7 +481,7 @@ class _Reader:
         length = self.int16()
         if length < 0:
             return None
-        value = self._data[self._pos:self._pos + length].decode()
+        value = self._data[self._pos : self._pos + length].decode()
         self._pos += length
         return value
 
@@ -533,12 +560,20 @@ def _create_topics_request(topics: dict[str, int], timeout_ms: int) -> bytes:
 def _send_create_topics(cfg: Config, topics: dict[str, int]) -> dict[str, int]:
     """CreateTopics v2; return error code per topic, raising on anything but success/exists."""
     timeout_ms = int(TOPIC_TIMEOUT * 1000)
-    reader = _call(cfg, API_CREATE_TOPICS, CREATE_TOPICS_VERSION,
-                   _create_topics_request(topics, timeout_ms), timeout=TOPIC_TIMEOUT + SOCKET_TIMEOUT)
+    reader = _call(
+        cfg,
+        API_CREATE_TOPICS,
+        CREATE_TOPICS_VERSION,
+        _create_topics_request(topics, timeout_ms),
+        timeout=TOPIC_TIMEOUT + SOCKET_TIMEOUT,
+    )
     reader.int32()  # throttle_time_ms
     results = reader.array(lambda: (reader.string() or "", reader.int16(), reader.string()))
-    failures = [f"{name}: error {code} {message or ''}".strip()
-                for name, code, message in results if code not in (0, ERROR_TOPIC_ALREADY_EXISTS)]
+    failures = [
+        f"{name}: error {code} {message or ''}".strip()
+        for name, code, message in results
+        if code not in (0, ERROR_TOPIC_ALREADY_EXISTS)
+    ]
     if failures:
         raise KafkaLocalError("CreateTopics failed: " + "; ".join(failures))
     return {name: code for name, code, _ in results}
@@ -549,8 +584,9 @@ def _wait_for_leaders(cfg: Config, names: list[str]) -> dict[str, int]:
     deadline = time.monotonic() + TOPIC_TIMEOUT
     while True:
         _, topics = _metadata(cfg, names)
-        if all(name in topics and topics[name][0] == 0 and topics[name][1]
-               and min(topics[name][1]) >= 0 for name in names):
+        if all(
+            name in topics and topics[name][0] == 0 and topics[name][1] and min(topics[name][1]) >= 0 for name in names
+        ):
             return {name: len(topics[name][1]) for name in names}
         if time.monotonic() >= deadline:
             raise KafkaLocalError(f"topics {names} have no leaders after {TOPIC_TIMEOUT:.0f} s")

@@ -103,8 +103,11 @@ def _apt_install(package: str) -> None:
 def _clusters() -> list[Cluster]:
     """Parse `pg_lsclusters`: Ver Cluster Port Status Owner Datadir Logfile."""
     rows = (line.split() for line in _run("pg_lsclusters", "--no-header").splitlines())
-    return [Cluster(version=row[0], name=row[1], port=int(row[2]), online=row[3].startswith("online"))
-            for row in rows if len(row) >= 4]
+    return [
+        Cluster(version=row[0], name=row[1], port=int(row[2]), online=row[3].startswith("online"))
+        for row in rows
+        if len(row) >= 4
+    ]
 
 
 def find_cluster() -> Cluster:
@@ -133,8 +136,19 @@ def _wait_until_ready(cluster: Cluster) -> None:
 
 def _psql_as_postgres(cluster: Cluster, script: str) -> None:
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else ["sudo", "-u", "postgres"]
-    _run(*as_postgres, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-p", str(cluster.port), "-d", "postgres",
-         input=script)
+    _run(
+        *as_postgres,
+        "psql",
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-p",
+        str(cluster.port),
+        "-d",
+        "postgres",
+        input=script,
+    )
 
 
 def _check_password_login(cluster: Cluster) -> None:

@@ -41,57 +41,95 @@ def _google(key: str, name: str) -> PlatformSpec:
 
 PLATFORMS: tuple[PlatformSpec, ...] = (
     PlatformSpec(
-        "spotify", "Spotify", "spotify", "https://accounts.spotify.com/api/token",
-        auth_method="basic", dialect="spotify",
+        "spotify",
+        "Spotify",
+        "spotify",
+        "https://accounts.spotify.com/api/token",
+        auth_method="basic",
+        dialect="spotify",
     ),
     PlatformSpec(
-        "discord", "Discord", "discord", "https://discord.com/api/oauth2/token",
+        "discord",
+        "Discord",
+        "discord",
+        "https://discord.com/api/oauth2/token",
         default_expires_in=604800,
     ),
     _google("youtube", "YouTube"),
     _google("gmail", "Gmail"),
     _google("google_calendar", "Google Calendar"),
     PlatformSpec(
-        "github", "GitHub (personal access token)", "github", None,
-        refreshable=False, default_expires_in=None,
+        "github",
+        "GitHub (personal access token)",
+        "github",
+        None,
+        refreshable=False,
+        default_expires_in=None,
     ),
     PlatformSpec(
-        "github_app", "GitHub App", "github_app", "https://github.com/login/oauth/access_token",
-        dialect="github_app", default_expires_in=28800, headers={"Accept": "application/json"},
+        "github_app",
+        "GitHub App",
+        "github_app",
+        "https://github.com/login/oauth/access_token",
+        dialect="github_app",
+        default_expires_in=28800,
+        headers={"Accept": "application/json"},
     ),
     PlatformSpec(
-        "x", "X (Twitter)", "x", "https://api.x.com/2/oauth2/token",
-        auth_method="basic", dialect="invalid_request_is_bad_grant", default_expires_in=7200,
+        "x",
+        "X (Twitter)",
+        "x",
+        "https://api.x.com/2/oauth2/token",
+        auth_method="basic",
+        dialect="invalid_request_is_bad_grant",
+        default_expires_in=7200,
     ),
     PlatformSpec(
-        "linkedin", "LinkedIn", "linkedin", "https://www.linkedin.com/oauth/v2/accessToken",
-        dialect="invalid_request_is_bad_grant", default_expires_in=5184000,
+        "linkedin",
+        "LinkedIn",
+        "linkedin",
+        "https://www.linkedin.com/oauth/v2/accessToken",
+        dialect="invalid_request_is_bad_grant",
+        default_expires_in=5184000,
     ),
     PlatformSpec(
-        "reddit", "Reddit", "reddit", "https://www.reddit.com/api/v1/access_token",
-        auth_method="basic", dialect="invalid_request_is_bad_grant",
+        "reddit",
+        "Reddit",
+        "reddit",
+        "https://www.reddit.com/api/v1/access_token",
+        auth_method="basic",
+        dialect="invalid_request_is_bad_grant",
         headers={"User-Agent": "server:token-refresh-service:v0.1 (by /u/token-refresh)"},
     ),
     PlatformSpec(
-        "twitch", "Twitch", "twitch", "https://id.twitch.tv/oauth2/token",
-        dialect="twitch", default_expires_in=14000,
+        "twitch",
+        "Twitch",
+        "twitch",
+        "https://id.twitch.tv/oauth2/token",
+        dialect="twitch",
+        default_expires_in=14000,
     ),
     PlatformSpec(
-        "microsoft", "Microsoft identity", "microsoft",
+        "microsoft",
+        "Microsoft identity",
+        "microsoft",
         "https://login.microsoftonline.com/common/oauth2/v2.0/token",
         refresh_params={"scope": "offline_access openid"},
     ),
     PlatformSpec(
-        "slack", "Slack", "slack", "https://slack.com/api/oauth.v2.access",
-        auth_method="basic", dialect="slack", default_expires_in=43200,
+        "slack",
+        "Slack",
+        "slack",
+        "https://slack.com/api/oauth.v2.access",
+        auth_method="basic",
+        dialect="slack",
+        default_expires_in=43200,
     ),
 )
 
 _BY_KEY = {spec.key: spec for spec in PLATFORMS}
 REFRESHABLE_PLATFORMS: tuple[str, ...] = tuple(spec.key for spec in PLATFORMS if spec.refreshable)
-CREDENTIAL_KEYS: tuple[str, ...] = tuple(
-    dict.fromkeys(spec.credential_key for spec in PLATFORMS if spec.refreshable)
-)
+CREDENTIAL_KEYS: tuple[str, ...] = tuple(dict.fromkeys(spec.credential_key for spec in PLATFORMS if spec.refreshable))
 
 
 def platform(key: str) -> PlatformSpec:

@@ -51,9 +51,7 @@ class TokenCipher:
         try:
             plaintext = self._aead.decrypt(iv, ciphertext + tag, None)
         except InvalidTag:
-            raise DecryptionError(
-                "ciphertext failed authentication (tampered, truncated, or another key)"
-            ) from None
+            raise DecryptionError("ciphertext failed authentication (tampered, truncated, or another key)") from None
         try:
             return plaintext.decode("utf-8", "surrogatepass")
         except UnicodeDecodeError:

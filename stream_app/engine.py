@@ -25,7 +25,6 @@ from stream_app.db import ConnectionRow, ConnectionStatus, Database
 from stream_app.db.connections import get_connection, update_fenced
 from stream_app.db.outbox import add_event
 from stream_app.decisions import Action, decide_refresh
-from stream_app.keyed_lock import KeyedLocks
 from stream_app.errors import (
     DecryptionError,
     InvalidClientError,
@@ -34,6 +33,7 @@ from stream_app.errors import (
     ReauthRequiredError,
     RetryableProviderError,
 )
+from stream_app.keyed_lock import KeyedLocks
 from stream_app.privacy import UserIdHasher
 from stream_app.providers import ProviderClient, RefreshedTokens
 from stream_app.settings import Settings
@@ -94,10 +94,9 @@ class RefreshEngine:
             row = await get_connection(session, user_id, platform_key)
         window = self._settings.scan_lookahead_seconds if window_seconds is None else window_seconds
         decision = decide_refresh(row, spec, utc_now(), window_seconds=window, forced=trigger == "manual")
-        if decision.action is Action.SKIP:
+        if decision.action is Action.SKIP or row is None:
             log.debug("%s No refresh: %s", tag, decision.reason)
             return RefreshResult("skipped", decision.reason)
-        assert row is not None
         if decision.action is Action.REAUTH:
             log.warning("🔐 %s No refresh token - user must re-authenticate", tag)
             return await self._record_reauth(row, decision.reason, None, tag)
@@ -122,7 +121,9 @@ class RefreshEngine:
                 rate_limit_waits += 1
                 if rate_limit_waits > MAX_RATE_LIMIT_WAITS:
                     return await self._record_retryable_failure(row, exc, tag)
-                wait = exc.retry_after if exc.retry_after is not None else self._settings.rate_limit_default_wait_seconds
+                wait = (
+                    exc.retry_after if exc.retry_after is not None else self._settings.rate_limit_default_wait_seconds
+                )
                 log.warning("⏳ %s Rate limited, waiting %dms before retry", tag, wait * 1000)
                 await self._sleep(wait)
                 continue
@@ -139,7 +140,9 @@ class RefreshEngine:
                 return await self._record_reauth(row, exc.reason, exc.description, tag)
             except InvalidClientError as exc:
                 log.error("❌ %s Client credentials refused: %s", tag, exc.description)
-                return await self._record_failure(row, exc.error_class, exc.description, ConnectionStatus.ERROR, False, tag)
+                return await self._record_failure(
+                    row, exc.error_class, exc.description, ConnectionStatus.ERROR, False, tag
+                )
             attempts += 1
             duration_ms = int((time.monotonic() - started) * 1000)
             return await self._record_success(row, tokens, sent_at, attempts, duration_ms, trigger, tag)
@@ -184,9 +187,7 @@ class RefreshEngine:
         log.info("✅ %s Token refreshed successfully (expires in %ss)", tag, tokens.expires_in)
         return RefreshResult("refreshed", "refreshed", tokens=tokens, event=event)
 
-    async def _record_reauth(
-        self, row: ConnectionRow, reason: str, error: str | None, tag: str
-    ) -> RefreshResult:
+    async def _record_reauth(self, row: ConnectionRow, reason: str, error: str | None, tag: str) -> RefreshResult:
         values = {
             "status": ConnectionStatus.NEEDS_REAUTH,
             "last_sync_status": "error",

@@ -64,9 +64,7 @@ class ProviderRateLimited(RetryableProviderError):
 
     error_class = "rate_limited"
 
-    def __init__(
-        self, description: str, *, status_code: int | None = None, retry_after: float | None
-    ) -> None:
+    def __init__(self, description: str, *, status_code: int | None = None, retry_after: float | None) -> None:
         super().__init__(description, status_code=status_code)
         self.retry_after = retry_after
 

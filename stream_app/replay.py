@@ -14,9 +14,7 @@ from stream_app.kafka_client import client_options
 from stream_app.settings import Settings
 
 
-async def replay_topic(
-    settings: Settings, topic: str, since: datetime | None, emit: Callable[[str], object]
-) -> int:
+async def replay_topic(settings: Settings, topic: str, since: datetime | None, emit: Callable[[str], object]) -> int:
     """Emit every record of ``topic`` from ``since`` (None: the beginning) up to the end
     offsets at the time of the call, one JSON line each, in partition then offset order."""
     consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_options(settings))
@@ -43,12 +41,13 @@ async def replay_topic(
         await consumer.stop()
 
 
-async def _assignment(consumer: AIOKafkaConsumer, timeout: float = 30.0) -> list[TopicPartition]:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not consumer.assignment():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TokenRefreshError("no partitions assigned (is the broker healthy?)")
-        await asyncio.sleep(0.05)
+async def _assignment(consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+    try:
+        async with asyncio.timeout(30):
+            while not consumer.assignment():  # noqa: ASYNC110 - aiokafka has no assignment event
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise TokenRefreshError("no partitions assigned (is the broker healthy?)") from None
     return sorted(consumer.assignment())
 
 

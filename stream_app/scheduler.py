@@ -8,8 +8,9 @@ unless it has been pending for longer than ``requeue_after`` (a lost request).
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from schemas import TokenExpiring
 from stream_app.catalog import REFRESHABLE_PLATFORMS
@@ -31,7 +32,7 @@ async def scan_expiring(database: Database, settings: Settings, emit: Emit) -> i
     # to still beat the expiry; duplicates are harmless (the engine re-checks under a lock).
     requeue_after = timedelta(seconds=settings.refresh_buffer_seconds / 2)
     emitted = 0
-    cursor = None
+    cursor: tuple[datetime, uuid.UUID] | None = None
     while True:
         async with database.transaction() as session:
             rows = await due_connections(
@@ -57,7 +58,8 @@ async def scan_expiring(database: Database, settings: Settings, emit: Emit) -> i
         if len(rows) < settings.scan_page_size:
             break
         last = rows[-1]
-        assert last.token_expires_at is not None
+        if last.token_expires_at is None:  # excluded by the query; keeps the cursor's type exact
+            break
         cursor = (last.token_expires_at, last.id)
     log.log(
         logging.INFO if emitted else logging.DEBUG,

@@ -39,9 +39,7 @@ class ClientCredentials(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_file=".env", extra="ignore", frozen=True, case_sensitive=False
-    )
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True, case_sensitive=False)
 
     database_url: str = DEFAULT_DATABASE_URL
 
@@ -136,7 +134,9 @@ class PlatformVariablesSource(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         env_file = self.config.get("env_file")
-        variables: dict[str, str | None] = dict(dotenv_values(env_file)) if env_file else {}
+        variables: dict[str, str | None] = {}
+        if isinstance(env_file, str | Path):
+            variables.update(dotenv_values(env_file))
         variables.update(os.environ)
         return collect_platform_variables(variables)
 

@@ -28,9 +28,9 @@ async def upsert_connection(session: AsyncSession, values: dict[str, Any]) -> bo
     replayed or reordered event can never put back a refresh token that has since rotated.
     Returns whether the row changed.
     """
-    insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     statement = insert(ConnectionRow).values(id=uuid.uuid4(), version=0, consecutive_failures=0, **values)
-    changed = {name: statement.excluded[name] for name in values if name not in ("user_id", "platform")}
+    changed: dict[str, Any] = {name: statement.excluded[name] for name in values if name not in ("user_id", "platform")}
     changed["version"] = ConnectionRow.version + 1
     changed["consecutive_failures"] = 0
     statement = statement.on_conflict_do_update(
@@ -92,7 +92,4 @@ async def due_connections(
 
 async def mark_refresh_requested(session: AsyncSession, ids: Sequence[uuid.UUID], now: datetime) -> None:
     if ids:
-        await session.execute(
-            update(ConnectionRow).where(ConnectionRow.id.in_(ids)).values(refresh_requested_at=now)
-        )
-
+        await session.execute(update(ConnectionRow).where(ConnectionRow.id.in_(ids)).values(refresh_requested_at=now))

@@ -29,9 +29,7 @@ async def current_revision(database: Database) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
     async with database.engine.connect() as connection:
-        return await connection.run_sync(
-            lambda sync: MigrationContext.configure(sync).get_current_revision()
-        )
+        return await connection.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
 
 
 def head_revision() -> str | None:

@@ -96,9 +96,7 @@ class OutboxRow(Base):
         ),
     )
 
-    id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    )
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     event_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False, unique=True)
     topic: Mapped[str] = mapped_column(String(255), nullable=False)
     key: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)

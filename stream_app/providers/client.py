@@ -55,14 +55,12 @@ class ProviderClient:
         credentials = self._settings.credentials.get(spec.credential_key)
         url = self.token_url(spec)
         if credentials is None or url is None:
-            raise InvalidClientError(
-                f"no client credentials configured ({spec.credential_key.upper()}_CLIENT_ID)"
-            )
+            raise InvalidClientError(f"no client credentials configured ({spec.credential_key.upper()}_CLIENT_ID)")
         secret = credentials.client_secret.get_secret_value()
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token, **spec.refresh_params}
-        auth: tuple[str, str] | None = None
+        auth = httpx.Auth()  # the base class adds nothing: credentials go in the form
         if spec.auth_method == "basic":
-            auth = (credentials.client_id, secret)
+            auth = httpx.BasicAuth(credentials.client_id, secret)
         else:
             form |= {"client_id": credentials.client_id, "client_secret": secret}
         headers = {"Accept": "application/json", **spec.headers}

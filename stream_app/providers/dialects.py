@@ -102,9 +102,7 @@ def raise_for_answer(
 ) -> None:
     """Raise the error this answer means; return quietly when it carries a token."""
     if status == 429:
-        raise ProviderRateLimited(
-            "rate limited", status_code=status, retry_after=retry_after_seconds(headers, body)
-        )
+        raise ProviderRateLimited("rate limited", status_code=status, retry_after=retry_after_seconds(headers, body))
     if status >= 500:
         raise ProviderServerError(f"server error {status}", status_code=status)
     code, description = DIALECTS[dialect](status, body)
@@ -127,9 +125,7 @@ def raise_for_answer(
     raise ReauthRequiredError(text, reason="unknown_error", status_code=status)
 
 
-def retry_after_seconds(
-    headers: Mapping[str, str], body: Any, *, now: float | None = None
-) -> float | None:
+def retry_after_seconds(headers: Mapping[str, str], body: Any, *, now: float | None = None) -> float | None:
     """How long the provider asked us to wait, at most MAX_RETRY_AFTER_SECONDS; None if unsaid
     or unreadable (non-finite values included)."""
     wait = _requested_wait(headers, body, time.time() if now is None else now)

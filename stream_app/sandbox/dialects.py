@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class Rotation(str, enum.Enum):
+class Rotation(enum.StrEnum):
     """What a successful refresh does to the presented refresh token."""
 
     NONE = "none"  # no refresh_token in the response; the presented one stays valid
@@ -26,17 +26,15 @@ class Rotation(str, enum.Enum):
     KEEP_OLD = "keep_old"  # a new one each time; the presented one stays valid too
 
 
-class AuthMethod(str, enum.Enum):
+class AuthMethod(enum.StrEnum):
     BASIC = "basic"  # Authorization: Basic base64(client_id:client_secret)
     FORM = "form"  # client_id / client_secret in the form body
 
 
-class RateLimitStyle(str, enum.Enum):
+class RateLimitStyle(enum.StrEnum):
     RETRY_AFTER_SECONDS = "retry_after_seconds"  # Retry-After: <int seconds>
     RETRY_AFTER_DATE = "retry_after_date"  # Retry-After: <HTTP-date>
-    DISCORD_BODY = (
-        "discord_body"  # {"message", "retry_after": float, "global"} + Retry-After
-    )
+    DISCORD_BODY = "discord_body"  # {"message", "retry_after": float, "global"} + Retry-After
     X_RESET = "x_reset"  # x-rate-limit-reset: <epoch seconds>
     NONE = "none"  # a bare 429: no hint at all
 
@@ -55,21 +53,14 @@ class Answer:
     def fill(self, **values: object) -> Answer:
         if not isinstance(self.body, Mapping):
             return self
-        body = {
-            k: v.format(**values) if isinstance(v, str) else v
-            for k, v in self.body.items()
-        }
+        body = {k: v.format(**values) if isinstance(v, str) else v for k, v in self.body.items()}
         return Answer(self.status, body, self.headers, self.content_type)
 
     def with_headers(self, **extra: str) -> Answer:
-        return Answer(
-            self.status, self.body, {**self.headers, **extra}, self.content_type
-        )
+        return Answer(self.status, self.body, {**self.headers, **extra}, self.content_type)
 
 
-def rfc(
-    status: int, error: str, description: str | None = None, **extra: Any
-) -> Answer:
+def rfc(status: int, error: str, description: str | None = None, **extra: Any) -> Answer:
     body: dict[str, Any] = {"error": error}
     if description is not None:
         body["error_description"] = description
@@ -85,10 +76,7 @@ def slack(error: str) -> Answer:
     return Answer(200, {"ok": False, "error": error})
 
 
-_GITHUB_DOCS = (
-    "https://docs.github.com/apps/managing-oauth-apps/"
-    "troubleshooting-oauth-app-access-token-request-errors/"
-)
+_GITHUB_DOCS = "https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors/"
 
 
 def github(error: str, description: str, anchor: str) -> Answer:
@@ -135,16 +123,12 @@ class Dialect:
     reuse_kills_family: bool = False  # a spent token presented again revokes the family
     expires_in_spread: int = 0  # expires_in varies by up to +/- this many seconds
     refresh_token_expires_in: int | None = None
-    refresh_lifetime_from_grant: bool = (
-        False  # True: counts down from the grant's creation
-    )
+    refresh_lifetime_from_grant: bool = False  # True: counts down from the grant's creation
     envelope: Mapping[str, Any] = field(default_factory=dict)  # Slack: {"ok": true}
     mirror_expires_in: tuple[str, ...] = ()  # Microsoft: ext_expires_in
     scope_as_list: bool = False  # Twitch answers scope as a JSON array
     missing_scope: Answer | None = None  # set: the request must carry `scope`
-    user_agent_rejected: Answer | None = (
-        None  # set: a descriptive User-Agent is required
-    )
+    user_agent_rejected: Answer | None = None  # set: a descriptive User-Agent is required
     accepts_json_body: bool = False  # else a JSON body reads as an empty form
     form_encoded_unless_accept_json: bool = False  # GitHub
 
@@ -166,8 +150,7 @@ _SPOTIFY = Dialect(
     unsupported_grant=rfc(
         400,
         "unsupported_grant_type",
-        "grant_type parameter is missing or must be authorization_code, client_credentials "
-        "or refresh_token",
+        "grant_type parameter is missing or must be authorization_code, client_credentials or refresh_token",
     ),
     rate_limited_body={"error": {"status": 429, "message": "API rate limit exceeded"}},
 )
@@ -184,13 +167,9 @@ _DISCORD = Dialect(
     missing_client=rfc(401, "invalid_client"),
     wrong_client=rfc(401, "invalid_client"),
     malformed=rfc(400, "invalid_request", 'Missing "{param}" in request.'),
-    unsupported_grant=rfc(
-        400, "unsupported_grant_type", "Grant type {grant_type} is not supported"
-    ),
+    unsupported_grant=rfc(400, "unsupported_grant_type", "Grant type {grant_type} is not supported"),
     # A JSON body parses as an empty form: no grant_type, hence Discord's famous answer.
-    missing_grant_type=rfc(
-        400, "unsupported_grant_type", "Grant type None is not supported"
-    ),
+    missing_grant_type=rfc(400, "unsupported_grant_type", "Grant type None is not supported"),
     rate_limited_body={"message": "You are being rate limited.", "global": False},
     default_rate_limit_style=RateLimitStyle.DISCORD_BODY,
     rate_limit_headers={
@@ -212,14 +191,10 @@ _GOOGLE = Dialect(
     bad_grant=_GOOGLE_DEAD,
     revoked_grant=_GOOGLE_DEAD,
     expired_grant=_GOOGLE_DEAD,
-    missing_client=rfc(
-        400, "invalid_request", "Could not determine client ID from request."
-    ),
+    missing_client=rfc(400, "invalid_request", "Could not determine client ID from request."),
     wrong_client=rfc(401, "invalid_client", "The OAuth client was not found."),
     malformed=rfc(400, "invalid_request", "Missing required parameter: {param}"),
-    unsupported_grant=rfc(
-        400, "unsupported_grant_type", "Invalid grant_type: {grant_type}"
-    ),
+    unsupported_grant=rfc(400, "unsupported_grant_type", "Invalid grant_type: {grant_type}"),
     rate_limited_body=rfc(429, "rate_limit_exceeded", "Rate limit exceeded").body,
     accepts_json_body=True,
 )
@@ -271,9 +246,7 @@ _X = Dialect(
     missing_client=_X_CLIENT,
     wrong_client=_X_CLIENT,
     malformed=rfc(400, "invalid_request", "Missing required parameter [{param}]."),
-    unsupported_grant=rfc(
-        400, "invalid_request", "Value passed for the grant type was invalid."
-    ),
+    unsupported_grant=rfc(400, "invalid_request", "Value passed for the grant type was invalid."),
     rate_limited_body={
         "title": "Too Many Requests",
         "detail": "Too Many Requests",
@@ -288,9 +261,7 @@ _LINKEDIN_DEAD = rfc(
     "invalid_request",
     "The provided authorization grant or refresh token is invalid, expired or revoked",
 )
-_LINKEDIN_CLIENT = rfc(
-    401, "invalid_client", "Client authentication failed"
-)  # (?) in the spec
+_LINKEDIN_CLIENT = rfc(401, "invalid_client", "Client authentication failed")  # (?) in the spec
 _LINKEDIN = Dialect(
     name="linkedin",
     auth_methods=FORM_ONLY,
@@ -364,24 +335,19 @@ _MICROSOFT = Dialect(
     rotation=Rotation.KEEP_OLD,
     expires_in=3600,
     token_type="Bearer",
-    bad_grant=aad(
-        400, "invalid_grant", 70000, "Provided grant is invalid or malformed."
-    ),
+    bad_grant=aad(400, "invalid_grant", 70000, "Provided grant is invalid or malformed."),
     revoked_grant=aad(
         400,
         "invalid_grant",
         50173,
         "The provided grant has expired due to it being revoked, a fresh auth token is needed.",
     ),
-    expired_grant=aad(
-        400, "invalid_grant", 700082, "The refresh token has expired due to inactivity."
-    ),
+    expired_grant=aad(400, "invalid_grant", 700082, "The refresh token has expired due to inactivity."),
     missing_client=aad(
         401,
         "invalid_client",
         7000218,
-        "The request body must contain the following parameter: 'client_assertion' or "
-        "'client_secret'.",
+        "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
     ),
     wrong_client=aad(401, "invalid_client", 7000215, "Invalid client secret provided."),
     malformed=aad(
@@ -453,9 +419,7 @@ PLATFORMS: Mapping[str, Platform] = {
     for p in (
         Platform("spotify", "spotify", "user-read-email playlist-read-private"),
         Platform("discord", "discord", "identify guilds"),
-        Platform(
-            "youtube", "google", "https://www.googleapis.com/auth/youtube.readonly"
-        ),
+        Platform("youtube", "google", "https://www.googleapis.com/auth/youtube.readonly"),
         Platform("gmail", "google", "https://www.googleapis.com/auth/gmail.readonly"),
         Platform(
             "google_calendar",
@@ -488,11 +452,7 @@ def dialect_for(route: str) -> Dialect:
 
 def credential_key(platform: str) -> str:
     """Platforms sharing one client (the Google ones) share one credential key."""
-    return (
-        GOOGLE
-        if platform == GOOGLE or PLATFORMS[platform].dialect == GOOGLE
-        else platform
-    )
+    return GOOGLE if platform == GOOGLE or PLATFORMS[platform].dialect == GOOGLE else platform
 
 
 def default_credentials(platform: str) -> tuple[str, str]:

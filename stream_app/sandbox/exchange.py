@@ -56,9 +56,7 @@ class Clients:
     a Google key configures the one client the three Google platforms share.
     """
 
-    def __init__(
-        self, credentials: Mapping[str, tuple[str, str]] | None = None
-    ) -> None:
+    def __init__(self, credentials: Mapping[str, tuple[str, str]] | None = None) -> None:
         self._pairs: dict[str, tuple[str, str]] = {}
         for platform, pair in (credentials or {}).items():
             if platform != GOOGLE and platform not in PLATFORMS:
@@ -113,11 +111,7 @@ def presented_client(
             return AuthMethod.BASIC.value, ("", "")
         client_id, _, secret = decoded.partition(":")
         return AuthMethod.BASIC.value, (unquote_plus(client_id), unquote_plus(secret))
-    if (
-        AuthMethod.FORM in dialect.auth_methods
-        and form.get("client_id")
-        and form.get("client_secret")
-    ):
+    if AuthMethod.FORM in dialect.auth_methods and form.get("client_id") and form.get("client_secret"):
         return AuthMethod.FORM.value, (form["client_id"], form["client_secret"])
     return None
 
@@ -126,20 +120,14 @@ def descriptive_user_agent(value: str | None) -> bool:
     return bool(value and value.strip()) and not _GENERIC_AGENT.match(value or "")
 
 
-def handle_refresh(
-    state: SandboxState, clients: Clients, dialect: Dialect, request: TokenRequest
-) -> Outcome:
+def handle_refresh(state: SandboxState, clients: Clients, dialect: Dialect, request: TokenRequest) -> Outcome:
     """Answer one token request as ``dialect`` would. Synchronous: check and spend are atomic."""
     form, headers = request.form, request.headers
-    if dialect.user_agent_rejected and not descriptive_user_agent(
-        headers.get("user-agent")
-    ):
+    if dialect.user_agent_rejected and not descriptive_user_agent(headers.get("user-agent")):
         return Outcome(dialect.user_agent_rejected, "user_agent_rejected")
     grant_type = form.get("grant_type")
     if not grant_type:
-        missing = dialect.missing_grant_type or dialect.malformed.fill(
-            param="grant_type"
-        )
+        missing = dialect.missing_grant_type or dialect.malformed.fill(param="grant_type")
         return Outcome(missing, "unsupported_grant_type")
     if grant_type != "refresh_token":
         return Outcome(
@@ -168,7 +156,8 @@ def handle_refresh(
             Verdict.EXPIRED: dialect.expired_grant,
         }.get(result.verdict, dialect.bad_grant)
         return Outcome(dead, result.verdict.value, result.grant, method)
-    assert result.grant is not None
+    if result.grant is None:
+        raise RuntimeError("a successful refresh without its grant")
     return Outcome(
         Answer(200, success_body(dialect, result.grant, result, now=time.time())),
         "success",
@@ -178,9 +167,7 @@ def handle_refresh(
     )
 
 
-def success_body(
-    dialect: Dialect, grant: Grant, result: RefreshResult, now: float
-) -> dict[str, Any]:
+def success_body(dialect: Dialect, grant: Grant, result: RefreshResult, now: float) -> dict[str, Any]:
     body: dict[str, Any] = dict(dialect.envelope)
     body["access_token"] = result.access_token
     body["token_type"] = dialect.token_type
@@ -190,12 +177,8 @@ def success_body(
     if result.refresh_token is not None:
         body["refresh_token"] = result.refresh_token
     if dialect.refresh_token_expires_in is not None:
-        spent = (
-            int(now - grant.created_at) if dialect.refresh_lifetime_from_grant else 0
-        )
-        body["refresh_token_expires_in"] = max(
-            0, dialect.refresh_token_expires_in - spent
-        )
+        spent = int(now - grant.created_at) if dialect.refresh_lifetime_from_grant else 0
+        body["refresh_token_expires_in"] = max(0, dialect.refresh_token_expires_in - spent)
     body["scope"] = grant.scope.split() if dialect.scope_as_list else grant.scope
     return body
 
@@ -204,11 +187,7 @@ def finish(dialect: Dialect, headers: Mapping[str, str], answer: Answer) -> Answ
     """Headers every token response carries, and GitHub's form-encoded default."""
     answer = answer.with_headers(**NO_STORE)
     wants_json = "application/json" in headers.get("accept", "").lower()
-    if (
-        dialect.form_encoded_unless_accept_json
-        and not wants_json
-        and isinstance(answer.body, Mapping)
-    ):
+    if dialect.form_encoded_unless_accept_json and not wants_json and isinstance(answer.body, Mapping):
         text = urlencode({k: _form_value(v) for k, v in answer.body.items()})
         return Answer(
             answer.status,
@@ -258,24 +237,18 @@ def rate_limit_answer(dialect: Dialect, fault: Fault, now: float) -> Answer:
         )
     if style is not RateLimitStyle.NONE:
         for name, template in dialect.rate_limit_headers.items():
-            headers.setdefault(
-                name, template.format(reset_after=f"{wait:g}", reset_at=reset_at)
-            )
+            headers.setdefault(name, template.format(reset_after=f"{wait:g}", reset_at=reset_at))
     return Answer(fault.status or 429, body, headers)
 
 
-def fault_answer(
-    dialect: Dialect, fault: Fault, presented_token: str | None, now: float
-) -> Answer:
+def fault_answer(dialect: Dialect, fault: Fault, presented_token: str | None, now: float) -> Answer:
     """The answer for a fault that does not touch the grant (everything but lost_response,
     and timeout without a status, which end in a normal refresh)."""
     mode = fault.mode
     if mode is FaultMode.RATE_LIMIT:
         return rate_limit_answer(dialect, fault, now)
     if mode is FaultMode.FORBIDDEN_HTML:
-        return Answer(
-            fault.status or 403, _GOOGLE_403_PAGE, {}, "text/html; charset=UTF-8"
-        )
+        return Answer(fault.status or 403, _GOOGLE_403_PAGE, {}, "text/html; charset=UTF-8")
     if mode is FaultMode.INVALID_CLIENT:
         return dialect.wrong_client
     if mode is FaultMode.ECHO_TOKEN:

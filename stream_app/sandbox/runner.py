@@ -47,16 +47,12 @@ class SandboxServer:
             return self
         self._ready.clear()
         self._error = None
-        self._thread = threading.Thread(
-            target=self._run, name="provider-sandbox", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name="provider-sandbox", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
             raise RuntimeError("provider sandbox did not start in time")
         if self._error is not None:
-            raise RuntimeError(
-                f"provider sandbox failed to start: {self._error}"
-            ) from self._error
+            raise RuntimeError(f"provider sandbox failed to start: {self._error}") from self._error
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -72,16 +68,14 @@ class SandboxServer:
     def _run(self) -> None:
         try:
             asyncio.run(self._main())
-        except BaseException as exc:  # noqa: BLE001 - reported to start()
+        except BaseException as exc:
             self._error = exc
             self._ready.set()
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        runner = web.AppRunner(
-            self.app, access_log=None, shutdown_timeout=self._shutdown_timeout
-        )
+        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=self._shutdown_timeout)
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.host, self._port)

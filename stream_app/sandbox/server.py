@@ -75,21 +75,15 @@ def _client_gone(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
-async def _faulted(
-    request: web.Request, fault: Fault, dialect: Dialect, treq: TokenRequest
-) -> tuple[Outcome, bool]:
+async def _faulted(request: web.Request, fault: Fault, dialect: Dialect, treq: TokenRequest) -> tuple[Outcome, bool]:
     """Answer a faulted request. Returns (outcome, drop_connection)."""
     state, clients = request.app[STATE_KEY], request.app[CLIENTS_KEY]
     label = f"fault:{fault.mode.value}"
     if fault.mode is FaultMode.TIMEOUT:
         await asyncio.sleep(fault.delay)
         if fault.status is not None:
-            return Outcome(
-                fault_answer(dialect, fault, None, time.time()), label
-            ), False
-        if _client_gone(
-            request
-        ):  # the client gave up: nothing processed, nothing spent
+            return Outcome(fault_answer(dialect, fault, None, time.time()), label), False
+        if _client_gone(request):  # the client gave up: nothing processed, nothing spent
             return Outcome(Answer(499), "client_gone"), True
         return handle_refresh(state, clients, dialect, treq), False
     if fault.mode is FaultMode.LOST_RESPONSE:
@@ -110,14 +104,8 @@ async def _faulted(
 async def token_endpoint(request: web.Request) -> web.StreamResponse:
     route = request.match_info["platform"]
     if route not in ROUTES:
-        why = (
-            "never refreshes"
-            if route in NEVER_REFRESHED
-            else "is not a sandbox platform"
-        )
-        return _json(
-            404, {"error": "not_found", "error_description": f"{route!r} {why}"}
-        )
+        why = "never refreshes" if route in NEVER_REFRESHED else "is not a sandbox platform"
+        return _json(404, {"error": "not_found", "error_description": f"{route!r} {why}"})
     state = request.app[STATE_KEY]
     dialect = dialect_for(route)
     form = await _read_form(request, dialect)
@@ -212,9 +200,7 @@ async def create_grant(request: web.Request) -> web.Response:
 
 
 async def list_grants(request: web.Request) -> web.Response:
-    return _json(
-        200, {"grants": [g.snapshot() for g in request.app[STATE_KEY].grants()]}
-    )
+    return _json(200, {"grants": [g.snapshot() for g in request.app[STATE_KEY].grants()]})
 
 
 async def get_grant(request: web.Request) -> web.Response:
@@ -350,9 +336,7 @@ async def serve(
     app = create_app(state, credentials)
     runner = web.AppRunner(
         app,
-        access_log=logging.getLogger("stream_app.sandbox.access")
-        if access_log
-        else None,
+        access_log=logging.getLogger("stream_app.sandbox.access") if access_log else None,
         shutdown_timeout=shutdown_timeout,
     )
     await runner.setup()

@@ -35,19 +35,17 @@ def _token(prefix: str) -> str:
     return prefix + secrets.token_urlsafe(24)  # 32 url-safe characters
 
 
-class FaultMode(str, enum.Enum):
+class FaultMode(enum.StrEnum):
     SERVER_ERROR = "server_error"
     TIMEOUT = "timeout"
     RATE_LIMIT = "rate_limit"
     FORBIDDEN_HTML = "forbidden_html"
     INVALID_CLIENT = "invalid_client"
     ECHO_TOKEN = "echo_token"
-    LOST_RESPONSE = (
-        "lost_response"  # extension: refresh processed, answer never arrives
-    )
+    LOST_RESPONSE = "lost_response"  # extension: refresh processed, answer never arrives
 
 
-class Verdict(str, enum.Enum):
+class Verdict(enum.StrEnum):
     """What :meth:`SandboxState.refresh` decided about a presented refresh token."""
 
     OK = "success"
@@ -124,9 +122,7 @@ class Fault:
             "mode": self.mode.value,
             "count": self.count,
             "retry_after": self.retry_after,
-            "rate_limit_style": self.rate_limit_style.value
-            if self.rate_limit_style
-            else None,
+            "rate_limit_style": self.rate_limit_style.value if self.rate_limit_style else None,
             "delay": self.delay,
             "status": self.status,
         }
@@ -147,7 +143,7 @@ def _fault_from(spec: dict[str, Any]) -> Fault:
     if platform not in PLATFORMS and platform != GOOGLE:
         raise SandboxError(f"unknown platform {platform!r}")
     try:
-        mode = FaultMode(spec.get("mode"))
+        mode = FaultMode(str(spec.get("mode")))
     except ValueError:
         raise SandboxError(f"unknown fault mode {spec.get('mode')!r}") from None
     style = spec.get("rate_limit_style")
@@ -180,9 +176,7 @@ class SandboxState:
 
     def _clear(self) -> None:
         self._grants: dict[str, Grant] = {}
-        self._by_refresh: dict[
-            str, str
-        ] = {}  # every refresh token ever issued -> grant id
+        self._by_refresh: dict[str, str] = {}  # every refresh token ever issued -> grant id
         self._faults: dict[str, deque[Fault]] = {}
         self._issued_access: list[str] = []
         self._issued_refresh: list[str] = []
@@ -205,14 +199,10 @@ class SandboxState:
         rotation: str | Rotation | None = None,
     ) -> Grant:
         if platform in NEVER_REFRESHED:
-            raise SandboxError(
-                f"{platform!r} tokens never refresh: there is no token endpoint"
-            )
+            raise SandboxError(f"{platform!r} tokens never refresh: there is no token endpoint")
         if platform not in PLATFORMS:
             raise SandboxError(f"unknown platform {platform!r}")
-        if expires_in is not None and (
-            not isinstance(expires_in, int) or expires_in < 0
-        ):
+        if expires_in is not None and (not isinstance(expires_in, int) or expires_in < 0):
             raise SandboxError("expires_in must be a non-negative integer")
         dialect = DIALECTS[PLATFORMS[platform].dialect]
         try:
@@ -265,11 +255,7 @@ class SandboxState:
             if grant is None or grant.dialect != dialect_name:
                 return RefreshResult(Verdict.UNKNOWN)
             if grant.revoked:
-                verdict = (
-                    Verdict.EXPIRED
-                    if grant.revoked_reason == "expired"
-                    else Verdict.REVOKED
-                )
+                verdict = Verdict.EXPIRED if grant.revoked_reason == "expired" else Verdict.REVOKED
                 return RefreshResult(verdict, grant)
             if token not in grant.valid_refresh_tokens:
                 if DIALECTS[dialect_name].reuse_kills_family:
@@ -348,11 +334,7 @@ class SandboxState:
         """Consume one use of the next fault queued for ``platform`` (for a Google platform,
         its own queue first, then the shared ``google`` queue). Returns a copy with count 1."""
         keys = [platform]
-        if (
-            platform != GOOGLE
-            and PLATFORMS.get(platform)
-            and PLATFORMS[platform].dialect == GOOGLE
-        ):
+        if platform != GOOGLE and PLATFORMS.get(platform) and PLATFORMS[platform].dialect == GOOGLE:
             keys.append(GOOGLE)
         with self._lock:
             for key in keys:
@@ -398,10 +380,7 @@ class SandboxState:
             return {
                 "total": sum(by_outcome.values()),
                 "by_outcome": dict(by_outcome),
-                "by_platform": {
-                    p: {"total": sum(c.values()), "outcomes": dict(c)}
-                    for p, c in self._stats.items()
-                },
+                "by_platform": {p: {"total": sum(c.values()), "outcomes": dict(c)} for p, c in self._stats.items()},
             }
 
     def history(self) -> list[dict[str, Any]]:

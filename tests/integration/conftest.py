@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -73,10 +72,7 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     suffix = uuid.uuid4().hex[:8]
-    topics = {
-        name: f"{name}.{suffix}"
-        for name in ("connection.created", "token.expiring", *OUTCOME_TOPICS)
-    }
+    topics = {name: f"{name}.{suffix}" for name in ("connection.created", "token.expiring", *OUTCOME_TOPICS)}
     dead_letter_topics = [f"{topics[name]}.dlq" for name in ("connection.created", "token.expiring")]
     asyncio.run(create_topics(kafka_bootstrap, [*topics.values(), *dead_letter_topics]))
     env = {

@@ -82,7 +82,9 @@ async def test_missing_and_revoked_connections_give_none(service: TokenService, 
 
 
 async def test_refresh_expiring_tokens_counts_outcomes(service: TokenService, sandbox: SandboxServer) -> None:
-    due, _ = await seed_connection(service.database, service.cipher, sandbox, "spotify", expires_in=timedelta(minutes=3))
+    due, _ = await seed_connection(
+        service.database, service.cipher, sandbox, "spotify", expires_in=timedelta(minutes=3)
+    )
     await seed_connection(service.database, service.cipher, sandbox, "spotify", expires_in=timedelta(days=1))
     dead, grant = await seed_connection(
         service.database, service.cipher, sandbox, "discord", expires_in=timedelta(minutes=3)

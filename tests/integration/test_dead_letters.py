@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.integration.conftest import Stack
 from stream_app.crypto import TokenCipher, generate_key
+from tests.integration.conftest import Stack
 from tests.support.kafka import TopicReader, produce
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]

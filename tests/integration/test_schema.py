@@ -88,7 +88,10 @@ async def test_seed_columns_defaults_and_constraints(database: Database) -> None
     async with database.sessions() as session:
         row = (
             await session.execute(
-                text("SELECT id, status, last_sync_status, connected_at, updated_at FROM platform_connections WHERE user_id = :u"),
+                text(
+                    "SELECT id, status, last_sync_status, connected_at, updated_at"
+                    " FROM platform_connections WHERE user_id = :u"
+                ),
                 {"u": user_id},
             )
         ).one()
@@ -109,7 +112,8 @@ async def test_seed_partial_indexes_exist(database: Database) -> None:
             )
         ).all()
     definitions = dict(rows)
-    assert "WHERE (status = ANY (ARRAY['connected'::text, 'token_expired'::text]))" in definitions[
-        "idx_platform_connections_status"
-    ]
+    assert (
+        "WHERE (status = ANY (ARRAY['connected'::text, 'token_expired'::text]))"
+        in definitions["idx_platform_connections_status"]
+    )
     assert "WHERE (token_expires_at IS NOT NULL)" in definitions["idx_platform_connections_expiry"]

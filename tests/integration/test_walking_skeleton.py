@@ -52,11 +52,15 @@ async def test_revoked_grant_leads_to_needs_reauth(stack: Stack) -> None:
 
 
 async def test_github_connection_is_never_refreshed(stack: Stack) -> None:
-    async with stack.reader("token.expiring", "token.refreshed", "token.needs_reauth", "token.refresh_failed") as reader:
+    async with stack.reader(
+        "token.expiring", "token.refreshed", "token.needs_reauth", "token.refresh_failed"
+    ) as reader:
         github_user, _ = await stack.connect("github", expires_in=timedelta(minutes=1))
         # A refreshable connection published after it shows the worker got past it.
         spotify_user, _ = await stack.connect("spotify", expires_in=timedelta(minutes=2))
-        await reader.wait_for(lambda topic, e: e.get("user_id") == str(spotify_user) and e["event_type"] == "token.refreshed")
+        await reader.wait_for(
+            lambda topic, e: e.get("user_id") == str(spotify_user) and e["event_type"] == "token.refreshed"
+        )
         await reader.drain(5)  # more than two scan intervals
 
     assert not [r for r in reader.records if str(github_user).encode() in (r[2] or b"")]

@@ -51,9 +51,7 @@ class TopicReader:
     async def __aexit__(self, *exc: object) -> None:
         await self._consumer.stop()
 
-    async def wait_for(
-        self, predicate: Callable[[str, dict[str, Any]], bool], timeout: float = 60.0
-    ) -> dict[str, Any]:
+    async def wait_for(self, predicate: Callable[[str, dict[str, Any]], bool], timeout: float = 60.0) -> dict[str, Any]:
         """The first JSON record (topic, value) matching ``predicate``, seen or yet to come."""
         deadline = time.monotonic() + timeout
         checked = 0

@@ -135,10 +135,7 @@ def test_provider_specific_request_details() -> None:
     assert platform("github_app").headers.get("Accept") == "application/json"
     assert "User-Agent" in platform("reddit").headers
     assert "scope" in platform("microsoft").refresh_params
-    assert (
-        urlparse(platform("microsoft").token_url or "").netloc
-        == "login.microsoftonline.com"
-    )
+    assert urlparse(platform("microsoft").token_url or "").netloc == "login.microsoftonline.com"
 
 
 @pytest.mark.parametrize("key", ["nope", "myspace", "", "Spotify", "google"])

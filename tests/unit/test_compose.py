@@ -84,9 +84,7 @@ def interpolate(value: str, environ: Mapping[str, str]) -> str:
 def references(value: str) -> list[tuple[str, str | None, str]]:
     """(variable, operator, argument) for each interpolation in a value."""
     return [
-        (m["name"] or m["bare"], m["op"], m["arg"] or "")
-        for m in _INTERPOLATION.finditer(value)
-        if not m["escaped"]
+        (m["name"] or m["bare"], m["op"], m["arg"] or "") for m in _INTERPOLATION.finditer(value) if not m["escaped"]
     ]
 
 
@@ -167,11 +165,7 @@ def services(compose: dict[str, Any]) -> dict[str, Any]:
 def app_services(services: dict[str, Any]) -> dict[str, Any]:
     """The services that run this project's image (built from the Dockerfile)."""
     image = services["worker"]["image"]
-    return {
-        name: service
-        for name, service in services.items()
-        if "build" in service or service.get("image") == image
-    }
+    return {name: service for name, service in services.items() if "build" in service or service.get("image") == image}
 
 
 @pytest.fixture(scope="module")
@@ -414,8 +408,11 @@ def test_kafka_listeners_agree_with_the_app(services: dict[str, Any], worker_env
 def test_broker_partitions_match_the_workers(services: dict[str, Any], worker_env: dict[str, str]) -> None:
     kafka = resolved_env(services["kafka"], {})
     assert kafka["KAFKA_NUM_PARTITIONS"] == worker_env["KAFKA_TOPIC_PARTITIONS"]
-    for name in ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
-                 "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"):
+    for name in (
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR",
+    ):
         assert kafka[name] == "1"
 
 
@@ -490,9 +487,7 @@ def test_dockerfile_copies_every_package_the_wheel_needs() -> None:
 
 def test_dockerignore_keeps_local_state_out_and_the_sources_in() -> None:
     patterns = [
-        line.strip()
-        for line in DOCKERIGNORE.read_text().splitlines()
-        if line.strip() and not line.startswith("#")
+        line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")
     ]
     for must in (".venv", ".local", ".git", "*.db", "**/__pycache__", ".pytest_cache", ".mypy_cache", ".env"):
         assert must in patterns, f".dockerignore should exclude {must}"

@@ -22,9 +22,7 @@ NODE_SCRIPT = REPO / "scripts" / "node_vectors.js"
 NODE_FIXTURE = REPO / "tests" / "fixtures" / "node_vectors.json"
 
 SECRET = "sbx_rt_super-secret-refresh-token-0123456789"
-SEED_FORMAT = re.compile(
-    r"^(?P<iv>[0-9a-f]{24}):(?P<tag>[0-9a-f]{32}):(?P<ct>(?:[0-9a-f]{2})*)$"
-)
+SEED_FORMAT = re.compile(r"^(?P<iv>[0-9a-f]{24}):(?P<tag>[0-9a-f]{32}):(?P<ct>(?:[0-9a-f]{2})*)$")
 
 
 @pytest.fixture
@@ -77,18 +75,11 @@ def test_two_encryptions_of_one_token_differ(cipher: TokenCipher) -> None:
     assert cipher.decrypt(first) == cipher.decrypt(second) == SECRET
 
 
-def test_ciphertext_is_readable_by_plain_aes_gcm(
-    encryption_key: str, cipher: TokenCipher
-) -> None:
+def test_ciphertext_is_readable_by_plain_aes_gcm(encryption_key: str, cipher: TokenCipher) -> None:
     """What Python writes, any AES-256-GCM implementation (Node's included) can read."""
-    iv, tag, ciphertext = (
-        bytes.fromhex(part) for part in cipher.encrypt(SECRET).split(":")
-    )
+    iv, tag, ciphertext = (bytes.fromhex(part) for part in cipher.encrypt(SECRET).split(":"))
 
-    assert (
-        AESGCM(bytes.fromhex(encryption_key)).decrypt(iv, ciphertext + tag, None)
-        == SECRET.encode()
-    )
+    assert AESGCM(bytes.fromhex(encryption_key)).decrypt(iv, ciphertext + tag, None) == SECRET.encode()
 
 
 @pytest.mark.parametrize(
@@ -148,9 +139,7 @@ def test_live_node_vectors_decrypt(encryption_key: str) -> None:
     node = shutil.which("node")
     if node is None:
         if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(
-                "node is not installed, but CI=true: the Node compatibility check must run on CI"
-            )
+            pytest.fail("node is not installed, but CI=true: the Node compatibility check must run on CI")
         pytest.skip("node is not installed (set CI=true to make this a failure)")
 
     completed = subprocess.run(
@@ -245,9 +234,7 @@ TAMPERINGS = [
 
 
 @pytest.mark.parametrize("tamper", TAMPERINGS, ids=lambda f: f.__name__.lstrip("_"))
-def test_tampered_ciphertext_is_refused_without_leaking_plaintext(
-    cipher: TokenCipher, tamper: Any
-) -> None:
+def test_tampered_ciphertext_is_refused_without_leaking_plaintext(cipher: TokenCipher, tamper: Any) -> None:
     stored = cipher.encrypt(SECRET)
     tampered = tamper(stored)
     assert tampered != stored
@@ -270,9 +257,7 @@ def test_wrong_key_is_refused_without_leaking_plaintext(cipher: TokenCipher) -> 
     assert cipher.is_readable(stored)
 
 
-def test_genuine_8_byte_iv_ciphertext_is_refused(
-    encryption_key: str, cipher: TokenCipher
-) -> None:
+def test_genuine_8_byte_iv_ciphertext_is_refused(encryption_key: str, cipher: TokenCipher) -> None:
     """An authentic GCM ciphertext under a 64-bit IV: only the IV-length rule refuses it."""
     iv = os.urandom(8)
     sealed = AESGCM(bytes.fromhex(encryption_key)).encrypt(iv, SECRET.encode(), None)
@@ -287,9 +272,7 @@ def test_genuine_ciphertext_of_non_utf8_bytes_is_refused(
     encryption_key: str, cipher: TokenCipher, iv_bytes: int
 ) -> None:
     iv = os.urandom(iv_bytes)
-    sealed = AESGCM(bytes.fromhex(encryption_key)).encrypt(
-        iv, b"\xff\xfe not utf-8", None
-    )
+    sealed = AESGCM(bytes.fromhex(encryption_key)).encrypt(iv, b"\xff\xfe not utf-8", None)
     stored = f"{iv.hex()}:{sealed[-16:].hex()}:{sealed[:-16].hex()}"
 
     with pytest.raises(DecryptionError, match="UTF-8"):

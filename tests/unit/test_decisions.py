@@ -50,11 +50,7 @@ LATER = timedelta(hours=1)
 PAST = timedelta(seconds=-1)
 EDGE = timedelta(seconds=WINDOW)
 JUST_PAST_EDGE = timedelta(seconds=WINDOW, microseconds=1)
-NON_REFRESHABLE = [
-    s
-    for s in ConnectionStatus
-    if s not in (ConnectionStatus.CONNECTED, ConnectionStatus.TOKEN_EXPIRED)
-]
+NON_REFRESHABLE = [s for s in ConnectionStatus if s not in (ConnectionStatus.CONNECTED, ConnectionStatus.TOKEN_EXPIRED)]
 
 CASES = [
     Case("row-none", None, Decision(Action.SKIP, "not_found")),
@@ -199,20 +195,14 @@ def test_decide_refresh(case: Case) -> None:
         (360.0, Decision(Action.REFRESH, "expiring")),
     ],
 )
-def test_window_is_the_argument_not_a_constant(
-    window: float, expected: Decision
-) -> None:
-    decision = decide_refresh(
-        row(expires_in=SOON), platform("spotify"), NOW, window_seconds=window
-    )
+def test_window_is_the_argument_not_a_constant(window: float, expected: Decision) -> None:
+    decision = decide_refresh(row(expires_in=SOON), platform("spotify"), NOW, window_seconds=window)
 
     assert decision == expected
 
 
 def test_status_as_enum_or_text_decides_alike() -> None:
-    as_text = decide_refresh(
-        row(status="needs_reauth"), platform("spotify"), NOW, window_seconds=WINDOW
-    )
+    as_text = decide_refresh(row(status="needs_reauth"), platform("spotify"), NOW, window_seconds=WINDOW)
     as_enum = decide_refresh(
         row(status=ConnectionStatus.NEEDS_REAUTH),
         platform("spotify"),
@@ -232,9 +222,7 @@ def test_decision_does_not_touch_the_row() -> None:
         subject.access_token,
     )
 
-    decide_refresh(
-        subject, platform("spotify"), NOW, window_seconds=WINDOW, forced=True
-    )
+    decide_refresh(subject, platform("spotify"), NOW, window_seconds=WINDOW, forced=True)
 
     assert (
         subject.status,

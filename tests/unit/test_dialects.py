@@ -47,9 +47,7 @@ def answer(
     )
 
 
-def reauth(
-    platform_key: str, status: int, body: Any, reason: str, in_message: str
-) -> Any:
+def reauth(platform_key: str, status: int, body: Any, reason: str, in_message: str) -> Any:
     return pytest.param(
         platform_key,
         status,
@@ -76,9 +74,7 @@ REAUTH = [
             "Invalid refresh token",
         )
     ),
-    reauth(
-        "discord", 400, {"error": "invalid_grant"}, "invalid_grant", "invalid_grant"
-    ),
+    reauth("discord", 400, {"error": "invalid_grant"}, "invalid_grant", "invalid_grant"),
     *(
         reauth(
             g,
@@ -149,7 +145,9 @@ REAUTH = [
         400,
         {
             "error": "invalid_grant",
-            "error_description": "AADSTS70008: The provided authorization code or refresh token has expired due to inactivity.",
+            "error_description": (
+                "AADSTS70008: The provided authorization code or refresh token has expired due to inactivity."
+            ),
         },
         "invalid_grant",
         "AADSTS70008",
@@ -162,9 +160,7 @@ REAUTH = [
         "unknown_error",
         "invalid_scope",
     ),
-    reauth(
-        "discord", 400, {"error": "something_new"}, "unknown_error", "something_new"
-    ),
+    reauth("discord", 400, {"error": "something_new"}, "unknown_error", "something_new"),
     reauth("discord", 400, None, "unknown_error", ""),
     reauth(
         "twitch",
@@ -184,12 +180,8 @@ REAUTH = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("platform_key", "status", "body", "reason", "in_message"), REAUTH
-)
-def test_dead_grant_needs_reauth(
-    platform_key: str, status: int, body: Any, reason: str, in_message: str
-) -> None:
+@pytest.mark.parametrize(("platform_key", "status", "body", "reason", "in_message"), REAUTH)
+def test_dead_grant_needs_reauth(platform_key: str, status: int, body: Any, reason: str, in_message: str) -> None:
     with pytest.raises(ReauthRequiredError) as caught:
         answer(platform_key, status, body)
 
@@ -263,9 +255,7 @@ INVALID_CLIENT = [
         {},
         id="twitch-403",
     ),
-    pytest.param(
-        "slack", 200, {"ok": False, "error": "bad_client_secret"}, {}, id="slack-200"
-    ),
+    pytest.param("slack", 200, {"ok": False, "error": "bad_client_secret"}, {}, id="slack-200"),
     pytest.param(
         "microsoft",
         401,
@@ -280,9 +270,7 @@ INVALID_CLIENT = [
 
 
 @pytest.mark.parametrize(("platform_key", "status", "body", "headers"), INVALID_CLIENT)
-def test_refused_client_is_invalid_client(
-    platform_key: str, status: int, body: Any, headers: dict[str, str]
-) -> None:
+def test_refused_client_is_invalid_client(platform_key: str, status: int, body: Any, headers: dict[str, str]) -> None:
     with pytest.raises(InvalidClientError) as caught:
         answer(platform_key, status, body, headers)
 
@@ -309,9 +297,7 @@ def test_403_html_with_retry_after_uses_it() -> None:
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504, 599])
-@pytest.mark.parametrize(
-    "platform_key", ["spotify", "discord", "github_app", "slack", "twitch"]
-)
+@pytest.mark.parametrize("platform_key", ["spotify", "discord", "github_app", "slack", "twitch"])
 def test_5xx_is_a_retryable_server_error(platform_key: str, status: int) -> None:
     with pytest.raises(ProviderServerError) as caught:
         answer(platform_key, status, {"error": "server_error"})
@@ -344,9 +330,7 @@ def test_5xx_is_a_retryable_server_error(platform_key: str, status: int) -> None
     ],
     ids=["spotify", "discord", "no-hint"],
 )
-def test_429_is_rate_limited(
-    platform_key: str, headers: dict[str, str], body: Any, expected: float | None
-) -> None:
+def test_429_is_rate_limited(platform_key: str, headers: dict[str, str], body: Any, expected: float | None) -> None:
     with pytest.raises(ProviderRateLimited) as caught:
         answer(platform_key, 429, body, headers)
 
@@ -359,9 +343,7 @@ def test_x_429_waits_until_its_reset_epoch() -> None:
     reset = int(time.time()) + 600
 
     with pytest.raises(ProviderRateLimited) as caught:
-        answer(
-            "x", 429, {"title": "Too Many Requests"}, {"x-rate-limit-reset": str(reset)}
-        )
+        answer("x", 429, {"title": "Too Many Requests"}, {"x-rate-limit-reset": str(reset)})
 
     assert caught.value.retry_after == pytest.approx(600, abs=5)
 
@@ -445,9 +427,7 @@ TOKEN = "sbx_rt_echoed-refresh-token-0123456789"
     ],
     ids=["spotify", "discord", "twitch", "x", "slack-code"],
 )
-def test_echoed_token_never_reaches_the_exception(
-    platform_key: str, status: int, body: Any
-) -> None:
+def test_echoed_token_never_reaches_the_exception(platform_key: str, status: int, body: Any) -> None:
     with pytest.raises(ProviderError) as caught:
         answer(
             platform_key,
@@ -481,9 +461,7 @@ def test_sanitize_output_is_the_message() -> None:
 
 
 @pytest.mark.parametrize(("status", "headers"), [(429, {}), (503, {}), (403, {})])
-def test_bodies_of_retryable_answers_are_not_echoed(
-    status: int, headers: dict[str, str]
-) -> None:
+def test_bodies_of_retryable_answers_are_not_echoed(status: int, headers: dict[str, str]) -> None:
     body = {"error": f"echo {TOKEN}"} if status != 403 else None
 
     with pytest.raises(RetryableProviderError) as caught:
@@ -548,20 +526,14 @@ def _http_date(moment: datetime) -> str:
         ),
         pytest.param({"X-Ratelimit-Reset": "42"}, None, 42.0, id="reddit-seconds"),
         pytest.param({}, None, None, id="none"),
-        pytest.param(
-            {"Content-Type": "text/html"}, {"error": "slow_down"}, None, id="unrelated"
-        ),
+        pytest.param({"Content-Type": "text/html"}, {"error": "slow_down"}, None, id="unrelated"),
         pytest.param({"Retry-After": "soon"}, None, None, id="garbage"),
         pytest.param({"Retry-After": ""}, None, None, id="empty"),
-        pytest.param(
-            {"x-rate-limit-reset": "tomorrow"}, None, None, id="garbage-x-reset"
-        ),
+        pytest.param({"x-rate-limit-reset": "tomorrow"}, None, None, id="garbage-x-reset"),
         pytest.param({}, {"retry_after": "64"}, None, id="body-string-ignored"),
     ],
 )
-def test_retry_after_seconds(
-    headers: dict[str, str], body: Any, expected: float | None
-) -> None:
+def test_retry_after_seconds(headers: dict[str, str], body: Any, expected: float | None) -> None:
     waited = retry_after_seconds(headers, body, now=NOW.timestamp())
 
     if expected is None:
@@ -574,9 +546,7 @@ def test_retry_after_http_date_is_relative_to_now() -> None:
     header = {"Retry-After": _http_date(NOW + timedelta(minutes=2))}
 
     assert retry_after_seconds(header, None, now=NOW.timestamp()) == pytest.approx(120)
-    assert retry_after_seconds(
-        header, None, now=NOW.timestamp() + 100
-    ) == pytest.approx(20)
+    assert retry_after_seconds(header, None, now=NOW.timestamp() + 100) == pytest.approx(20)
 
 
 @pytest.mark.parametrize(

@@ -113,9 +113,7 @@ def changed(model: type[Event], **changes: Any) -> bytes:
 
 
 def without(model: type[Event], field: str) -> bytes:
-    return as_json(
-        {name: value for name, value in VALID[model].items() if name != field}
-    )
+    return as_json({name: value for name, value in VALID[model].items() if name != field})
 
 
 def model_id(model: type[Event]) -> str:
@@ -185,16 +183,12 @@ def test_offset_timestamps_are_normalised_to_utc() -> None:
     )
 
     assert event.occurred_at == datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-    assert (
-        event.occurred_at.utcoffset() is not None and not event.occurred_at.utcoffset()
-    )
+    assert event.occurred_at.utcoffset() is not None and not event.occurred_at.utcoffset()
     assert event.token_expires_at == datetime(2025, 3, 1, 12, 5, tzinfo=UTC)
 
 
 def test_unknown_fields_are_ignored() -> None:
-    event = TokenExpiring.model_validate_json(
-        changed(TokenExpiring, producer="php-callback", trace={"a": 1})
-    )
+    event = TokenExpiring.model_validate_json(changed(TokenExpiring, producer="php-callback", trace={"a": 1}))
 
     assert "producer" not in event.model_dump()
 
@@ -204,9 +198,7 @@ def test_unknown_fields_are_ignored() -> None:
 
 def _missing_cases() -> list[Any]:
     return [
-        pytest.param(
-            model, field, without(model, field), id=f"{model.__name__}-missing-{field}"
-        )
+        pytest.param(model, field, without(model, field), id=f"{model.__name__}-missing-{field}")
         for model, fields in REQUIRED.items()
         for field in fields
     ]
@@ -300,9 +292,7 @@ INVALID = _missing_cases() + _envelope_cases() + _specific_cases()
 
 
 @pytest.mark.parametrize(("model", "field", "raw"), INVALID)
-def test_invalid_payload_is_refused_naming_the_field(
-    model: type[Event], field: str, raw: bytes
-) -> None:
+def test_invalid_payload_is_refused_naming_the_field(model: type[Event], field: str, raw: bytes) -> None:
     with pytest.raises(ValidationError) as caught:
         model.model_validate_json(raw)
 
@@ -310,9 +300,7 @@ def test_invalid_payload_is_refused_naming_the_field(
 
 
 @pytest.mark.parametrize(("model", "field", "raw"), INVALID)
-def test_parse_event_turns_refusal_into_invalid_event(
-    model: type[Event], field: str, raw: bytes
-) -> None:
+def test_parse_event_turns_refusal_into_invalid_event(model: type[Event], field: str, raw: bytes) -> None:
     with pytest.raises(InvalidEvent) as caught:
         parse_event(model, raw)
 
@@ -444,10 +432,7 @@ def test_to_bytes_round_trips(model: type[Event]) -> None:
 
 def test_built_events_get_unique_ids_and_an_aware_occurred_at() -> None:
     first, second = (
-        TokenExpiring(
-            user_id=uuid.UUID(USER_ID), platform="discord", token_expires_at=None
-        )
-        for _ in range(2)
+        TokenExpiring(user_id=uuid.UUID(USER_ID), platform="discord", token_expires_at=None) for _ in range(2)
     )
 
     assert first.event_id != second.event_id

@@ -53,9 +53,7 @@ def test_hash_differs_across_users(encryption_key: str) -> None:
     ],
     ids=["sha256", "sha1", "md5"],
 )
-def test_hash_is_not_a_plain_digest_of_the_id(
-    encryption_key: str, digest: Callable[[str], str]
-) -> None:
+def test_hash_is_not_a_plain_digest_of_the_id(encryption_key: str, digest: Callable[[str], str]) -> None:
     hashed = UserIdHasher(encryption_key)(USER)
 
     assert hashed != digest(str(USER))[:8]
@@ -66,12 +64,7 @@ def test_hash_does_not_use_the_raw_encryption_key() -> None:
     key = generate_key()
     hashed = UserIdHasher(key)(USER)
 
-    assert (
-        hashed
-        != hmac.new(bytes.fromhex(key), str(USER).encode(), hashlib.sha256).hexdigest()[
-            :8
-        ]
-    )
+    assert hashed != hmac.new(bytes.fromhex(key), str(USER).encode(), hashlib.sha256).hexdigest()[:8]
 
 
 # --- sanitize_provider_text ---------------------------------------------------------------
@@ -90,10 +83,7 @@ def test_secrets_are_removed_everywhere() -> None:
 
 
 def test_empty_and_none_like_secrets_are_ignored() -> None:
-    assert (
-        sanitize_provider_text("invalid_grant: revoked", ("", ""))
-        == "invalid_grant: revoked"
-    )
+    assert sanitize_provider_text("invalid_grant: revoked", ("", "")) == "invalid_grant: revoked"
 
 
 def test_whitespace_is_collapsed_to_one_line() -> None:
@@ -124,11 +114,7 @@ def test_secret_straddling_the_limit_does_not_leak_a_prefix() -> None:
 
 
 def test_html_page_becomes_a_short_single_line() -> None:
-    page = (
-        "<html>\n<head><title>403 Forbidden</title></head>\n<body>\n"
-        + "<p>blocked</p>\n" * 100
-        + "</body></html>"
-    )
+    page = "<html>\n<head><title>403 Forbidden</title></head>\n<body>\n" + "<p>blocked</p>\n" * 100 + "</body></html>"
 
     cleaned = sanitize_provider_text(page, ())
 

@@ -76,10 +76,7 @@ def test_defaults_keep_the_scan_guarantee() -> None:
     settings = load_settings()
 
     assert settings.scan_lookahead_seconds == 360
-    assert (
-        settings.scan_lookahead_seconds
-        >= settings.refresh_buffer_seconds + settings.scan_interval_seconds
-    )
+    assert settings.scan_lookahead_seconds >= settings.refresh_buffer_seconds + settings.scan_interval_seconds
 
 
 @pytest.mark.usefixtures("key")
@@ -131,9 +128,7 @@ def test_numbers_and_log_level_come_from_the_environment(
         ("LOG_LEVEL", "LOUD"),
     ],
 )
-def test_malformed_number_names_its_variable(
-    monkeypatch: pytest.MonkeyPatch, name: str, value: str
-) -> None:
+def test_malformed_number_names_its_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv(name, value)
 
     message = config_error(naming=name)
@@ -165,9 +160,7 @@ def _bad_keys() -> list[object]:
 
 
 @pytest.mark.parametrize("bad", _bad_keys())
-def test_bad_key_is_one_line_naming_encryption_key_without_the_value(
-    monkeypatch: pytest.MonkeyPatch, bad: str
-) -> None:
+def test_bad_key_is_one_line_naming_encryption_key_without_the_value(monkeypatch: pytest.MonkeyPatch, bad: str) -> None:
     monkeypatch.setenv("ENCRYPTION_KEY", bad)
 
     message = config_error(naming="ENCRYPTION_KEY")
@@ -207,14 +200,8 @@ def test_credentials_and_token_urls_are_collected(
 
     assert set(settings.credentials) == {"spotify", "google", "github_app"}
     assert settings.credentials["spotify"].client_id == "spotify-id"
-    assert (
-        settings.credentials["spotify"].client_secret.get_secret_value()
-        == "spotify-secret"
-    )
-    assert (
-        settings.credentials["github_app"].client_secret.get_secret_value()
-        == "gh-app-secret"
-    )
+    assert settings.credentials["spotify"].client_secret.get_secret_value() == "spotify-secret"
+    assert settings.credentials["github_app"].client_secret.get_secret_value() == "gh-app-secret"
     assert settings.token_urls == {
         "spotify": "http://127.0.0.1:9000/spotify/token",
         "google": "http://127.0.0.1:9000/google/token",
@@ -236,10 +223,7 @@ def test_google_variables_serve_all_three_google_platforms(
         spec = platform(key)
         assert settings.credentials[spec.credential_key].client_id == "google-id"
         assert client.token_url(spec) == "http://127.0.0.1:9000/google/token"
-    assert (
-        client.token_url(platform("spotify"))
-        == "https://accounts.spotify.com/api/token"
-    )
+    assert client.token_url(platform("spotify")) == "https://accounts.spotify.com/api/token"
 
 
 @pytest.mark.usefixtures("key")
@@ -266,9 +250,7 @@ def test_half_a_credential_pair_names_the_missing_half(
     "typo",
     ["SPOTFY_CLIENT_ID", "DISCROD_CLIENT_SECRET", "GOOGEL_TOKEN_URL", "GITHUB_APPS_CLIENT_ID", "GITHUBAPP_TOKEN_URL"],
 )
-def test_unknown_platform_prefix_is_refused_by_name(
-    monkeypatch: pytest.MonkeyPatch, typo: str
-) -> None:
+def test_unknown_platform_prefix_is_refused_by_name(monkeypatch: pytest.MonkeyPatch, typo: str) -> None:
     monkeypatch.setenv(typo, "some-value-5678")
 
     message = config_error(naming=typo)
@@ -277,12 +259,8 @@ def test_unknown_platform_prefix_is_refused_by_name(
 
 
 @pytest.mark.usefixtures("key")
-@pytest.mark.parametrize(
-    "name", ["AZURE_CLIENT_ID", "AWS_CLIENT_SECRET", "GITHUB_CLIENT_ID"]
-)
-def test_foreign_variables_of_the_same_shape_are_ignored(
-    monkeypatch: pytest.MonkeyPatch, name: str
-) -> None:
+@pytest.mark.parametrize("name", ["AZURE_CLIENT_ID", "AWS_CLIENT_SECRET", "GITHUB_CLIENT_ID"])
+def test_foreign_variables_of_the_same_shape_are_ignored(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     monkeypatch.setenv(name, "belongs-to-someone-else")
 
     settings = load_settings()
@@ -325,9 +303,7 @@ def test_dotenv_file_is_read(tmp_path: Path, encryption_key: str) -> None:
     assert settings.token_urls["spotify"] == "http://127.0.0.1:9000/token"
 
 
-def test_environment_wins_over_dotenv(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, encryption_key: str
-) -> None:
+def test_environment_wins_over_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, encryption_key: str) -> None:
     (tmp_path / ".env").write_text(
         f"ENCRYPTION_KEY={encryption_key}\nREFRESH_BUFFER_SECONDS=120\n"
         "SPOTIFY_CLIENT_ID=dotenv-id\nSPOTIFY_CLIENT_SECRET=dotenv-secret\n",
@@ -340,24 +316,17 @@ def test_environment_wins_over_dotenv(
 
     assert settings.refresh_buffer_seconds == 90
     assert settings.credentials["spotify"].client_id == "env-id"
-    assert (
-        settings.credentials["spotify"].client_secret.get_secret_value()
-        == "dotenv-secret"
-    )
+    assert settings.credentials["spotify"].client_secret.get_secret_value() == "dotenv-secret"
 
 
 def test_dotenv_typo_is_refused_too(tmp_path: Path, encryption_key: str) -> None:
-    (tmp_path / ".env").write_text(
-        f"ENCRYPTION_KEY={encryption_key}\nSPOTFY_CLIENT_ID=x\n", encoding="utf-8"
-    )
+    (tmp_path / ".env").write_text(f"ENCRYPTION_KEY={encryption_key}\nSPOTFY_CLIENT_ID=x\n", encoding="utf-8")
 
     config_error(naming="SPOTFY_CLIENT_ID")
 
 
 def test_bad_key_in_dotenv_is_reported_without_its_value(tmp_path: Path) -> None:
-    (tmp_path / ".env").write_text(
-        "ENCRYPTION_KEY=your-64-character-hex-key\n", encoding="utf-8"
-    )
+    (tmp_path / ".env").write_text("ENCRYPTION_KEY=your-64-character-hex-key\n", encoding="utf-8")
 
     message = config_error(naming="ENCRYPTION_KEY")
 
@@ -367,9 +336,7 @@ def test_bad_key_in_dotenv_is_reported_without_its_value(tmp_path: Path) -> None
 # --- no secret in any rendering -----------------------------------------------------------
 
 
-def test_settings_never_render_secrets(
-    monkeypatch: pytest.MonkeyPatch, key: str
-) -> None:
+def test_settings_never_render_secrets(monkeypatch: pytest.MonkeyPatch, key: str) -> None:
     secrets = {
         "SPOTIFY_CLIENT_SECRET": "spotify-secret-value-0001",
         "GOOGLE_CLIENT_SECRET": "google-secret-value-0002",
@@ -389,10 +356,7 @@ def test_settings_never_render_secrets(
         "credentials": repr(settings.credentials),
     }
 
-    assert (
-        settings.credentials["spotify"].client_secret.get_secret_value()
-        == secrets["SPOTIFY_CLIENT_SECRET"]
-    )
+    assert settings.credentials["spotify"].client_secret.get_secret_value() == secrets["SPOTIFY_CLIENT_SECRET"]
     for where, text in renderings.items():
         assert key not in text, where
         assert key.upper() not in text, where

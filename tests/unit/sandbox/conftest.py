@@ -98,9 +98,7 @@ def grant(sandbox: SandboxServer, http: httpx.Client) -> Callable[..., dict[str,
     """Create a grant through the admin API."""
 
     def create(platform: str, **options: Any) -> dict[str, Any]:
-        response = http.post(
-            sandbox.admin_url("grants"), json={"platform": platform, **options}
-        )
+        response = http.post(sandbox.admin_url("grants"), json={"platform": platform, **options})
         assert response.status_code == 201, response.text
         return response.json()
 
@@ -121,9 +119,7 @@ def fault(sandbox: SandboxServer, http: httpx.Client) -> Callable[..., dict[str,
 
 
 @pytest.fixture
-def truth(
-    sandbox: SandboxServer, http: httpx.Client
-) -> Callable[[str], dict[str, Any]]:
+def truth(sandbox: SandboxServer, http: httpx.Client) -> Callable[[str], dict[str, Any]]:
     """The admin API's view of a grant."""
 
     def read(grant_id: str) -> dict[str, Any]:

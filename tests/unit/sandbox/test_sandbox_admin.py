@@ -212,9 +212,7 @@ async def test_serve_runs_until_cancelled():
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(
-        serve("127.0.0.1", port, access_log=False, ready=ready.set_result)
-    )
+    task = asyncio.create_task(serve("127.0.0.1", port, access_log=False, ready=ready.set_result))
     base_url = await asyncio.wait_for(ready, 5)
     assert base_url == f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient() as client:
@@ -249,10 +247,6 @@ def test_tokens_never_appear_in_logs(caplog, grant, refresh, fault, sandbox, htt
     messages = [r.getMessage() for r in caplog.records]
     assert any(g["grant_id"] in m for m in messages)  # something was logged
     issued = http.get(sandbox.admin_url("issued")).json()
-    secrets = (
-        issued["access_tokens"]
-        + issued["refresh_tokens"]
-        + [sandbox.credentials("discord")[1]]
-    )
+    secrets = issued["access_tokens"] + issued["refresh_tokens"] + [sandbox.credentials("discord")[1]]
     for secret in secrets:
         assert not any(secret in m for m in messages)

@@ -64,9 +64,7 @@ BAD_TOKEN = {
         400,
         {
             "error": "invalid_request",
-            "error_description": (
-                "The provided authorization grant or refresh token is invalid, expired or revoked"
-            ),
+            "error_description": ("The provided authorization grant or refresh token is invalid, expired or revoked"),
         },
     ),
     "reddit": (400, {"error": "invalid_request"}),
@@ -136,9 +134,7 @@ def assert_no_store(response: httpx.Response) -> None:
 def test_success_answer_has_the_providers_shape(platform, grant, refresh, truth):
     g = grant(platform)
     assert g["access_token"].startswith("sbx_at_") and len(g["access_token"]) == 7 + 32
-    assert (
-        g["refresh_token"].startswith("sbx_rt_") and len(g["refresh_token"]) == 7 + 32
-    )
+    assert g["refresh_token"].startswith("sbx_rt_") and len(g["refresh_token"]) == 7 + 32
 
     response = refresh(platform, g["refresh_token"])
 
@@ -185,10 +181,7 @@ def test_provider_specific_success_fields(grant, refresh):
     assert microsoft["ext_expires_in"] == microsoft["expires_in"]
 
     for platform in ("spotify", "youtube", "x", "discord", "reddit"):
-        assert (
-            "refresh_token_expires_in"
-            not in refresh(platform, grant(platform)["refresh_token"]).json()
-        )
+        assert "refresh_token_expires_in" not in refresh(platform, grant(platform)["refresh_token"]).json()
 
 
 def test_grant_options_override_lifetime_and_scope(grant, refresh):
@@ -234,9 +227,7 @@ def test_github_bad_refresh_token_is_inside_a_200(refresh):
     assert response.status_code == 200
     body = response.json()
     assert body["error"] == "bad_refresh_token"
-    assert (
-        body["error_description"] == "The refresh token passed is incorrect or expired."
-    )
+    assert body["error_description"] == "The refresh token passed is incorrect or expired."
     assert "access_token" not in body
 
 
@@ -319,9 +310,7 @@ def test_discord_rejects_a_json_body(grant, http, sandbox, truth):
 def test_discord_unsupported_grant_type_names_it(refresh):
     response = refresh("discord", "x", extra={"grant_type": "password"})
     assert response.status_code == 400
-    assert (
-        response.json()["error_description"] == "Grant type password is not supported"
-    )
+    assert response.json()["error_description"] == "Grant type password is not supported"
 
 
 def test_missing_refresh_token_is_invalid_request(refresh):
@@ -382,9 +371,7 @@ def test_github_answers_form_encoded_without_accept_json(grant, refresh):
     g = grant("github_app")
     response = refresh("github_app", g["refresh_token"], headers={"Accept": "*/*"})
     assert response.status_code == 200
-    assert response.headers["content-type"].startswith(
-        "application/x-www-form-urlencoded"
-    )
+    assert response.headers["content-type"].startswith("application/x-www-form-urlencoded")
     fields = parse_qs(response.text, keep_blank_values=True)
     assert fields["access_token"][0].startswith("sbx_at_")
     assert fields["refresh_token_expires_in"] == ["15897600"]
@@ -415,10 +402,7 @@ def test_google_accepts_json_body_and_shared_route(grant, sandbox, http):
 @pytest.mark.parametrize("route", ["google", "youtube", "gmail", "google_calendar"])
 def test_every_google_route_refreshes_every_google_grant(route, grant, refresh):
     for platform in GOOGLE:
-        assert (
-            refresh(platform, grant(platform)["refresh_token"], route=route).status_code
-            == 200
-        )
+        assert refresh(platform, grant(platform)["refresh_token"], route=route).status_code == 200
 
 
 def test_a_token_from_another_provider_is_unknown(grant, refresh):
@@ -429,8 +413,6 @@ def test_a_token_from_another_provider_is_unknown(grant, refresh):
 
 def test_unknown_and_never_refreshed_platforms_have_no_endpoint(http, sandbox):
     for name in ("github", "myspace"):
-        response = http.post(
-            f"{sandbox.base_url}/{name}/token", data={"grant_type": "x"}
-        )
+        response = http.post(f"{sandbox.base_url}/{name}/token", data={"grant_type": "x"})
         assert response.status_code == 404
         assert response.json()["error"] == "not_found"

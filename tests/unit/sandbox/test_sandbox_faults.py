@@ -151,9 +151,7 @@ def test_forbidden_html_is_a_403_page_with_no_retry_after(grant, fault, refresh,
     assert truth(g["grant_id"])["refresh_count"] == 0
 
 
-def test_invalid_client_fault_uses_the_dialect_even_with_good_credentials(
-    grant, fault, refresh
-):
+def test_invalid_client_fault_uses_the_dialect_even_with_good_credentials(grant, fault, refresh):
     fault("spotify", "invalid_client")
     response = refresh("spotify", grant("spotify")["refresh_token"])
     assert response.status_code == 400
@@ -180,9 +178,7 @@ def test_echo_token_returns_the_presented_refresh_token(grant, fault, refresh, t
     assert refresh("slack", g["refresh_token"]).status_code == 200
 
 
-def test_timeout_with_status_waits_then_errors_without_spending(
-    grant, fault, refresh, truth
-):
+def test_timeout_with_status_waits_then_errors_without_spending(grant, fault, refresh, truth):
     g = grant("x")
     fault("x", "timeout", delay=0.3, status=504)
     started = time.monotonic()
@@ -202,18 +198,14 @@ def test_timeout_for_a_patient_client_answers_normally(grant, fault, refresh, tr
     assert truth(g["grant_id"])["refresh_count"] == 1
 
 
-def test_timeout_for_a_client_that_gives_up_spends_nothing(
-    grant, fault, refresh, truth, sandbox, http
-):
+def test_timeout_for_a_client_that_gives_up_spends_nothing(grant, fault, refresh, truth, sandbox, http):
     g = grant("discord")
     fault("discord", "timeout", delay=0.4)
     with pytest.raises(httpx.ReadTimeout):
         refresh("discord", g["refresh_token"], timeout=0.1)
     time.sleep(0.6)
     assert truth(g["grant_id"])["refresh_count"] == 0
-    assert http.get(sandbox.admin_url("stats")).json()["by_outcome"] == {
-        "client_gone": 1
-    }
+    assert http.get(sandbox.admin_url("stats")).json()["by_outcome"] == {"client_gone": 1}
     assert refresh("discord", g["refresh_token"]).status_code == 200
 
 
@@ -233,18 +225,14 @@ def test_google_faults_follow_the_grant_on_the_shared_route(grant, fault, refres
     youtube, gmail = grant("youtube"), grant("gmail")
     fault("youtube", "server_error")
     assert refresh("gmail", gmail["refresh_token"], route="google").status_code == 200
-    assert (
-        refresh("youtube", youtube["refresh_token"], route="google").status_code == 500
-    )
+    assert refresh("youtube", youtube["refresh_token"], route="google").status_code == 500
 
     fault("google", "forbidden_html")  # any of the three
     assert refresh("gmail", gmail["refresh_token"], route="gmail").status_code == 403
 
 
 def test_latency_is_added_to_every_token_request(grant, refresh, sandbox, http):
-    assert http.post(sandbox.admin_url("latency"), json={"seconds": 0.2}).json() == {
-        "seconds": 0.2
-    }
+    assert http.post(sandbox.admin_url("latency"), json={"seconds": 0.2}).json() == {"seconds": 0.2}
     g = grant("spotify")
     started = time.monotonic()
     assert refresh("spotify", g["refresh_token"]).status_code == 200

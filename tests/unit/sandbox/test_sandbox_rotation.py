@@ -94,10 +94,7 @@ def test_non_rotating_tokens_can_be_used_again(platform, grant, refresh, truth):
     for _ in range(3):
         response = refresh(platform, g["refresh_token"])
         assert response.status_code == 200
-        assert (
-            response.json().get("refresh_token", g["refresh_token"])
-            == g["refresh_token"]
-        )
+        assert response.json().get("refresh_token", g["refresh_token"]) == g["refresh_token"]
     state = truth(g["grant_id"])
     assert state["refresh_count"] == 3
     assert state["spent_refresh_tokens"] == []
@@ -136,9 +133,7 @@ REVOKED_ANSWER = {
 
 
 @pytest.mark.parametrize("platform", sorted(REVOKED_ANSWER))
-def test_revoked_grant_gets_the_providers_invalid_grant(
-    platform, grant, refresh, sandbox, http, truth
-):
+def test_revoked_grant_gets_the_providers_invalid_grant(platform, grant, refresh, sandbox, http, truth):
     g = grant(platform)
     revoked = http.post(sandbox.admin_url(f"grants/{g['grant_id']}/revoke"))
     assert revoked.status_code == 200
@@ -152,9 +147,7 @@ def test_revoked_grant_gets_the_providers_invalid_grant(
 
 def test_revoked_as_expired_uses_the_expired_wording(grant, refresh, sandbox, http):
     g = grant("spotify")
-    http.post(
-        sandbox.admin_url(f"grants/{g['grant_id']}/revoke"), json={"reason": "expired"}
-    )
+    http.post(sandbox.admin_url(f"grants/{g['grant_id']}/revoke"), json={"reason": "expired"})
     assert refresh("spotify", g["refresh_token"]).json() == {
         "error": "invalid_grant",
         "error_description": "Refresh token expired",
@@ -167,9 +160,7 @@ def test_revoked_as_expired_uses_the_expired_wording(grant, refresh, sandbox, ht
     assert body["error_codes"] == [50173]
 
 
-async def test_concurrent_refreshes_of_a_single_use_token_spend_it_once(
-    sandbox, grant, truth
-):
+async def test_concurrent_refreshes_of_a_single_use_token_spend_it_once(sandbox, grant, truth):
     g = grant("discord")
     sandbox.state.latency = 0.05  # keep all requests in flight together
     client_id, secret = sandbox.credentials("discord")
@@ -180,9 +171,7 @@ async def test_concurrent_refreshes_of_a_single_use_token_spend_it_once(
         "client_secret": secret,
     }
     async with httpx.AsyncClient(timeout=10) as client:
-        responses = await asyncio.gather(
-            *(client.post(sandbox.token_url("discord"), data=form) for _ in range(10))
-        )
+        responses = await asyncio.gather(*(client.post(sandbox.token_url("discord"), data=form) for _ in range(10)))
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [200] + [400] * 9
     state = truth(g["grant_id"])
