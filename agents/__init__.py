@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import faust
 
 from agents import connections, outbox, refresh, scheduler
@@ -13,4 +15,10 @@ def register(app: faust.App, service: TokenService) -> WorkerContext:
     context = WorkerContext(app, service)
     for module in (connections, refresh, scheduler, outbox):
         module.attach(context)
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode types receivers too narrowly
+    async def close_service(sender: Any, **_: Any) -> None:
+        """Release the HTTP pool and the database engine once the consumer has stopped."""
+        await service.aclose()
+
     return context
