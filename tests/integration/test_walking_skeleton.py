@@ -66,3 +66,25 @@ async def test_github_connection_is_never_refreshed(stack: Stack) -> None:
     assert not [r for r in reader.records if str(github_user).encode() in (r[2] or b"")]
     row = await stack.row(github_user, "github")
     assert row is not None and row.status == "connected" and row.last_sync_status == "pending"
+
+
+async def test_no_plain_token_reaches_a_topic_or_the_worker_log(stack: Stack) -> None:
+    """The worker logs at DEBUG here; every token the sandbox ever issued is searched for."""
+    everything = (
+        "connection.created",
+        "token.expiring",
+        "token.refreshed",
+        "token.needs_reauth",
+        "token.refresh_failed",
+    )
+    async with stack.reader(*everything) as reader:
+        user_id, _ = await stack.connect("discord", expires_in=timedelta(minutes=2))
+        await reader.wait_for(lambda _t, e: e.get("user_id") == str(user_id) and e["event_type"] == "token.refreshed")
+        await reader.drain(1)
+
+    issued = stack.sandbox.state.issued()
+    tokens = issued["access_tokens"] + issued["refresh_tokens"]
+    assert len(tokens) > 2 and len(reader.records) > 2
+    haystacks = [stack.worker.log(), *((value or b"").decode() for _topic, _key, value in reader.records)]
+    leaks = [token for token in tokens for text in haystacks if token in text]
+    assert leaks == []
