@@ -1,6 +1,8 @@
 """``token-refresh``: the one command line of the service (contract §9).
 
-Every failure ends with one line on stderr and a non-zero exit code.
+Every failure ends with one line on stderr and a non-zero exit code. Heavy modules (Faust,
+the database layer, the sandbox) are imported inside the commands that need them, so
+``--help`` and ``keygen`` answer at once.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import asyncio
 import logging
 import socket
 import sys
+import uuid
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar
@@ -166,9 +169,7 @@ def refresh(user_id: str, platform: str) -> None:
         sys.exit(EXIT_FAILURE)
 
 
-def _uuid(value: str) -> Any:
-    import uuid
-
+def _uuid(value: str) -> uuid.UUID:
     try:
         return uuid.UUID(value)
     except ValueError:
