@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 
-from faust.types import StreamT
+from faust.types import EventT, StreamT
 
 from agents.context import WorkerContext
 from schemas import ConnectionCreated, TokenExpiring
@@ -21,30 +21,34 @@ log = logging.getLogger(__name__)
 def attach(context: WorkerContext) -> None:
     service = context.service
 
+    async def handle(record: EventT[bytes]) -> None:
+        try:
+            event = parse_event(ConnectionCreated, record.value)
+            changed = await context.until_done(
+                functools.partial(record_connection, service.database, service.cipher, event),
+                "storing a connection",
+            )
+        except InvalidEvent as exc:
+            await context.dead_letter(record, str(exc))
+            return
+        tag = f"[{event.platform}][{service.hash_user_id(event.user_id)}]"
+        log.info("%s Connection %s", tag, "stored" if changed else "unchanged (replay or older event)")
+        if changed and _due(context, event):
+            await context.publish(
+                "token.expiring",
+                TokenExpiring(
+                    user_id=event.user_id,
+                    platform=event.platform,
+                    token_expires_at=event.token_expires_at,
+                    reason="scheduled",
+                ),
+            )
+
+    # In order, one at a time: a connection's events must apply in the order they were produced.
     @context.app.agent(context.topic("connection.created"), name="connection_created")
     async def connection_created(stream: StreamT[bytes]) -> None:
         async for record in stream.events():
-            try:
-                event = parse_event(ConnectionCreated, record.value)
-                changed = await context.until_done(
-                    functools.partial(record_connection, service.database, service.cipher, event),
-                    "storing a connection",
-                )
-            except InvalidEvent as exc:
-                await context.dead_letter(record, str(exc))
-                continue
-            tag = f"[{event.platform}][{service.hash_user_id(event.user_id)}]"
-            log.info("%s Connection %s", tag, "stored" if changed else "unchanged (replay or older event)")
-            if changed and _due(context, event):
-                await context.publish(
-                    "token.expiring",
-                    TokenExpiring(
-                        user_id=event.user_id,
-                        platform=event.platform,
-                        token_expires_at=event.token_expires_at,
-                        reason="scheduled",
-                    ),
-                )
+            await context.guarded(record, handle)
 
 
 def _due(context: WorkerContext, event: ConnectionCreated) -> bool:

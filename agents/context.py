@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -14,6 +15,7 @@ from sqlalchemy.exc import DBAPIError
 
 from schemas import DeadLetter, Event
 from stream_app.backoff import Backoff
+from stream_app.publisher import KafkaPublisher
 from stream_app.service import TokenService
 
 log = logging.getLogger(__name__)
@@ -29,14 +31,15 @@ class WorkerContext:
         self.service = service
         self.settings = service.settings
         self.topics = {name: app.topic(configured) for name, configured in self.settings.topic_names().items()}
+        self.publisher = KafkaPublisher(self.settings)
         self._backoff = Backoff(base=0.5, cap=30.0, jitter_ratio=0.3)
 
     def topic(self, default_name: str) -> faust.TopicT:
         return self.topics[default_name]
 
     async def send(self, topic: str, key: bytes, value: bytes) -> None:
-        """Send one record and wait for the broker's acknowledgement (acks=all)."""
-        await self.app.producer.send_and_wait(topic, key, value, partition=None, timestamp=None, headers=None)
+        """Send one record and wait for the broker's acknowledgement (acks=all, idempotent)."""
+        await self.publisher.send(topic, key, value)
 
     async def publish(self, default_topic: str, event: Event) -> None:
         await self.send(self.settings.topic_names()[default_topic], event.key.encode(), event.to_bytes())
@@ -54,6 +57,20 @@ class WorkerContext:
         await self.send(f"{message.topic}.dlq", message.key or b"", record.to_bytes())
         log.warning("Dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason)
 
+    async def guarded(self, record: EventT[bytes], handle: Callable[[EventT[bytes]], Awaitable[None]]) -> None:
+        """Run ``handle`` on one record; a failure nobody anticipated dead-letters the record
+        (with the exception's type only: its text could carry data) rather than losing it."""
+        try:
+            await handle(record)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("Unexpected failure processing %s[%d]@%d", *_position(record))
+            await self.until_done(
+                functools.partial(self.dead_letter, record, f"processing error: {type(exc).__name__}"),
+                "dead-lettering a record",
+            )
+
     async def until_done(self, work: Callable[[], Awaitable[T]], what: str) -> T:
         """Run ``work``, retrying on infrastructure failures until it succeeds: Faust acks a
         message whose agent raised, so giving up here would silently drop it."""
@@ -66,6 +83,10 @@ class WorkerContext:
                 delay = self._backoff.delay(min(failures, 8))
                 log.warning("%s failed (%s); retrying in %.1fs", what, type(exc).__name__, delay)
                 await asyncio.sleep(delay)
+
+
+def _position(record: EventT[bytes]) -> tuple[str, int, int]:
+    return record.message.topic, record.message.partition, record.message.offset
 
 
 def _text(key: Any) -> str | None:

@@ -1,13 +1,14 @@
-"""`token.expiring` → one refresh by the engine; its outcome event leaves through the outbox."""
+"""`token.expiring` → refreshes by the engine, hundreds in flight; outcomes leave through the outbox."""
 
 from __future__ import annotations
 
 import functools
 import logging
 
-from faust.types import StreamT
+from faust.types import EventT, StreamT
 
 from agents.context import WorkerContext
+from agents.dispatch import Dispatcher, InOrderAcks
 from schemas import TokenExpiring
 from stream_app.ingest import InvalidEvent, parse_event
 
@@ -17,15 +18,20 @@ log = logging.getLogger(__name__)
 def attach(context: WorkerContext) -> None:
     engine = context.service.engine
 
+    async def handle(record: EventT[bytes]) -> None:
+        try:
+            event = parse_event(TokenExpiring, record.value)
+        except InvalidEvent as exc:
+            await context.dead_letter(record, str(exc))
+            return
+        await context.until_done(
+            functools.partial(engine.refresh, event.user_id, event.platform, trigger=event.reason),
+            "refreshing a token",
+        )
+
     @context.app.agent(context.topic("token.expiring"), name="token_expiring")
     async def token_expiring(stream: StreamT[bytes]) -> None:
-        async for record in stream.events():
-            try:
-                event = parse_event(TokenExpiring, record.value)
-            except InvalidEvent as exc:
-                await context.dead_letter(record, str(exc))
-                continue
-            await context.until_done(
-                functools.partial(engine.refresh, event.user_id, event.platform, trigger=event.reason),
-                "refreshing a token",
-            )
+        manual = stream.noack()  # type: ignore[attr-defined]  # defined on Stream, not on StreamT
+        dispatcher = Dispatcher(InOrderAcks(manual.ack), max_in_flight=context.settings.max_refreshes_in_flight)
+        async for record in manual.events():
+            await dispatcher.submit(record, functools.partial(context.guarded, record, handle))

@@ -76,6 +76,7 @@ class RefreshEngine:
         self._backoff = Backoff.from_settings(settings)
         self._topics = settings.topic_names()
         self._locks = KeyedLocks()
+        self._platform_slots: dict[str, asyncio.Semaphore] = {}
 
     async def refresh(
         self, user_id: uuid.UUID, platform_key: str, *, trigger: RefreshReason, window_seconds: float | None = None
@@ -114,9 +115,12 @@ class RefreshEngine:
         started = time.monotonic()
         attempts = rate_limit_waits = 0
         while True:
-            sent_at = utc_now()
             try:
-                tokens = await self._providers.refresh(spec, refresh_token)
+                # A per-platform cap on calls in flight; waits below happen outside it, so one
+                # rate-limited connection does not hold back the others of its platform.
+                async with self._platform_slot(spec.key):
+                    sent_at = utc_now()
+                    tokens = await self._providers.refresh(spec, refresh_token)
             except ProviderRateLimited as exc:
                 rate_limit_waits += 1
                 if rate_limit_waits > MAX_RATE_LIMIT_WAITS:
@@ -146,6 +150,12 @@ class RefreshEngine:
             attempts += 1
             duration_ms = int((time.monotonic() - started) * 1000)
             return await self._record_success(row, tokens, sent_at, attempts, duration_ms, trigger, tag)
+
+    def _platform_slot(self, platform_key: str) -> asyncio.Semaphore:
+        slot = self._platform_slots.get(platform_key)
+        if slot is None:
+            slot = self._platform_slots[platform_key] = asyncio.Semaphore(self._settings.platform_max_concurrency)
+        return slot
 
     async def _record_success(
         self,

@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     retry_jitter_ratio: float = Field(default=0.3, ge=0, le=1)
     rate_limit_default_wait_seconds: float = Field(default=60, ge=0)
     http_timeout_seconds: float = Field(default=10, gt=0)
+    max_refreshes_in_flight: int = Field(default=500, ge=1)
+    platform_max_concurrency: int = Field(default=100, ge=1)
     scan_page_size: int = Field(default=500, ge=1)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
