@@ -21,6 +21,8 @@ def create_app(settings: Settings) -> faust.App:
         topic_partitions=settings.kafka_topic_partitions,
         topic_replication_factor=1,
         producer_acks=-1,
+        broker_session_timeout=settings.kafka_session_timeout_seconds,
+        broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_seconds / 3),
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
         autodiscover=False,

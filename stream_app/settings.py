@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = None
     kafka_topic_partitions: int = Field(default=4, ge=1)
     kafka_app_id: str = "token-refresh"
+    # How soon the group notices a dead worker and moves its partitions to the others.
+    kafka_session_timeout_seconds: float = Field(default=60, ge=6)
 
     encryption_key: SecretStr
 

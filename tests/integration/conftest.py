@@ -32,6 +32,11 @@ class Stack:
     topics: dict[str, str]
     worker: WorkerProcess
 
+    def restart_worker(self, log_name: str) -> WorkerProcess:
+        """A new worker process with the same settings (same consumer group), replacing the old."""
+        self.worker = WorkerProcess(self.worker.env, self.worker.log_path.with_name(log_name)).start()
+        return self.worker
+
     def reader(self, *default_names: str) -> TopicReader:
         return TopicReader(self.bootstrap, [self.topics[name] for name in default_names])
 
@@ -83,13 +88,15 @@ def stack(
         "SCAN_INTERVAL_SECONDS": "2",
         "RETRY_BASE_DELAY_SECONDS": "0.05",
         "LOG_LEVEL": "DEBUG",
+        "KAFKA_SESSION_TIMEOUT_SECONDS": "6",
         **{f"TOPIC_{name.upper().replace('.', '_')}": topic for name, topic in topics.items()},
         **sandbox.service_env(),
     }
     workdir = tmp_path_factory.mktemp("worker")
     worker = WorkerProcess(env, workdir / "worker.log").start()
+    stack = Stack(kafka_bootstrap, postgres_url, sandbox, TokenCipher(encryption_key), topics, worker)
     try:
         worker.wait_until_logged("Ready", timeout=90)
-        yield Stack(kafka_bootstrap, postgres_url, sandbox, TokenCipher(encryption_key), topics, worker)
+        yield stack
     finally:
-        worker.stop()
+        stack.worker.stop()
