@@ -88,12 +88,25 @@ class TokenService:
             log.error("[%s][%s] Stored access token cannot be decrypted", platform, self.hash_user_id(user_id))
             return None
 
-    async def refresh_platform_token(self, user_id: uuid.UUID | str, platform: str) -> RefreshedAccessToken | None:
-        """Refresh now, whatever the expiry (a manual refresh); None if it did not succeed."""
-        result = await self.engine.refresh(_as_uuid(user_id), platform, trigger="manual")
-        if result.tokens is None:
+    async def refresh_platform_token(
+        self, user_id: uuid.UUID | str, platform: str
+    ) -> RefreshedAccessToken | None:
+        """Refresh now, whatever the expiry (a manual refresh); None if it did not succeed. When
+        another process was refreshing the same connection, its result is shared."""
+        user_id = _as_uuid(user_id)
+        result = await self.engine.refresh(user_id, platform, trigger="manual")
+        if result.tokens is not None:
+            return RefreshedAccessToken(result.tokens.access_token, result.tokens.expires_in)
+        if result.reason != "refreshed_concurrently":
             return None
-        return RefreshedAccessToken(result.tokens.access_token, result.tokens.expires_in)
+        async with self.database.sessions() as session:
+            row = await get_connection(session, user_id, platform)
+        if row is None or row.access_token is None:
+            return None
+        remaining = None
+        if row.token_expires_at is not None:
+            remaining = max(0, int((row.token_expires_at - utc_now()).total_seconds()))
+        return RefreshedAccessToken(self.cipher.decrypt(row.access_token), remaining)
 
     async def refresh_expiring_tokens(self) -> dict[str, int]:
         """Refresh, in this process, every connection the scan finds due; counts by outcome."""

@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     http_timeout_seconds: float = Field(default=10, gt=0)
     max_refreshes_in_flight: int = Field(default=500, ge=1)
     platform_max_concurrency: int = Field(default=100, ge=1)
+    # How long a refresh may hold a connection before others may take over; renewed while held.
+    refresh_lease_seconds: float = Field(default=120, ge=5)
     scan_page_size: int = Field(default=500, ge=1)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"

@@ -45,12 +45,17 @@ async def upsert_connection(session: AsyncSession, values: dict[str, Any]) -> bo
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def update_fenced(session: AsyncSession, row: ConnectionRow, values: dict[str, Any]) -> bool:
-    """Apply ``values`` only if nobody changed the row since it was read (optimistic lock)."""
+async def update_fenced(session: AsyncSession, row: ConnectionRow, lease_owner: str, values: dict[str, Any]) -> bool:
+    """Apply ``values`` and release the lease, only if nobody changed the row since it was read
+    and the lease is still ours (a holder that stalled past its lease cannot overwrite)."""
     result = await session.execute(
         update(ConnectionRow)
-        .where(ConnectionRow.id == row.id, ConnectionRow.version == row.version)
-        .values(version=ConnectionRow.version + 1, **values)
+        .where(
+            ConnectionRow.id == row.id,
+            ConnectionRow.version == row.version,
+            ConnectionRow.refresh_lease_owner == lease_owner,
+        )
+        .values(version=ConnectionRow.version + 1, refresh_lease_owner=None, refresh_lease_expires_at=None, **values)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 

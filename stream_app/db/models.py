@@ -81,6 +81,8 @@ class ConnectionRow(Base):
     refresh_requested_at: Mapped[datetime | None] = mapped_column(DateTime)
     last_refreshed_at: Mapped[datetime | None] = mapped_column(DateTime)
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    refresh_lease_owner: Mapped[str | None] = mapped_column(Text)
+    refresh_lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class OutboxRow(Base):

@@ -89,6 +89,7 @@ def stack(
         "RETRY_BASE_DELAY_SECONDS": "0.05",
         "LOG_LEVEL": "DEBUG",
         "KAFKA_SESSION_TIMEOUT_SECONDS": "6",
+        "REFRESH_LEASE_SECONDS": "8",  # a killed worker's leases lapse quickly
         **{f"TOPIC_{name.upper().replace('.', '_')}": topic for name, topic in topics.items()},
         **sandbox.service_env(),
     }

@@ -12,7 +12,7 @@ import pytest
 
 from stream_app import TokenService
 from stream_app.db.connections import get_connection
-from stream_app.db.migrate import upgrade_to_head
+from stream_app.db.migrate import head_revision, upgrade_to_head
 from stream_app.sandbox import SandboxServer
 from stream_app.settings import DEFAULT_DATABASE_URL, load_settings
 from tests.support.connections import seed_connection
@@ -28,7 +28,7 @@ def test_migrate_creates_the_sqlite_file_in_the_working_directory(tmp_path: Path
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert "database at revision 0001" in result.stdout
+    assert f"database at revision {head_revision()}" in result.stdout
     with sqlite3.connect(tmp_path / "token_refresh.db") as db:
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         indexes = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}

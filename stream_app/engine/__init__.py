@@ -1,0 +1,234 @@
+"""The refresh engine: one refresh of one connection, from decision to committed outcome.
+
+At most one refresh of a connection is in flight anywhere: callers in this process queue on
+a lock and callers in other processes wait for the row's lease, then re-decide (usually:
+the token is now fresh, and they share the result). The tokens, the status columns and the
+outcome event change in one transaction before anything else happens. Runs the same way
+from a Faust agent, the CLI and the Python API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from schemas import RefreshReason
+from stream_app.backoff import Backoff
+from stream_app.catalog import PlatformSpec, platform
+from stream_app.clock import utc_now
+from stream_app.crypto import TokenCipher
+from stream_app.db import ConnectionRow, ConnectionStatus, Database
+from stream_app.db.connections import get_connection
+from stream_app.decisions import Action, Decision, decide_refresh
+from stream_app.engine.lease import Lease, LeaseLost, Leases
+from stream_app.engine.outcomes import OutcomeWriter, RefreshResult
+from stream_app.errors import (
+    DecryptionError,
+    InvalidClientError,
+    ProviderError,
+    ProviderRateLimited,
+    ReauthRequiredError,
+    RetryableProviderError,
+)
+from stream_app.keyed_lock import KeyedLocks
+from stream_app.privacy import UserIdHasher
+from stream_app.providers import ProviderClient
+from stream_app.settings import Settings
+
+__all__ = ["RefreshEngine", "RefreshResult"]
+
+log = logging.getLogger(__name__)
+
+# A provider that keeps answering 429 is given up on after this many waits (not attempts).
+MAX_RATE_LIMIT_WAITS = 5
+
+
+class RefreshEngine:
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        providers: ProviderClient,
+        cipher: TokenCipher,
+        *,
+        hasher: UserIdHasher,
+        on_outbox_write: Callable[[], None] = lambda: None,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    ) -> None:
+        self._settings = settings
+        self._db = database
+        self._providers = providers
+        self._cipher = cipher
+        self._hash = hasher
+        self._backoff = Backoff.from_settings(settings)
+        self._leases = Leases(database, settings.refresh_lease_seconds, sleep)
+        self._outcomes = OutcomeWriter(database, cipher, settings.topic_names(), on_outbox_write)
+        self._locks = KeyedLocks()
+        self._platform_slots: dict[str, asyncio.Semaphore] = {}
+
+    async def refresh(
+        self, user_id: uuid.UUID, platform_key: str, *, trigger: RefreshReason, window_seconds: float | None = None
+    ) -> RefreshResult:
+        """Refresh the connection if ``decide_refresh`` says it is due within ``window_seconds``
+        (default: the scan's lookahead), or whatever its expiry for a ``manual`` trigger."""
+        async with self._locks.hold((user_id, platform_key)):
+            return await self._refresh_exclusive(user_id, platform_key, trigger, window_seconds)
+
+    async def _refresh_exclusive(
+        self, user_id: uuid.UUID, platform_key: str, trigger: RefreshReason, window_seconds: float | None
+    ) -> RefreshResult:
+        spec = platform(platform_key)
+        tag = f"[{platform_key}][{self._hash(user_id)}]"
+        window = self._settings.scan_lookahead_seconds if window_seconds is None else window_seconds
+        forced = trigger == "manual"
+        waited = False
+        while True:
+            async with self._db.sessions() as session:
+                row = await get_connection(session, user_id, platform_key)
+            decision = decide_refresh(row, spec, utc_now(), window_seconds=window, forced=forced)
+            if decision.action is Action.SKIP or row is None:
+                reason = "refreshed_concurrently" if waited and decision.reason == "fresh" else decision.reason
+                log.debug("%s No refresh: %s", tag, reason)
+                return RefreshResult("skipped", reason)
+            held = await self._leases.acquire(row.id)
+            if held is not None:
+                break
+            log.debug("%s A refresh is in flight elsewhere; waiting for it", tag)
+            await self._leases.wait_for_release(row.id)
+            # The refresh we waited for answers a manual request as well as a due one.
+            forced, waited = False, True
+        lease, row = held
+        try:
+            # The row may have changed between the first read and the lease: decide again.
+            decision = decide_refresh(row, spec, utc_now(), window_seconds=window, forced=forced)
+            if decision.action is Action.SKIP:
+                return RefreshResult("skipped", decision.reason)
+            return await self._refresh_held(row, lease, spec, decision, trigger, tag)
+        except LeaseLost:
+            log.warning("%s Refresh lease lost; another process owns this refresh now", tag)
+            return RefreshResult("skipped", "lease_lost")
+        finally:
+            await lease.release()  # a no-op when the outcome's commit released it
+
+    async def _refresh_held(
+        self,
+        row: ConnectionRow,
+        lease: Lease,
+        spec: PlatformSpec,
+        decision: Decision,
+        trigger: RefreshReason,
+        tag: str,
+    ) -> RefreshResult:
+        if decision.action is Action.REAUTH:
+            log.warning("🔐 %s No refresh token - user must re-authenticate", tag)
+            return await self._outcomes.needs_reauth(row, lease, decision.reason, None)
+        try:
+            refresh_token = self._cipher.decrypt(row.refresh_token or "")
+        except DecryptionError as exc:
+            log.error("❌ %s Stored refresh token cannot be decrypted: %s", tag, exc)
+            return await self._outcomes.failed(
+                row,
+                lease,
+                error_class="decryption_error",
+                error=str(exc),
+                status=ConnectionStatus.ERROR,
+                will_retry=False,
+            )
+        log.info("🔄 %s Token expiring soon, refreshing...", tag)
+        return await self._call_provider(row, lease, spec, refresh_token, trigger, tag)
+
+    async def _call_provider(
+        self, row: ConnectionRow, lease: Lease, spec: PlatformSpec, refresh_token: str, trigger: RefreshReason, tag: str
+    ) -> RefreshResult:
+        started = time.monotonic()
+        attempts = rate_limit_waits = 0
+        while True:
+            await lease.renew()  # still ours: never spend a refresh token under a lost lease
+            try:
+                # A per-platform cap on calls in flight; the waits below happen outside it, so
+                # one rate-limited connection does not hold back the others of its platform.
+                async with self._platform_slot(spec.key):
+                    sent_at = utc_now()
+                    tokens = await self._providers.refresh(spec, refresh_token)
+            except ProviderRateLimited as exc:
+                rate_limit_waits += 1
+                if rate_limit_waits > MAX_RATE_LIMIT_WAITS:
+                    return await self._retryable_failure(row, lease, exc, tag)
+                wait = self._rate_limit_wait(exc)
+                log.warning("⏳ %s Rate limited, waiting %dms before retry", tag, wait * 1000)
+                await lease.sleep(wait)
+                continue
+            except RetryableProviderError as exc:
+                attempts += 1
+                if attempts >= self._settings.refresh_max_attempts:
+                    return await self._retryable_failure(row, lease, exc, tag)
+                delay = self._backoff.delay(attempts)
+                log.warning("⏳ %s Temporary error (%s), retrying in %dms", tag, exc.error_class, delay * 1000)
+                await lease.sleep(delay)
+                continue
+            except ReauthRequiredError as exc:
+                if await self._lost_race(row, refresh_token):
+                    log.info("%s Refresh token changed while refreshing; not a revocation", tag)
+                    return RefreshResult("skipped", "lost_race")
+                log.warning("🔐 %s Refresh token invalid/expired - user must re-authenticate", tag)
+                return await self._outcomes.needs_reauth(row, lease, exc.reason, exc.description)
+            except InvalidClientError as exc:
+                log.error("❌ %s Client credentials refused: %s", tag, exc.description)
+                return await self._outcomes.failed(
+                    row,
+                    lease,
+                    error_class=exc.error_class,
+                    error=exc.description,
+                    status=ConnectionStatus.ERROR,
+                    will_retry=False,
+                )
+            attempts += 1
+            result = await self._outcomes.refreshed(
+                row,
+                lease,
+                tokens,
+                sent_at=sent_at,
+                attempts=attempts,
+                duration_ms=int((time.monotonic() - started) * 1000),
+                trigger=trigger,
+            )
+            if result.outcome == "refreshed":
+                log.info("✅ %s Token refreshed successfully (expires in %ss)", tag, tokens.expires_in)
+            return result
+
+    def _rate_limit_wait(self, exc: ProviderRateLimited) -> float:
+        return exc.retry_after if exc.retry_after is not None else self._settings.rate_limit_default_wait_seconds
+
+    async def _lost_race(self, row: ConnectionRow, spent: str) -> bool:
+        """Whether the row's refresh token is no longer the one we spent: then the provider's
+        refusal answers a race (a reconnect, another refresher), not a revocation."""
+        async with self._db.sessions() as session:
+            current = await get_connection(session, row.user_id, row.platform)
+        if current is None or current.refresh_token is None:
+            return True
+        try:
+            return self._cipher.decrypt(current.refresh_token) != spent
+        except DecryptionError:
+            return True
+
+    async def _retryable_failure(self, row: ConnectionRow, lease: Lease, exc: ProviderError, tag: str) -> RefreshResult:
+        expired = row.token_expires_at is not None and row.token_expires_at <= utc_now()
+        log.error("❌ %s Refresh failed after retries (%s)", tag, exc.error_class)
+        return await self._outcomes.failed(
+            row,
+            lease,
+            error_class=exc.error_class,
+            error=exc.description,
+            status=ConnectionStatus.TOKEN_EXPIRED if expired else ConnectionStatus.CONNECTED,
+            will_retry=True,
+        )
+
+    def _platform_slot(self, platform_key: str) -> asyncio.Semaphore:
+        slot = self._platform_slots.get(platform_key)
+        if slot is None:
+            slot = self._platform_slots[platform_key] = asyncio.Semaphore(self._settings.platform_max_concurrency)
+        return slot

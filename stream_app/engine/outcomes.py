@@ -1,0 +1,158 @@
+"""Recording what a refresh came to: tokens, status columns and the outcome event, in one
+transaction that also releases the lease, fenced so a stale holder cannot overwrite."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError
+
+from schemas import Event, RefreshReason, TokenNeedsReauth, TokenRefreshed, TokenRefreshFailed
+from stream_app.backoff import Backoff
+from stream_app.clock import to_aware_utc, utc_now
+from stream_app.crypto import TokenCipher
+from stream_app.db import ConnectionRow, ConnectionStatus, Database
+from stream_app.db.connections import update_fenced
+from stream_app.db.outbox import add_event
+from stream_app.engine.lease import Lease
+from stream_app.providers import RefreshedTokens
+
+log = logging.getLogger(__name__)
+
+# Fresh tokens live only in memory until committed: a failing commit is retried this long.
+COMMIT_RETRY_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    """What one call did. ``tokens`` holds plain text and is only set on success."""
+
+    outcome: str  # refreshed | skipped | needs_reauth | failed
+    reason: str
+    tokens: RefreshedTokens | None = None
+    event: Event | None = None
+
+
+class OutcomeWriter:
+    def __init__(
+        self,
+        database: Database,
+        cipher: TokenCipher,
+        topics: dict[str, str],
+        on_outbox_write: Callable[[], None],
+    ) -> None:
+        self._db = database
+        self._cipher = cipher
+        self._topics = topics
+        self._on_outbox_write = on_outbox_write
+        self._retry = Backoff(base=0.2, cap=5.0, jitter_ratio=0.3)
+
+    async def refreshed(
+        self,
+        row: ConnectionRow,
+        lease: Lease,
+        tokens: RefreshedTokens,
+        *,
+        sent_at: datetime,
+        attempts: int,
+        duration_ms: int,
+        trigger: RefreshReason,
+    ) -> RefreshResult:
+        # Anchored to when the request left, not when the answer came back.
+        expires_at = sent_at + timedelta(seconds=tokens.expires_in) if tokens.expires_in else None
+        now = utc_now()
+        values: dict[str, Any] = {
+            "access_token": self._cipher.encrypt(tokens.access_token),
+            "token_expires_at": expires_at,
+            "status": ConnectionStatus.CONNECTED,
+            "last_sync_status": "success",
+            "last_sync_error": None,
+            "updated_at": now,
+            "last_refreshed_at": now,
+            "refresh_requested_at": None,
+            "consecutive_failures": 0,
+        }
+        if tokens.refresh_token is not None:  # none in the answer: keep the one we have
+            values["refresh_token"] = self._cipher.encrypt(tokens.refresh_token)
+        event = TokenRefreshed(
+            user_id=row.user_id,
+            platform=row.platform,
+            token_expires_at=to_aware_utc(expires_at),
+            expires_in=tokens.expires_in,
+            attempts=attempts,
+            duration_ms=duration_ms,
+            refresh_token_rotated=tokens.refresh_token is not None,
+            reason=trigger,
+        )
+        if not await self._commit(row, lease, values, event):
+            return RefreshResult("skipped", "lost_race")
+        return RefreshResult("refreshed", "refreshed", tokens=tokens, event=event)
+
+    async def needs_reauth(self, row: ConnectionRow, lease: Lease, reason: str, error: str | None) -> RefreshResult:
+        values = {
+            "status": ConnectionStatus.NEEDS_REAUTH,
+            "last_sync_status": "error",
+            "last_sync_error": error or reason,
+            "updated_at": utc_now(),
+            "refresh_requested_at": None,
+        }
+        event = TokenNeedsReauth(user_id=row.user_id, platform=row.platform, reason=reason, error=error)
+        if not await self._commit(row, lease, values, event):
+            return RefreshResult("skipped", "lost_race")
+        return RefreshResult("needs_reauth", reason, event=event)
+
+    async def failed(
+        self,
+        row: ConnectionRow,
+        lease: Lease,
+        *,
+        error_class: str,
+        error: str,
+        status: ConnectionStatus,
+        will_retry: bool,
+    ) -> RefreshResult:
+        values = {
+            "status": status,
+            "last_sync_status": "error",
+            "last_sync_error": error,
+            "updated_at": utc_now(),
+            "refresh_requested_at": None,
+            "consecutive_failures": row.consecutive_failures + 1,
+        }
+        event = TokenRefreshFailed(
+            user_id=row.user_id,
+            platform=row.platform,
+            error_class=error_class,
+            error=error,
+            status=status,
+            will_retry=will_retry,
+        )
+        if not await self._commit(row, lease, values, event):
+            return RefreshResult("skipped", "lost_race")
+        return RefreshResult("failed", error_class, event=event)
+
+    async def _commit(self, row: ConnectionRow, lease: Lease, values: dict[str, Any], event: Event) -> bool:
+        """One transaction: the row (fenced on version and lease) and the outbox event."""
+        deadline = asyncio.get_running_loop().time() + COMMIT_RETRY_SECONDS
+        failures = 0
+        while True:
+            try:
+                async with self._db.transaction() as session:
+                    if not await update_fenced(session, row, lease.owner, values):
+                        log.warning("Connection changed or lease lost during refresh; result not stored")
+                        return False
+                    add_event(session, self._topics[event.default_topic], event, utc_now())
+                break
+            except (DBAPIError, OSError) as exc:
+                failures += 1
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                log.warning("Storing a refresh outcome failed (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(self._retry.delay(min(failures, 6)))
+        self._on_outbox_write()
+        return True
