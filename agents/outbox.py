@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from agents.context import WorkerContext
+from stream_app.failpoints import Failpoints
 from stream_app.relay import OutboxRelay
 
 
 def attach(context: WorkerContext) -> None:
-    relay = OutboxRelay(context.service.database, context.send)
+    relay = OutboxRelay(context.service.database, context.send, failpoint=Failpoints(context.settings.failpoints))
     context.service.on_outbox_write(relay.wake)
 
     @context.app.task

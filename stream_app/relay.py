@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from stream_app.clock import utc_now
 from stream_app.db import Database
 from stream_app.db.outbox import mark_published, pending_events
+from stream_app.failpoints import NO_FAILPOINTS
 
 log = logging.getLogger(__name__)
 
@@ -17,8 +18,16 @@ Send = Callable[[str, bytes, bytes], Awaitable[object]]
 
 
 class OutboxRelay:
-    def __init__(self, database: Database, send: Send, *, batch_size: int = 200) -> None:
+    def __init__(
+        self,
+        database: Database,
+        send: Send,
+        *,
+        batch_size: int = 200,
+        failpoint: Callable[[str], None] = NO_FAILPOINTS,
+    ) -> None:
         self._db = database
+        self._failpoint = failpoint
         self._send = send
         self._batch_size = batch_size
         self._wakeup = asyncio.Event()
@@ -35,6 +44,8 @@ class OutboxRelay:
                 # Rows stay locked until they are marked, so no other relay sends them too;
                 # a crash before the mark means they are sent again (consumers dedupe on event_id).
                 await asyncio.gather(*(self._send(row.topic, row.key, row.payload) for row in rows))
+                if rows:
+                    self._failpoint("after_outbox_send")
                 await mark_published(session, [row.id for row in rows], utc_now())
             published += len(rows)
             if len(rows) < self._batch_size:

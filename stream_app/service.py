@@ -88,9 +88,7 @@ class TokenService:
             log.error("[%s][%s] Stored access token cannot be decrypted", platform, self.hash_user_id(user_id))
             return None
 
-    async def refresh_platform_token(
-        self, user_id: uuid.UUID | str, platform: str
-    ) -> RefreshedAccessToken | None:
+    async def refresh_platform_token(self, user_id: uuid.UUID | str, platform: str) -> RefreshedAccessToken | None:
         """Refresh now, whatever the expiry (a manual refresh); None if it did not succeed. When
         another process was refreshing the same connection, its result is shared."""
         user_id = _as_uuid(user_id)

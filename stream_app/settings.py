@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     refresh_lease_seconds: float = Field(default=120, ge=5)
     scan_page_size: int = Field(default=500, ge=1)
 
+    # Test-only crash points (stream_app.failpoints), comma-separated.
+    failpoints: str = ""
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
     credentials: dict[str, ClientCredentials] = Field(default_factory=dict)

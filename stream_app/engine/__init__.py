@@ -34,6 +34,7 @@ from stream_app.errors import (
     ReauthRequiredError,
     RetryableProviderError,
 )
+from stream_app.failpoints import Failpoints
 from stream_app.keyed_lock import KeyedLocks
 from stream_app.privacy import UserIdHasher
 from stream_app.providers import ProviderClient
@@ -66,7 +67,9 @@ class RefreshEngine:
         self._hash = hasher
         self._backoff = Backoff.from_settings(settings)
         self._leases = Leases(database, settings.refresh_lease_seconds, sleep)
-        self._outcomes = OutcomeWriter(database, cipher, settings.topic_names(), on_outbox_write)
+        self._outcomes = OutcomeWriter(
+            database, cipher, settings.topic_names(), on_outbox_write, Failpoints(settings.failpoints)
+        )
         self._locks = KeyedLocks()
         self._platform_slots: dict[str, asyncio.Semaphore] = {}
 

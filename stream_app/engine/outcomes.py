@@ -45,8 +45,10 @@ class OutcomeWriter:
         cipher: TokenCipher,
         topics: dict[str, str],
         on_outbox_write: Callable[[], None],
+        failpoint: Callable[[str], None],
     ) -> None:
         self._db = database
+        self._failpoint = failpoint
         self._cipher = cipher
         self._topics = topics
         self._on_outbox_write = on_outbox_write
@@ -154,5 +156,6 @@ class OutcomeWriter:
                     raise
                 log.warning("Storing a refresh outcome failed (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(self._retry.delay(min(failures, 6)))
+        self._failpoint("after_outbox_commit")
         self._on_outbox_write()
         return True
