@@ -25,7 +25,7 @@ def attach(context: WorkerContext) -> None:
         try:
             event = parse_event(ConnectionCreated, record.value)
             changed = await context.until_done(
-                functools.partial(record_connection, service.database, service.cipher, event),
+                functools.partial(record_connection, service.database, service.cipher, event, service.policy),
                 "storing a connection",
             )
         except InvalidEvent as exc:
@@ -53,10 +53,7 @@ def attach(context: WorkerContext) -> None:
 
 def _due(context: WorkerContext, event: ConnectionCreated) -> bool:
     """Whether the new token already falls inside the scan's window (the scan may not come first)."""
-    decision = decide_refresh(
-        ConnectionRow(**connection_values(event)),
-        platform(event.platform),
-        utc_now(),
-        window_seconds=context.settings.scan_lookahead_seconds,
-    )
+    policy = context.service.policy
+    row = ConnectionRow(**connection_values(event, policy))
+    decision = decide_refresh(row, platform(event.platform), utc_now(), policy, "scheduled")
     return decision.action is not Action.SKIP

@@ -20,5 +20,5 @@ def attach(context: WorkerContext) -> None:
         try:
             await scan_expiring(context.service.database, context.settings, emit)
         except Exception:
-            # The next tick tries again; the lookahead covers one missed interval.
+            # The next tick tries again; the refresh buffer absorbs a missed interval.
             log.exception("Expiry scan failed")

@@ -7,11 +7,12 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from schemas import ConnectionCreated, Event
-from stream_app.catalog import is_known
+from stream_app.catalog import is_known, platform
 from stream_app.clock import to_naive_utc, utc_now
 from stream_app.crypto import TokenCipher
 from stream_app.db import ConnectionStatus, Database
 from stream_app.db.connections import upsert_connection
+from stream_app.decisions import RefreshPolicy
 from stream_app.errors import DecryptionError, TokenRefreshError
 
 MAX_EVENT_BYTES = 1024 * 1024
@@ -44,7 +45,9 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(problems)
 
 
-async def record_connection(database: Database, cipher: TokenCipher, event: ConnectionCreated) -> bool:
+async def record_connection(
+    database: Database, cipher: TokenCipher, event: ConnectionCreated, policy: RefreshPolicy
+) -> bool:
     """Store a new or re-authorised connection. Returns whether the row changed (False for a
     replay or an event older than the row)."""
     for field, ciphertext in (("access_token", event.access_token), ("refresh_token", event.refresh_token)):
@@ -54,17 +57,23 @@ async def record_connection(database: Database, cipher: TokenCipher, event: Conn
             except DecryptionError as exc:
                 raise InvalidEvent(f"{field}: not a valid ciphertext under the current key ({exc})") from None
     async with database.transaction() as session:
-        return await upsert_connection(session, connection_values(event))
+        return await upsert_connection(session, connection_values(event, policy))
 
 
-def connection_values(event: ConnectionCreated) -> dict[str, Any]:
+def connection_values(event: ConnectionCreated, policy: RefreshPolicy) -> dict[str, Any]:
     """The row a `connection.created` event describes (tokens still encrypted)."""
+    expires_at = to_naive_utc(event.token_expires_at)
+    # The token's lifetime is learnt from the first refresh's expires_in; until then the full
+    # buffer applies (the event does not say when the token was issued).
+    refreshable = platform(event.platform).refreshable
     return {
         "user_id": event.user_id,
         "platform": event.platform,
         "access_token": event.access_token,
         "refresh_token": event.refresh_token,
-        "token_expires_at": to_naive_utc(event.token_expires_at),
+        "token_expires_at": expires_at,
+        "token_lifetime_seconds": None,
+        "refresh_due_at": policy.refresh_at(expires_at, None) if refreshable else None,
         "scopes": " ".join(event.scopes) if event.scopes else None,
         "status": ConnectionStatus.CONNECTED,
         "last_sync_status": "pending",

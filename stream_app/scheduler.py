@@ -1,6 +1,6 @@
 """The expiry scan: finds connections due for a refresh and requests one for each.
 
-It pages with a keyset cursor over the expiry index (never loading the table) and marks
+It pages with a keyset cursor over the refresh_due index (never loading the table) and marks
 each emitted row with ``refresh_requested_at``, so the next scan skips work in flight
 unless it has been pending for longer than ``requeue_after`` (a lost request).
 """
@@ -27,19 +27,19 @@ Emit = Callable[[TokenExpiring], Awaitable[object]]
 async def scan_expiring(database: Database, settings: Settings, emit: Emit) -> int:
     """Emit one ``token.expiring`` per due connection; returns how many were emitted."""
     now = utc_now()
-    lookahead = timedelta(seconds=settings.scan_lookahead_seconds)
+    # Due within one interval: the next scan would be too late for them.
+    due_by = now + timedelta(seconds=settings.scan_interval_seconds)
     # A request not done after half the buffer is presumed lost and sent again, early enough
-    # to still beat the expiry; duplicates are harmless (the engine re-checks under a lock).
-    requeue_after = timedelta(seconds=settings.refresh_buffer_seconds / 2)
+    # to still beat the expiry; duplicates are harmless (the engine re-decides under a lease).
+    requested_before = now - timedelta(seconds=settings.refresh_buffer_seconds / 2)
     emitted = 0
     cursor: tuple[datetime, uuid.UUID] | None = None
     while True:
         async with database.transaction() as session:
             rows = await due_connections(
                 session,
-                now=now,
-                lookahead=lookahead,
-                requeue_after=requeue_after,
+                due_by=due_by,
+                requested_before=requested_before,
                 after=cursor,
                 limit=settings.scan_page_size,
                 platforms=REFRESHABLE_PLATFORMS,
@@ -58,9 +58,9 @@ async def scan_expiring(database: Database, settings: Settings, emit: Emit) -> i
         if len(rows) < settings.scan_page_size:
             break
         last = rows[-1]
-        if last.token_expires_at is None:  # excluded by the query; keeps the cursor's type exact
+        if last.refresh_due_at is None:  # excluded by the query; keeps the cursor's type exact
             break
-        cursor = (last.token_expires_at, last.id)
+        cursor = (last.refresh_due_at, last.id)
     log.log(
         logging.INFO if emitted else logging.DEBUG,
         "⏰ [Scheduled] Expiry scan emitted %d refresh request(s)",

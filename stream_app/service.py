@@ -13,7 +13,7 @@ from stream_app.clock import utc_now
 from stream_app.crypto import TokenCipher
 from stream_app.db import Database
 from stream_app.db.connections import get_connection
-from stream_app.decisions import Action, decide_refresh
+from stream_app.decisions import Action, RefreshPolicy, decide_refresh
 from stream_app.engine import RefreshEngine
 from stream_app.errors import DecryptionError
 from stream_app.privacy import UserIdHasher
@@ -43,11 +43,13 @@ class TokenService:
         self.http = build_http_client(settings)
         self.cipher = TokenCipher(key)
         self.hash_user_id = UserIdHasher(key)
+        self.policy = RefreshPolicy.from_settings(settings)
         self.engine = RefreshEngine(
             settings,
             self.database,
             ProviderClient(self.http, settings),
             self.cipher,
+            self.policy,
             hasher=self.hash_user_id,
             on_outbox_write=self._outbox_written,
         )
@@ -71,11 +73,9 @@ class TokenService:
         spec = platform_spec(platform)
         async with self.database.sessions() as session:
             row = await get_connection(session, user_id, platform)
-        decision = decide_refresh(row, spec, utc_now(), window_seconds=self.settings.refresh_buffer_seconds)
+        decision = decide_refresh(row, spec, utc_now(), self.policy, "on_demand")
         if decision.action is not Action.SKIP:
-            await self.engine.refresh(
-                user_id, platform, trigger="on_demand", window_seconds=self.settings.refresh_buffer_seconds
-            )
+            await self.engine.refresh(user_id, platform, trigger="on_demand")
             async with self.database.sessions() as session:
                 row = await get_connection(session, user_id, platform)
         if row is None or row.access_token is None or row.status not in ("connected", "token_expired"):

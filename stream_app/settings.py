@@ -63,7 +63,12 @@ class Settings(BaseSettings):
     topic_token_refresh_failed: str = "token.refresh_failed"
 
     refresh_buffer_seconds: float = Field(default=300, gt=0)
+    # The buffer never exceeds this fraction of a token's lifetime.
+    refresh_buffer_max_fraction: float = Field(default=0.5, gt=0, lt=1)
     scan_interval_seconds: float = Field(default=60, gt=0)
+    # Scheduled retries of a connection whose refresh failed: base, 2x base, 4x ..., capped.
+    failure_backoff_base_seconds: float = Field(default=60, gt=0)
+    failure_backoff_max_seconds: float = Field(default=3600, gt=0)
     refresh_max_attempts: int = Field(default=3, ge=1)
     retry_base_delay_seconds: float = Field(default=1, ge=0)
     retry_max_delay_seconds: float = Field(default=30, ge=0)
@@ -100,12 +105,6 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
-
-    @property
-    def scan_lookahead_seconds(self) -> float:
-        """How far ahead a scan looks: the buffer plus one interval, so no token can expire
-        between two scans without having been emitted at least a buffer before its expiry."""
-        return self.refresh_buffer_seconds + self.scan_interval_seconds
 
     def topic_names(self) -> dict[str, str]:
         """Default topic name -> configured topic name."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
@@ -63,35 +63,34 @@ async def update_fenced(session: AsyncSession, row: ConnectionRow, lease_owner: 
 async def due_connections(
     session: AsyncSession,
     *,
-    now: datetime,
-    lookahead: timedelta,
-    requeue_after: timedelta,
+    due_by: datetime,
+    requested_before: datetime,
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
     platforms: Sequence[str],
 ) -> Sequence[ConnectionRow]:
-    """One page, in (token_expires_at, id) order, of refreshable connections expiring within
-    ``lookahead`` on ``platforms`` and not requested in the last ``requeue_after``. Keyset pagination: pass the
-    last row's (token_expires_at, id) as ``after`` for the next page."""
+    """One page, in (refresh_due_at, id) order, of refreshable connections on ``platforms`` due
+    by ``due_by`` and not requested since ``requested_before``. Keyset pagination over the
+    refresh_due index: pass the last row's (refresh_due_at, id) as ``after`` for the next page."""
     query = select(ConnectionRow).where(
-        ConnectionRow.platform.in_(platforms),
         ConnectionRow.status.in_([str(status) for status in REFRESHABLE_STATUSES]),
-        ConnectionRow.token_expires_at.is_not(None),
-        ConnectionRow.token_expires_at <= now + lookahead,
+        ConnectionRow.refresh_due_at.is_not(None),
+        ConnectionRow.refresh_due_at <= due_by,
+        ConnectionRow.platform.in_(platforms),
         or_(
             ConnectionRow.refresh_requested_at.is_(None),
-            ConnectionRow.refresh_requested_at < now - requeue_after,
+            ConnectionRow.refresh_requested_at < requested_before,
         ),
     )
     if after is not None:
-        expires_at, row_id = after
+        due_at, row_id = after
         query = query.where(
             or_(
-                ConnectionRow.token_expires_at > expires_at,
-                and_(ConnectionRow.token_expires_at == expires_at, ConnectionRow.id > row_id),
+                ConnectionRow.refresh_due_at > due_at,
+                and_(ConnectionRow.refresh_due_at == due_at, ConnectionRow.id > row_id),
             )
         )
-    query = query.order_by(ConnectionRow.token_expires_at, ConnectionRow.id).limit(limit)
+    query = query.order_by(ConnectionRow.refresh_due_at, ConnectionRow.id).limit(limit)
     return (await session.execute(query)).scalars().all()
 
 

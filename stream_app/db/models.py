@@ -57,6 +57,13 @@ class ConnectionRow(Base):
             sqlite_where=text(f"status IN ({_SCANNED_STATUS_LIST})"),
         ),
         Index(
+            "idx_platform_connections_refresh_due",
+            "refresh_due_at",
+            "id",
+            postgresql_where=text(f"status IN ({_SCANNED_STATUS_LIST}) AND refresh_due_at IS NOT NULL"),
+            sqlite_where=text(f"status IN ({_SCANNED_STATUS_LIST}) AND refresh_due_at IS NOT NULL"),
+        ),
+        Index(
             "idx_platform_connections_expiry",
             "token_expires_at",
             postgresql_where=text("token_expires_at IS NOT NULL"),
@@ -81,6 +88,8 @@ class ConnectionRow(Base):
     refresh_requested_at: Mapped[datetime | None] = mapped_column(DateTime)
     last_refreshed_at: Mapped[datetime | None] = mapped_column(DateTime)
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    token_lifetime_seconds: Mapped[int | None] = mapped_column(Integer)
+    refresh_due_at: Mapped[datetime | None] = mapped_column(DateTime)
     refresh_lease_owner: Mapped[str | None] = mapped_column(Text)
     refresh_lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
 

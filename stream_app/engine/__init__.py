@@ -23,7 +23,7 @@ from stream_app.clock import utc_now
 from stream_app.crypto import TokenCipher
 from stream_app.db import ConnectionRow, ConnectionStatus, Database
 from stream_app.db.connections import get_connection
-from stream_app.decisions import Action, Decision, decide_refresh
+from stream_app.decisions import Action, Decision, RefreshPolicy, decide_refresh
 from stream_app.engine.lease import Lease, LeaseLost, Leases
 from stream_app.engine.outcomes import OutcomeWriter, RefreshResult
 from stream_app.errors import (
@@ -55,6 +55,7 @@ class RefreshEngine:
         database: Database,
         providers: ProviderClient,
         cipher: TokenCipher,
+        policy: RefreshPolicy,
         *,
         hasher: UserIdHasher,
         on_outbox_write: Callable[[], None] = lambda: None,
@@ -66,33 +67,29 @@ class RefreshEngine:
         self._cipher = cipher
         self._hash = hasher
         self._backoff = Backoff.from_settings(settings)
+        self._policy = policy
         self._leases = Leases(database, settings.refresh_lease_seconds, sleep)
         self._outcomes = OutcomeWriter(
-            database, cipher, settings.topic_names(), on_outbox_write, Failpoints(settings.failpoints)
+            database, cipher, policy, settings.topic_names(), on_outbox_write, Failpoints(settings.failpoints)
         )
         self._locks = KeyedLocks()
         self._platform_slots: dict[str, asyncio.Semaphore] = {}
 
-    async def refresh(
-        self, user_id: uuid.UUID, platform_key: str, *, trigger: RefreshReason, window_seconds: float | None = None
-    ) -> RefreshResult:
-        """Refresh the connection if ``decide_refresh`` says it is due within ``window_seconds``
-        (default: the scan's lookahead), or whatever its expiry for a ``manual`` trigger."""
+    async def refresh(self, user_id: uuid.UUID, platform_key: str, *, trigger: RefreshReason) -> RefreshResult:
+        """Refresh the connection if ``decide_refresh`` says ``trigger`` should (a ``manual``
+        trigger: whatever its expiry)."""
         async with self._locks.hold((user_id, platform_key)):
-            return await self._refresh_exclusive(user_id, platform_key, trigger, window_seconds)
+            return await self._refresh_exclusive(user_id, platform_key, trigger)
 
-    async def _refresh_exclusive(
-        self, user_id: uuid.UUID, platform_key: str, trigger: RefreshReason, window_seconds: float | None
-    ) -> RefreshResult:
+    async def _refresh_exclusive(self, user_id: uuid.UUID, platform_key: str, trigger: RefreshReason) -> RefreshResult:
         spec = platform(platform_key)
         tag = f"[{platform_key}][{self._hash(user_id)}]"
-        window = self._settings.scan_lookahead_seconds if window_seconds is None else window_seconds
-        forced = trigger == "manual"
+        deciding: RefreshReason = trigger
         waited = False
         while True:
             async with self._db.sessions() as session:
                 row = await get_connection(session, user_id, platform_key)
-            decision = decide_refresh(row, spec, utc_now(), window_seconds=window, forced=forced)
+            decision = decide_refresh(row, spec, utc_now(), self._policy, deciding)
             if decision.action is Action.SKIP or row is None:
                 reason = "refreshed_concurrently" if waited and decision.reason == "fresh" else decision.reason
                 log.debug("%s No refresh: %s", tag, reason)
@@ -103,11 +100,12 @@ class RefreshEngine:
             log.debug("%s A refresh is in flight elsewhere; waiting for it", tag)
             await self._leases.wait_for_release(row.id)
             # The refresh we waited for answers a manual request as well as a due one.
-            forced, waited = False, True
+            deciding = "on_demand" if trigger == "manual" else trigger
+            waited = True
         lease, row = held
         try:
             # The row may have changed between the first read and the lease: decide again.
-            decision = decide_refresh(row, spec, utc_now(), window_seconds=window, forced=forced)
+            decision = decide_refresh(row, spec, utc_now(), self._policy, deciding)
             if decision.action is Action.SKIP:
                 return RefreshResult("skipped", decision.reason)
             return await self._refresh_held(row, lease, spec, decision, trigger, tag)

@@ -19,6 +19,7 @@ from stream_app.crypto import TokenCipher
 from stream_app.db import ConnectionRow, ConnectionStatus, Database
 from stream_app.db.connections import update_fenced
 from stream_app.db.outbox import add_event
+from stream_app.decisions import RefreshPolicy
 from stream_app.engine.lease import Lease
 from stream_app.providers import RefreshedTokens
 
@@ -43,6 +44,7 @@ class OutcomeWriter:
         self,
         database: Database,
         cipher: TokenCipher,
+        policy: RefreshPolicy,
         topics: dict[str, str],
         on_outbox_write: Callable[[], None],
         failpoint: Callable[[str], None],
@@ -50,6 +52,7 @@ class OutcomeWriter:
         self._db = database
         self._failpoint = failpoint
         self._cipher = cipher
+        self._policy = policy
         self._topics = topics
         self._on_outbox_write = on_outbox_write
         self._retry = Backoff(base=0.2, cap=5.0, jitter_ratio=0.3)
@@ -71,6 +74,8 @@ class OutcomeWriter:
         values: dict[str, Any] = {
             "access_token": self._cipher.encrypt(tokens.access_token),
             "token_expires_at": expires_at,
+            "token_lifetime_seconds": tokens.expires_in,
+            "refresh_due_at": self._policy.refresh_at(expires_at, tokens.expires_in),
             "status": ConnectionStatus.CONNECTED,
             "last_sync_status": "success",
             "last_sync_error": None,
@@ -102,6 +107,7 @@ class OutcomeWriter:
             "last_sync_error": error or reason,
             "updated_at": utc_now(),
             "refresh_requested_at": None,
+            "refresh_due_at": None,
         }
         event = TokenNeedsReauth(user_id=row.user_id, platform=row.platform, reason=reason, error=error)
         if not await self._commit(row, lease, values, event):
@@ -118,13 +124,17 @@ class OutcomeWriter:
         status: ConnectionStatus,
         will_retry: bool,
     ) -> RefreshResult:
+        now = utc_now()
+        failures = row.consecutive_failures + 1
         values = {
             "status": status,
             "last_sync_status": "error",
             "last_sync_error": error,
-            "updated_at": utc_now(),
+            "updated_at": now,
             "refresh_requested_at": None,
-            "consecutive_failures": row.consecutive_failures + 1,
+            "consecutive_failures": failures,
+            # Retried on a backoff schedule, or not at all (status error waits for an operator).
+            "refresh_due_at": self._policy.retry_at(now, failures) if will_retry else None,
         }
         event = TokenRefreshFailed(
             user_id=row.user_id,

@@ -54,6 +54,7 @@ async def test_invalid_grant_after_a_reconnect_is_a_lost_race_not_a_revocation(
             refresh_token=service.cipher.encrypt(new["live_refresh_token"]),
             token_expires_at=datetime.now(UTC) + timedelta(hours=2),
         ),
+        service.policy,
     )
     result = await refresh
 

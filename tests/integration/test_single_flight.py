@@ -28,7 +28,7 @@ async def _expire_soon(database_url: str, user_id: uuid.UUID, platform: str) -> 
             await session.execute(
                 update(ConnectionRow)
                 .where(ConnectionRow.user_id == user_id, ConnectionRow.platform == platform)
-                .values(token_expires_at=expires_at)
+                .values(token_expires_at=expires_at, refresh_due_at=expires_at - timedelta(minutes=5))
             )
     finally:
         await database.dispose()
@@ -36,8 +36,9 @@ async def _expire_soon(database_url: str, user_id: uuid.UUID, platform: str) -> 
 
 
 async def test_fifty_callers_and_the_scheduler_share_one_refresh(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in stack.sandbox.service_env().items():
-        monkeypatch.setenv(name, value)
+    for name, value in stack.worker.env.items():
+        if name.startswith("TOPIC_") or name in stack.sandbox.service_env():
+            monkeypatch.setenv(name, value)
     settings = load_settings(
         encryption_key=stack.worker.env["ENCRYPTION_KEY"], database_url=stack.database_url, refresh_lease_seconds=30
     )

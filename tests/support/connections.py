@@ -9,6 +9,7 @@ from typing import Any
 from schemas import ConnectionCreated
 from stream_app.crypto import TokenCipher
 from stream_app.db import Database
+from stream_app.decisions import RefreshPolicy
 from stream_app.ingest import record_connection
 from stream_app.sandbox import SandboxServer
 
@@ -31,5 +32,5 @@ async def seed_connection(
         refresh_token=cipher.encrypt(grant["live_refresh_token"]),
         token_expires_at=datetime.now(UTC) + expires_in,
     )
-    await record_connection(database, cipher, event)
+    await record_connection(database, cipher, event, RefreshPolicy())
     return event.user_id, grant

@@ -7,13 +7,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from schemas import RefreshReason
 from stream_app.catalog import platform
 from stream_app.db.models import ConnectionRow, ConnectionStatus
-from stream_app.decisions import Action, Decision, decide_refresh
+from stream_app.decisions import Action, Decision, RefreshPolicy, decide_refresh
 
 NOW = datetime(2025, 3, 1, 12, 0, 0)  # naive UTC, as the database stores it
-WINDOW = 300.0
+POLICY = RefreshPolicy()  # the seed's numbers: 300 s buffer, 60 s scan interval
+WINDOW = POLICY.buffer_seconds  # an on-demand caller refreshes what expires within the buffer
 ENCRYPTED = "000000000000000000000001:" + "ab" * 16 + ":cdcd"
 KEEP = object()  # "leave the default"
 
@@ -24,6 +28,8 @@ def row(
     status: str = "connected",
     refresh_token: object = KEEP,
     expires_in: timedelta | None = timedelta(hours=1),
+    lifetime: int | None = None,
+    refresh_due_at: datetime | None = None,
 ) -> ConnectionRow:
     """A transient row (never added to a session), as the repository would load it."""
     return ConnectionRow(
@@ -32,6 +38,8 @@ def row(
         access_token=ENCRYPTED,
         refresh_token=ENCRYPTED if refresh_token is KEEP else refresh_token,
         token_expires_at=None if expires_in is None else NOW + expires_in,
+        token_lifetime_seconds=lifetime,
+        refresh_due_at=refresh_due_at,
         status=status,
     )
 
@@ -43,6 +51,10 @@ class Case:
     expected: Decision
     platform_key: str = "spotify"
     forced: bool = False
+
+    @property
+    def trigger(self) -> RefreshReason:
+        return "manual" if self.forced else "on_demand"
 
 
 SOON = timedelta(seconds=100)
@@ -176,57 +188,80 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
 def test_decide_refresh(case: Case) -> None:
-    decision = decide_refresh(
-        case.row,
-        platform(case.platform_key),
-        NOW,
-        window_seconds=WINDOW,
-        forced=case.forced,
-    )
-
-    assert decision == case.expected
+    assert decide_refresh(case.row, platform(case.platform_key), NOW, POLICY, case.trigger) == case.expected
 
 
 @pytest.mark.parametrize(
-    ("window", "expected"),
+    ("trigger", "expected"),
     [
-        (99.0, Decision(Action.SKIP, "fresh")),
-        (100.0, Decision(Action.REFRESH, "expiring")),
-        (360.0, Decision(Action.REFRESH, "expiring")),
+        ("on_demand", Decision(Action.SKIP, "fresh")),
+        ("scheduled", Decision(Action.REFRESH, "expiring")),
+        ("bulk", Decision(Action.REFRESH, "expiring")),
     ],
 )
-def test_window_is_the_argument_not_a_constant(window: float, expected: Decision) -> None:
-    decision = decide_refresh(row(expires_in=SOON), platform("spotify"), NOW, window_seconds=window)
-
-    assert decision == expected
-
-
-def test_status_as_enum_or_text_decides_alike() -> None:
-    as_text = decide_refresh(row(status="needs_reauth"), platform("spotify"), NOW, window_seconds=WINDOW)
-    as_enum = decide_refresh(
-        row(status=ConnectionStatus.NEEDS_REAUTH),
-        platform("spotify"),
-        NOW,
-        window_seconds=WINDOW,
-    )
-
-    assert as_text == as_enum == Decision(Action.SKIP, "status_needs_reauth")
+def test_the_scan_looks_one_interval_further_than_an_on_demand_caller(
+    trigger: RefreshReason, expected: Decision
+) -> None:
+    # Due at 330 s before expiry: inside buffer + interval (360 s), outside the buffer (300 s).
+    assert decide_refresh(row(expires_in=timedelta(seconds=330)), platform("spotify"), NOW, POLICY, trigger) == expected
 
 
-def test_decision_does_not_touch_the_row() -> None:
-    subject = row(expires_in=PAST)
-    before = (
-        subject.status,
-        subject.refresh_token,
-        subject.token_expires_at,
-        subject.access_token,
-    )
+@pytest.mark.parametrize(
+    ("expires_in", "expected"),
+    [
+        (timedelta(seconds=31), Decision(Action.SKIP, "fresh")),
+        (timedelta(seconds=30), Decision(Action.REFRESH, "expiring")),
+    ],
+)
+def test_the_buffer_is_at_most_half_a_short_tokens_lifetime(expires_in: timedelta, expected: Decision) -> None:
+    short = row(expires_in=expires_in, lifetime=60)  # a 60 s token: buffer 30 s, not 300 s
+    assert decide_refresh(short, platform("spotify"), NOW, POLICY, "on_demand") == expected
 
-    decide_refresh(subject, platform("spotify"), NOW, window_seconds=WINDOW, forced=True)
 
-    assert (
-        subject.status,
-        subject.refresh_token,
-        subject.token_expires_at,
-        subject.access_token,
-    ) == before
+def test_a_connection_backing_off_is_left_to_its_retry_time_except_by_callers() -> None:
+    failing = row(expires_in=timedelta(seconds=100), refresh_due_at=NOW + timedelta(minutes=10))
+    spotify = platform("spotify")
+    assert decide_refresh(failing, spotify, NOW, POLICY, "scheduled") == Decision(Action.SKIP, "backing_off")
+    assert decide_refresh(failing, spotify, NOW, POLICY, "on_demand") == Decision(Action.REFRESH, "expiring")
+    assert decide_refresh(failing, spotify, NOW, POLICY, "manual") == Decision(Action.REFRESH, "manual")
+
+
+@pytest.mark.parametrize(("lifetime", "buffer"), [(None, 300), (3600, 300), (600, 300), (60, 30), (0, 300)])
+def test_buffer_for(lifetime: int | None, buffer: float) -> None:
+    assert POLICY.buffer_for(lifetime) == buffer
+
+
+@pytest.mark.parametrize(("failures", "delay"), [(1, 60), (2, 120), (3, 240), (6, 1920), (7, 3600), (50, 3600)])
+def test_failed_refreshes_back_off_exponentially_up_to_an_hour(failures: int, delay: int) -> None:
+    assert POLICY.retry_at(NOW, failures) == NOW + timedelta(seconds=delay)
+
+
+def test_refresh_time_of_a_token_that_never_expires_is_none() -> None:
+    assert POLICY.refresh_at(None, 3600) is None
+    assert POLICY.refresh_at(NOW, None) == NOW - timedelta(seconds=300)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    expires_in=st.floats(min_value=1, max_value=48 * 3600),
+    lifetime=st.one_of(st.none(), st.integers(min_value=1, max_value=48 * 3600)),
+    interval=st.floats(min_value=1, max_value=600),
+    phase=st.floats(min_value=0, max_value=1, exclude_max=True),
+)
+def test_no_token_expires_between_two_scans_unrequested(
+    expires_in: float, lifetime: int | None, interval: float, phase: float
+) -> None:
+    """Scans at phase, phase + interval, ... request what is due within one interval: the
+    first scan that requests a token runs no later than its refresh time, i.e. at least the
+    (lifetime-capped) buffer before it expires, wherever the scans fall."""
+    policy = RefreshPolicy(scan_interval_seconds=interval)
+    step = timedelta(seconds=interval)
+    expires_at = NOW + timedelta(seconds=expires_in)
+    refresh_at = policy.refresh_at(expires_at, lifetime)
+    assert refresh_at is not None
+    first = scan = NOW + phase * step
+    while refresh_at > scan + step:  # the scheduler's query: due within one interval
+        scan += step
+    if scan > first:  # (a token already due at the first scan is requested by that scan)
+        assert scan <= refresh_at
+        assert expires_at - scan >= timedelta(seconds=policy.buffer_for(lifetime)) - timedelta(microseconds=1)

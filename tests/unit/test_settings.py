@@ -72,24 +72,6 @@ def test_defaults_are_the_contract_numbers() -> None:
 
 
 @pytest.mark.usefixtures("key")
-def test_defaults_keep_the_scan_guarantee() -> None:
-    settings = load_settings()
-
-    assert settings.scan_lookahead_seconds == 360
-    assert settings.scan_lookahead_seconds >= settings.refresh_buffer_seconds + settings.scan_interval_seconds
-
-
-@pytest.mark.usefixtures("key")
-def test_scan_lookahead_is_buffer_plus_interval(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("REFRESH_BUFFER_SECONDS", "120")
-    monkeypatch.setenv("SCAN_INTERVAL_SECONDS", "45")
-
-    assert load_settings().scan_lookahead_seconds == 165
-
-
-@pytest.mark.usefixtures("key")
 def test_numbers_and_log_level_come_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
