@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     http_timeout_seconds: float = Field(default=10, gt=0)
     max_refreshes_in_flight: int = Field(default=500, ge=1)
     platform_max_concurrency: int = Field(default=100, ge=1)
+    # Per-platform circuit breaker: open when this share of at least CIRCUIT_MIN_CALLS calls in
+    # the window failed (5xx, network); stay open for the cool-down, then try one call.
+    circuit_failure_ratio: float = Field(default=0.5, gt=0, le=1)
+    circuit_min_calls: int = Field(default=20, ge=1)
+    circuit_window_seconds: float = Field(default=60, gt=0)
+    circuit_cool_down_seconds: float = Field(default=60, gt=0)
     # How long a refresh may hold a connection before others may take over; renewed while held.
     refresh_lease_seconds: float = Field(default=120, ge=5)
     scan_page_size: int = Field(default=500, ge=1)

@@ -14,6 +14,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 from schemas import RefreshReason
@@ -24,6 +25,7 @@ from stream_app.crypto import TokenCipher
 from stream_app.db import ConnectionRow, ConnectionStatus, Database
 from stream_app.db.connections import get_connection
 from stream_app.decisions import Action, Decision, RefreshPolicy, decide_refresh
+from stream_app.engine.breaker import CircuitBreaker, CircuitState
 from stream_app.engine.lease import Lease, LeaseLost, Leases
 from stream_app.engine.outcomes import OutcomeWriter, RefreshResult
 from stream_app.errors import (
@@ -71,6 +73,12 @@ class RefreshEngine:
         self._leases = Leases(database, settings.refresh_lease_seconds, sleep)
         self._outcomes = OutcomeWriter(
             database, cipher, policy, settings.topic_names(), on_outbox_write, Failpoints(settings.failpoints)
+        )
+        self._breaker = CircuitBreaker(
+            failure_ratio=settings.circuit_failure_ratio,
+            min_calls=settings.circuit_min_calls,
+            window=settings.circuit_window_seconds,
+            cool_down=settings.circuit_cool_down_seconds,
         )
         self._locks = KeyedLocks()
         self._platform_slots: dict[str, asyncio.Semaphore] = {}
@@ -149,6 +157,11 @@ class RefreshEngine:
         attempts = rate_limit_waits = 0
         while True:
             await lease.renew()  # still ours: never spend a refresh token under a lost lease
+            put_off = self._breaker.before_call(spec.key)
+            if put_off is not None:
+                log.info("%s %s is failing most calls; next attempt in %.0fs", tag, spec.display_name, put_off)
+                until = utc_now() + timedelta(seconds=put_off)
+                return await self._outcomes.deferred(row, lease, until=until, reason="circuit_open")
             try:
                 # A per-platform cap on calls in flight; the waits below happen outside it, so
                 # one rate-limited connection does not hold back the others of its platform.
@@ -156,6 +169,7 @@ class RefreshEngine:
                     sent_at = utc_now()
                     tokens = await self._providers.refresh(spec, refresh_token)
             except ProviderRateLimited as exc:
+                self._breaker.record(spec.key, ok=True)  # it answered: a wait, not an outage
                 rate_limit_waits += 1
                 if rate_limit_waits > MAX_RATE_LIMIT_WAITS:
                     return await self._retryable_failure(row, lease, exc, tag)
@@ -164,6 +178,7 @@ class RefreshEngine:
                 await lease.sleep(wait)
                 continue
             except RetryableProviderError as exc:
+                self._breaker.record(spec.key, ok=False)
                 attempts += 1
                 if attempts >= self._settings.refresh_max_attempts:
                     return await self._retryable_failure(row, lease, exc, tag)
@@ -172,12 +187,10 @@ class RefreshEngine:
                 await lease.sleep(delay)
                 continue
             except ReauthRequiredError as exc:
-                if await self._lost_race(row, refresh_token):
-                    log.info("%s Refresh token changed while refreshing; not a revocation", tag)
-                    return RefreshResult("skipped", "lost_race")
-                log.warning("🔐 %s Refresh token invalid/expired - user must re-authenticate", tag)
-                return await self._outcomes.needs_reauth(row, lease, exc.reason, exc.description)
+                self._breaker.record(spec.key, ok=True)  # a clear answer about this grant
+                return await self._dead_grant(row, lease, refresh_token, exc, tag)
             except InvalidClientError as exc:
+                self._breaker.record(spec.key, ok=True)
                 log.error("❌ %s Client credentials refused: %s", tag, exc.description)
                 return await self._outcomes.failed(
                     row,
@@ -187,19 +200,31 @@ class RefreshEngine:
                     status=ConnectionStatus.ERROR,
                     will_retry=False,
                 )
-            attempts += 1
+            self._breaker.record(spec.key, ok=True)
             result = await self._outcomes.refreshed(
                 row,
                 lease,
                 tokens,
                 sent_at=sent_at,
-                attempts=attempts,
+                attempts=attempts + 1,
                 duration_ms=int((time.monotonic() - started) * 1000),
                 trigger=trigger,
             )
             if result.outcome == "refreshed":
                 log.info("✅ %s Token refreshed successfully (expires in %ss)", tag, tokens.expires_in)
             return result
+
+    async def _dead_grant(
+        self, row: ConnectionRow, lease: Lease, spent: str, exc: ReauthRequiredError, tag: str
+    ) -> RefreshResult:
+        if await self._lost_race(row, spent):
+            log.info("%s Refresh token changed while refreshing; not a revocation", tag)
+            return RefreshResult("skipped", "lost_race")
+        log.warning("🔐 %s Refresh token invalid/expired - user must re-authenticate", tag)
+        return await self._outcomes.needs_reauth(row, lease, exc.reason, exc.description)
+
+    def circuit_state(self, platform_key: str) -> CircuitState:
+        return self._breaker.state(platform_key)
 
     def _rate_limit_wait(self, exc: ProviderRateLimited) -> float:
         return exc.retry_after if exc.retry_after is not None else self._settings.rate_limit_default_wait_seconds

@@ -33,7 +33,7 @@ COMMIT_RETRY_SECONDS = 60.0
 class RefreshResult:
     """What one call did. ``tokens`` holds plain text and is only set on success."""
 
-    outcome: str  # refreshed | skipped | needs_reauth | failed
+    outcome: str  # refreshed | skipped | deferred | needs_reauth | failed
     reason: str
     tokens: RefreshedTokens | None = None
     event: Event | None = None
@@ -148,7 +148,15 @@ class OutcomeWriter:
             return RefreshResult("skipped", "lost_race")
         return RefreshResult("failed", error_class, event=event)
 
-    async def _commit(self, row: ConnectionRow, lease: Lease, values: dict[str, Any], event: Event) -> bool:
+    async def deferred(self, row: ConnectionRow, lease: Lease, *, until: datetime, reason: str) -> RefreshResult:
+        """Put the next scheduled attempt off without calling the provider; the connection's
+        status is untouched, so nothing is published."""
+        values = {"refresh_due_at": until, "refresh_requested_at": None}
+        if not await self._commit(row, lease, values, None):
+            return RefreshResult("skipped", "lost_race")
+        return RefreshResult("deferred", reason)
+
+    async def _commit(self, row: ConnectionRow, lease: Lease, values: dict[str, Any], event: Event | None) -> bool:
         """One transaction: the row (fenced on version and lease) and the outbox event."""
         deadline = asyncio.get_running_loop().time() + COMMIT_RETRY_SECONDS
         failures = 0
@@ -158,7 +166,8 @@ class OutcomeWriter:
                     if not await update_fenced(session, row, lease.owner, values):
                         log.warning("Connection changed or lease lost during refresh; result not stored")
                         return False
-                    add_event(session, self._topics[event.default_topic], event, utc_now())
+                    if event is not None:
+                        add_event(session, self._topics[event.default_topic], event, utc_now())
                 break
             except (DBAPIError, OSError) as exc:
                 failures += 1
@@ -166,6 +175,7 @@ class OutcomeWriter:
                     raise
                 log.warning("Storing a refresh outcome failed (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(self._retry.delay(min(failures, 6)))
-        self._failpoint("after_outbox_commit")
-        self._on_outbox_write()
+        if event is not None:
+            self._failpoint("after_outbox_commit")
+            self._on_outbox_write()
         return True
