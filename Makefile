@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: install kafka postgres services run test test-unit lint stop clean
+.PHONY: install kafka postgres services run test test-unit lint bench stop clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test: install services lint
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+# httpx over aiohttp's pool vs plain httpx vs raw aiohttp, as ratios measured in one run.
+bench: install
+	$(BIN)/python benchmarks/bench_http_transports.py --rounds 3
 
 lint: install
 	$(BIN)/ruff check .
