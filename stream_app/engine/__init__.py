@@ -205,6 +205,7 @@ class RefreshEngine:
                 row,
                 lease,
                 tokens,
+                spent_refresh_token=refresh_token,
                 sent_at=sent_at,
                 attempts=attempts + 1,
                 duration_ms=int((time.monotonic() - started) * 1000),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -45,9 +44,11 @@ class Lease:
 
     async def sleep(self, seconds: float) -> None:
         """Sleep while keeping the lease alive (renewed every third of its lifetime)."""
-        deadline = time.monotonic() + seconds
-        while (remaining := deadline - time.monotonic()) > 0:
-            await self._sleep(min(remaining, self._ttl / 3))
+        remaining = seconds
+        while remaining > 0:
+            chunk = min(remaining, self._ttl / 3)
+            await self._sleep(chunk)
+            remaining -= chunk
             await self.renew()
 
     async def release(self) -> None:

@@ -63,6 +63,7 @@ class OutcomeWriter:
         lease: Lease,
         tokens: RefreshedTokens,
         *,
+        spent_refresh_token: str,
         sent_at: datetime,
         attempts: int,
         duration_ms: int,
@@ -84,8 +85,11 @@ class OutcomeWriter:
             "refresh_requested_at": None,
             "consecutive_failures": 0,
         }
-        if tokens.refresh_token is not None:  # none in the answer: keep the one we have
-            values["refresh_token"] = self._cipher.encrypt(tokens.refresh_token)
+        # No refresh token in the answer, or the same one again: keep the one we have.
+        new_refresh_token = tokens.refresh_token
+        rotated = new_refresh_token is not None and new_refresh_token != spent_refresh_token
+        if new_refresh_token is not None and rotated:
+            values["refresh_token"] = self._cipher.encrypt(new_refresh_token)
         event = TokenRefreshed(
             user_id=row.user_id,
             platform=row.platform,
@@ -93,7 +97,7 @@ class OutcomeWriter:
             expires_in=tokens.expires_in,
             attempts=attempts,
             duration_ms=duration_ms,
-            refresh_token_rotated=tokens.refresh_token is not None,
+            refresh_token_rotated=rotated,
             reason=trigger,
         )
         if not await self._commit(row, lease, values, event):

@@ -14,7 +14,7 @@ import email.utils
 import math
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from stream_app.errors import (
     InvalidClientError,
@@ -25,10 +25,19 @@ from stream_app.errors import (
 
 # A provider asking for more than an hour is misbehaving; the scan will come back anyway.
 MAX_RETRY_AFTER_SECONDS = 3600.0
+# A reset value this large is a point in time (epoch seconds), not a number of seconds.
+_EPOCH_THRESHOLD = 1e9
 
-# (error code, description) read from a response body; code None means "no error".
-ErrorReading = tuple[str | None, str]
-Dialect = Callable[[int, Any], ErrorReading]
+
+class Reading(NamedTuple):
+    """What a token-endpoint answer says: ``meaning`` is the code it is classified by (None:
+    no error), ``said`` the provider's own code and description, kept for the record."""
+
+    meaning: str | None
+    said: str = ""
+
+
+Dialect = Callable[[int, Any], Reading]
 
 BAD_GRANT_CODES = frozenset(
     {"invalid_grant", "bad_refresh_token", "invalid_refresh_token", "token_revoked", "token_expired"}
@@ -44,39 +53,46 @@ BAD_CLIENT_CODES = frozenset(
 )
 
 
-def _rfc6749(status: int, body: Any) -> ErrorReading:
+def _said(code: str, description: str) -> str:
+    return f"{code}: {description}" if description else code
+
+
+def _rfc6749(status: int, body: Any) -> Reading:
     if isinstance(body, Mapping) and isinstance(body.get("error"), str):
-        return body["error"], str(body.get("error_description") or "")
+        code = body["error"]
+        return Reading(code, _said(code, str(body.get("error_description") or "")))
     if status >= 400:
-        return "http_error", ""
-    return None, ""
+        return Reading("http_error", f"HTTP {status}")
+    return Reading(None)
 
 
-def _invalid_request_is_bad_grant(status: int, body: Any) -> ErrorReading:
+def _invalid_request_is_bad_grant(status: int, body: Any) -> Reading:
     """X, LinkedIn and Reddit answer a dead refresh token with ``invalid_request``."""
-    code, description = _rfc6749(status, body)
-    if code == "invalid_request" and status == 400:
-        return "invalid_grant", description
-    if code == "http_error" and status == 401:  # Reddit: 401, no body, WWW-Authenticate
-        return "invalid_client", ""
-    return code, description
+    reading = _rfc6749(status, body)
+    if reading.meaning == "invalid_request" and status == 400:
+        return reading._replace(meaning="invalid_grant")
+    if reading.meaning == "http_error" and status == 401:  # Reddit: 401, no body, WWW-Authenticate
+        return reading._replace(meaning="invalid_client")
+    return reading
 
 
-def _slack(status: int, body: Any) -> ErrorReading:
+def _slack(status: int, body: Any) -> Reading:
     if isinstance(body, Mapping) and body.get("ok") is False:
-        return str(body.get("error") or "unknown_error"), ""
+        code = str(body.get("error") or "unknown_error")
+        return Reading(code, code)
     return _rfc6749(status, body)
 
 
-def _twitch(status: int, body: Any) -> ErrorReading:
+def _twitch(status: int, body: Any) -> Reading:
+    """Twitch answers ``{"status": 400, "message": "Invalid refresh token"}``, with no code."""
     if isinstance(body, Mapping) and "message" in body and "error" not in body:
         message = str(body["message"])
         lowered = message.lower()
         if "refresh token" in lowered:
-            return "invalid_grant", message
+            return Reading("invalid_grant", message)
         if "client" in lowered or status == 403:
-            return "invalid_client", message
-        return "unknown_error", message
+            return Reading("invalid_client", message)
+        return Reading("unknown_error", message)
     return _rfc6749(status, body)
 
 
@@ -105,7 +121,7 @@ def raise_for_answer(
         raise ProviderRateLimited("rate limited", status_code=status, retry_after=retry_after_seconds(headers, body))
     if status >= 500:
         raise ProviderServerError(f"server error {status}", status_code=status)
-    code, description = DIALECTS[dialect](status, body)
+    code, said = DIALECTS[dialect](status, body)
     if status == 403 and code not in BAD_GRANT_CODES | BAD_CLIENT_CODES:
         # Throttling, not a verdict on the grant: Google has answered with a 403 HTML page
         # and no Retry-After, others with JSON such as {"error": "rate_limit_exceeded"}.
@@ -116,8 +132,8 @@ def raise_for_answer(
     if code is None:
         if isinstance(body, Mapping) and isinstance(body.get("access_token"), str):
             return
-        code = "malformed_response"
-    text = sanitize(f"{code}: {description}" if description else code)
+        code = said = "malformed_response"
+    text = sanitize(said or code)
     if code in BAD_GRANT_CODES:
         raise ReauthRequiredError(text, reason="invalid_grant", status_code=status)
     if code in BAD_CLIENT_CODES:
@@ -137,7 +153,8 @@ def retry_after_seconds(headers: Mapping[str, str], body: Any, *, now: float | N
 def _requested_wait(headers: Mapping[str, str], body: Any, now: float) -> float | None:
     """The wait in any of the styles in use: Discord's float ``retry_after`` in the body,
     ``Retry-After`` as seconds or an HTTP date, X's ``x-rate-limit-reset`` epoch seconds,
-    Reddit's ``x-ratelimit-reset`` seconds."""
+    Discord's ``X-RateLimit-Reset-After`` seconds, and ``X-RateLimit-Reset``: seconds from
+    Reddit, epoch seconds from Discord."""
     lowered = {name.lower(): value for name, value in headers.items()}
     if isinstance(body, Mapping) and isinstance(body.get("retry_after"), int | float):
         return float(body["retry_after"])
@@ -150,10 +167,16 @@ def _requested_wait(headers: Mapping[str, str], body: Any, now: float) -> float 
             when = email.utils.parsedate_to_datetime(retry_after)
             if when.tzinfo is not None:
                 return when.timestamp() - now
-    reset_at = _number(lowered.get("x-rate-limit-reset"))
+    reset_at = _number(lowered.get("x-rate-limit-reset"))  # X: epoch seconds
     if reset_at is not None:
         return reset_at - now
-    return _number(lowered.get("x-ratelimit-reset"))
+    reset_after = _number(lowered.get("x-ratelimit-reset-after"))  # Discord: seconds
+    if reset_after is not None:
+        return reset_after
+    reset = _number(lowered.get("x-ratelimit-reset"))  # Reddit: seconds; Discord: epoch seconds
+    if reset is not None:
+        return reset - now if reset > _EPOCH_THRESHOLD else reset
+    return None
 
 
 def _number(text: str | None) -> float | None:

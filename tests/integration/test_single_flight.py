@@ -75,3 +75,25 @@ async def test_fifty_callers_and_the_scheduler_share_one_refresh(stack: Stack, m
     assert len(refreshed) == 1
     row = await stack.row(user_id, "discord")
     assert row is not None and stack.cipher.decrypt(row.refresh_token) == truth.live_refresh_token
+
+
+async def test_duplicate_and_replayed_refresh_requests_have_one_effect(stack: Stack) -> None:
+    async with stack.reader("token.refreshed") as reader:
+        user_id, grant = await stack.connect("x", expires_in=timedelta(hours=6))  # single use, family kill
+        await asyncio.sleep(2)
+        expires_at = await _expire_soon(stack.database_url, user_id, "x")
+        request = TokenExpiring(user_id=user_id, platform="x", token_expires_at=expires_at.replace(tzinfo=UTC))
+        again = TokenExpiring(user_id=user_id, platform="x", token_expires_at=expires_at.replace(tzinfo=UTC))
+        # A producer retry (same event), a second timer tick (another event), a late replay.
+        records = [(request.key.encode(), request.to_bytes())] * 2 + [(again.key.encode(), again.to_bytes())]
+        await produce(stack.bootstrap, stack.topics["token.expiring"], records)
+        await reader.wait_for(lambda _t, e: e.get("user_id") == str(user_id), timeout=60)
+        await produce(stack.bootstrap, stack.topics["token.expiring"], [(request.key.encode(), request.to_bytes())])
+        await reader.drain(4)
+
+    truth = stack.sandbox.state.grant(grant["grant_id"])
+    assert truth.refresh_count == 1 and not truth.revoked
+    assert len([r for r in reader.records if str(user_id).encode() in (r[2] or b"")]) == 1
+    row = await stack.row(user_id, "x")
+    assert row is not None and row.status == "connected"
+    assert stack.cipher.decrypt(row.refresh_token) == truth.live_refresh_token

@@ -575,3 +575,28 @@ def test_non_finite_waits_count_as_unsaid(headers: dict[str, str], body: Any) ->
 def test_waits_are_capped_at_an_hour() -> None:
     assert retry_after_seconds({"x-rate-limit-reset": "99999999999"}, None, now=1e9) == 3600.0
     assert retry_after_seconds({"Retry-After": "86400"}, None) == 3600.0
+
+
+@pytest.mark.parametrize(
+    ("platform_key", "body", "said"),
+    [
+        ("reddit", {"error": "invalid_request"}, "invalid_request"),
+        (
+            "x",
+            {"error": "invalid_request", "error_description": "Value passed for the token was invalid."},
+            "invalid_request: Value passed for the token was invalid.",
+        ),
+    ],
+)
+def test_a_mapped_code_keeps_the_providers_own_words(platform_key: str, body: dict[str, str], said: str) -> None:
+    with pytest.raises(ReauthRequiredError) as raised:
+        answer(platform_key, 400, body)
+    assert raised.value.reason == "invalid_grant"
+    assert raised.value.description == said
+
+
+def test_discord_reset_headers_are_read_as_seconds_and_as_a_point_in_time() -> None:
+    now = 1_800_000_000.0
+    assert retry_after_seconds({"X-RateLimit-Reset-After": "2.5"}, None, now=now) == 2.5
+    assert retry_after_seconds({"X-RateLimit-Reset": str(now + 3)}, None, now=now) == 3.0
+    assert retry_after_seconds({"x-ratelimit-reset": "42"}, None, now=now) == 42.0  # Reddit: seconds

@@ -1,0 +1,81 @@
+"""The real waits a 429 or a throttling 403 asks for, in every provider's style, measured with
+a recording clock instead of a minute of wall time; none of them counts as an attempt."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from stream_app import TokenService
+from stream_app.db import OutboxRow
+from stream_app.engine import RefreshEngine
+from stream_app.providers import ProviderClient
+from stream_app.sandbox import SandboxServer
+from stream_app.settings import load_settings
+from tests.support.connections import seed_connection
+
+pytestmark = pytest.mark.postgres
+
+
+class RecordingSleep:
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+@pytest.fixture
+async def service(
+    postgres_url: str, sandbox: SandboxServer, encryption_key: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[TokenService]:
+    for name, value in sandbox.service_env().items():
+        monkeypatch.setenv(name, value)
+    service = TokenService(load_settings(encryption_key=encryption_key, database_url=postgres_url))
+    yield service
+    sandbox.state.clear_faults()
+    await service.aclose()
+
+
+@pytest.mark.parametrize(
+    ("platform", "fault", "low", "high"),
+    [
+        ("spotify", {"mode": "rate_limit", "retry_after": 60, "rate_limit_style": "retry_after_seconds"}, 60, 60),
+        ("spotify", {"mode": "rate_limit", "retry_after": 60, "rate_limit_style": "retry_after_date"}, 59, 61),
+        ("discord", {"mode": "rate_limit", "retry_after": 64.57, "rate_limit_style": "discord_body"}, 64.57, 64.57),
+        ("x", {"mode": "rate_limit", "retry_after": 60, "rate_limit_style": "x_reset"}, 59, 61),
+        ("reddit", {"mode": "rate_limit", "retry_after": 5, "rate_limit_style": "none"}, 60, 60),
+        ("youtube", {"mode": "forbidden_html"}, 60, 60),
+    ],
+    ids=["retry-after-seconds", "retry-after-date", "discord-body", "x-reset", "unsaid-429", "google-403-html"],
+)
+async def test_the_wait_asked_for_is_the_wait_taken_and_is_not_an_attempt(
+    service: TokenService, sandbox: SandboxServer, platform: str, fault: dict[str, object], low: float, high: float
+) -> None:
+    sleep = RecordingSleep()
+    engine = RefreshEngine(
+        service.settings,
+        service.database,
+        ProviderClient(service.http, service.settings),
+        service.cipher,
+        service.policy,
+        hasher=service.hash_user_id,
+        sleep=sleep,
+    )
+    user_id, _ = await seed_connection(
+        service.database, service.cipher, sandbox, platform, expires_in=timedelta(minutes=2)
+    )
+    sandbox.state.add_fault({"platform": platform, **fault})
+
+    result = await engine.refresh(user_id, platform, trigger="scheduled")
+
+    assert result.outcome == "refreshed"
+    assert low <= sum(sleep.waits) <= high  # the lease is renewed along the way: several chunks
+    async with service.database.sessions() as session:
+        key = f"{user_id}:{platform}".encode()
+        payloads = (await session.scalars(select(OutboxRow.payload).where(OutboxRow.key == key))).all()
+    assert [json.loads(p)["attempts"] for p in payloads] == [1]
