@@ -44,20 +44,26 @@ class Stack:
         self, platform: str, *, expires_in: timedelta | None, grant: dict[str, Any] | None = None
     ) -> tuple[uuid.UUID, dict[str, Any] | None]:
         """Publish a `connection.created` for a new user, as a producer would."""
-        user_id = uuid.uuid4()
+        event, grant = self.connection_event(platform, expires_in=expires_in, grant=grant)
+        await produce(self.bootstrap, self.topics["connection.created"], [(event.key.encode(), event.to_bytes())])
+        return event.user_id, grant
+
+    def connection_event(
+        self, platform: str, *, expires_in: timedelta | None, grant: dict[str, Any] | None = None
+    ) -> tuple[ConnectionCreated, dict[str, Any] | None]:
+        """A `connection.created` for a new user with a fresh sandbox grant (none for GitHub)."""
         if grant is None and platform != "github":
             grant = self.sandbox.create_grant(platform)
         access = grant["live_access_token"] if grant else "ghp_personal_access_token_" + uuid.uuid4().hex
         refresh = grant["live_refresh_token"] if grant else None
         event = ConnectionCreated(
-            user_id=user_id,
+            user_id=uuid.uuid4(),
             platform=platform,
             access_token=self.cipher.encrypt(access),
             refresh_token=self.cipher.encrypt(refresh) if refresh else None,
             token_expires_at=datetime.now(UTC) + expires_in if expires_in is not None else None,
         )
-        await produce(self.bootstrap, self.topics["connection.created"], [(event.key.encode(), event.to_bytes())])
-        return user_id, grant
+        return event, grant
 
     async def row(self, user_id: uuid.UUID, platform: str) -> ConnectionRow | None:
         database = Database(self.database_url)

@@ -12,7 +12,11 @@ from typing import Any
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
+from schemas import TokenExpiring
+from stream_app.db import Database
 from tests.integration.conftest import Stack
+from tests.support.connections import seed_connection
+from tests.support.kafka import produce
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
@@ -96,3 +100,40 @@ async def test_worker_killed_with_refreshes_in_flight_loses_none(stack: Stack) -
         assert row is not None and row.status == "connected"
         assert stack.cipher.decrypt(row.access_token) == truth.live_access_token
         assert stack.cipher.decrypt(row.refresh_token) == truth.live_refresh_token
+
+
+async def test_provider_latency_not_the_agent_loop_bounds_throughput(stack: Stack) -> None:
+    """With every token request taking 2 s, one worker has (nearly) all 200 requests in flight."""
+    database = Database(stack.database_url)
+    try:
+        seeded = [
+            await seed_connection(
+                database,
+                stack.cipher,
+                stack.sandbox,
+                ("spotify", "youtube", "gmail", "linkedin")[n % 4],
+                expires_in=timedelta(minutes=2),
+            )
+            for n in range(200)
+        ]
+    finally:
+        await database.dispose()
+    state = stack.sandbox.state
+    grants = [state.grant(grant["grant_id"]) for _, grant in seeded]
+    requests = [
+        TokenExpiring(user_id=user_id, platform=grant["platform"], token_expires_at=None) for user_id, grant in seeded
+    ]
+    state.latency = 2.0
+    peak = 0
+    try:
+        await produce(
+            stack.bootstrap, stack.topics["token.expiring"], [(r.key.encode(), r.to_bytes()) for r in requests]
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(grant.refresh_count for grant in grants):
+            peak = max(peak, sum(grant.in_flight for grant in grants))
+            await asyncio.sleep(0.02)
+    finally:
+        state.latency = 0.0
+    assert all(grant.refresh_count == 1 for grant in grants)
+    assert peak >= 150, peak

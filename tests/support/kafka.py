@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -29,8 +30,8 @@ async def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     try:
-        for key, value in records:
-            await producer.send_and_wait(topic, value, key=key)
+        sent = [await producer.send(topic, value, key=key) for key, value in records]
+        await asyncio.gather(*sent)
     finally:
         await producer.stop()
 

@@ -1,11 +1,13 @@
-"""The real waits a 429 or a throttling 403 asks for, in every provider's style, measured with
+"""Provider-facing limits. The real waits a 429 or a throttling 403 asks for, in every provider's style, measured with
 a recording clock instead of a minute of wall time; none of them counts as an attempt."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -79,3 +81,51 @@ async def test_the_wait_asked_for_is_the_wait_taken_and_is_not_an_attempt(
         key = f"{user_id}:{platform}".encode()
         payloads = (await session.scalars(select(OutboxRow.payload).where(OutboxRow.key == key))).all()
     assert [json.loads(p)["attempts"] for p in payloads] == [1]
+
+
+class CountingProviders(ProviderClient):
+    """The real client, counting its calls in flight."""
+
+    in_flight = 0
+    peak = 0
+
+    async def refresh(self, spec: Any, refresh_token: str) -> Any:
+        CountingProviders.in_flight += 1
+        CountingProviders.peak = max(CountingProviders.peak, CountingProviders.in_flight)
+        try:
+            return await super().refresh(spec, refresh_token)
+        finally:
+            CountingProviders.in_flight -= 1
+
+
+async def test_calls_in_flight_per_platform_are_capped(
+    postgres_url: str, sandbox: SandboxServer, encryption_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in sandbox.service_env().items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings(encryption_key=encryption_key, database_url=postgres_url, platform_max_concurrency=3)
+    service = TokenService(settings)
+    engine = RefreshEngine(
+        settings,
+        service.database,
+        CountingProviders(service.http, settings),
+        service.cipher,
+        service.policy,
+        hasher=service.hash_user_id,
+    )
+    try:
+        users = [
+            (
+                await seed_connection(
+                    service.database, service.cipher, sandbox, "gmail", expires_in=timedelta(minutes=2)
+                )
+            )[0]
+            for _ in range(12)
+        ]
+        sandbox.state.latency = 0.3
+        results = await asyncio.gather(*(engine.refresh(user, "gmail", trigger="scheduled") for user in users))
+    finally:
+        sandbox.state.latency = 0.0
+        await service.aclose()
+    assert {result.outcome for result in results} == {"refreshed"}
+    assert CountingProviders.peak == 3
