@@ -64,9 +64,18 @@ class ProviderRateLimited(RetryableProviderError):
 
     error_class = "rate_limited"
 
-    def __init__(self, description: str, *, status_code: int | None = None, retry_after: float | None) -> None:
+    def __init__(
+        self,
+        description: str,
+        *,
+        status_code: int | None = None,
+        retry_after: float | None,
+        platform_wide: bool = False,
+    ) -> None:
         super().__init__(description, status_code=status_code)
         self.retry_after = retry_after
+        # The limit is on our client as a whole (Discord's "global"), not on this one grant.
+        self.platform_wide = platform_wide
 
 
 class InvalidClientError(ProviderError):

@@ -25,7 +25,8 @@ from stream_app.crypto import TokenCipher
 from stream_app.db import ConnectionRow, ConnectionStatus, Database
 from stream_app.db.connections import get_connection
 from stream_app.decisions import Action, Decision, RefreshPolicy, decide_refresh
-from stream_app.engine.breaker import CircuitBreaker, CircuitState
+from stream_app.engine.breaker import CircuitState
+from stream_app.engine.gates import PlatformGates
 from stream_app.engine.lease import Lease, LeaseLost, Leases
 from stream_app.engine.outcomes import OutcomeWriter, RefreshResult
 from stream_app.errors import (
@@ -74,14 +75,8 @@ class RefreshEngine:
         self._outcomes = OutcomeWriter(
             database, cipher, policy, settings.topic_names(), on_outbox_write, Failpoints(settings.failpoints)
         )
-        self._breaker = CircuitBreaker(
-            failure_ratio=settings.circuit_failure_ratio,
-            min_calls=settings.circuit_min_calls,
-            window=settings.circuit_window_seconds,
-            cool_down=settings.circuit_cool_down_seconds,
-        )
+        self._gates = PlatformGates(settings)
         self._locks = KeyedLocks()
-        self._platform_slots: dict[str, asyncio.Semaphore] = {}
 
     async def refresh(self, user_id: uuid.UUID, platform_key: str, *, trigger: RefreshReason) -> RefreshResult:
         """Refresh the connection if ``decide_refresh`` says ``trigger`` should (a ``manual``
@@ -157,28 +152,34 @@ class RefreshEngine:
         attempts = rate_limit_waits = 0
         while True:
             await lease.renew()  # still ours: never spend a refresh token under a lost lease
-            put_off = self._breaker.before_call(spec.key)
+            put_off = self._gates.breaker.before_call(spec.key)
             if put_off is not None:
                 log.info("%s %s is failing most calls; next attempt in %.0fs", tag, spec.display_name, put_off)
                 until = utc_now() + timedelta(seconds=put_off)
                 return await self._outcomes.deferred(row, lease, until=until, reason="circuit_open")
+            paused = self._gates.paused_for(spec.key)
+            if paused > 0:  # another call was told the whole application must wait
+                await lease.sleep(paused)
+                continue
             try:
                 # A per-platform cap on calls in flight; the waits below happen outside it, so
                 # one rate-limited connection does not hold back the others of its platform.
-                async with self._platform_slot(spec.key):
+                async with self._gates.slot(spec.key):
                     sent_at = utc_now()
                     tokens = await self._providers.refresh(spec, refresh_token)
             except ProviderRateLimited as exc:
-                self._breaker.record(spec.key, ok=True)  # it answered: a wait, not an outage
+                self._gates.breaker.record(spec.key, ok=True)  # it answered: a wait, not an outage
                 rate_limit_waits += 1
                 if rate_limit_waits > MAX_RATE_LIMIT_WAITS:
                     return await self._retryable_failure(row, lease, exc, tag)
                 wait = self._rate_limit_wait(exc)
+                if exc.platform_wide:
+                    self._gates.pause(spec.key, wait)
                 log.warning("⏳ %s Rate limited, waiting %dms before retry", tag, wait * 1000)
                 await lease.sleep(wait)
                 continue
             except RetryableProviderError as exc:
-                self._breaker.record(spec.key, ok=False)
+                self._gates.breaker.record(spec.key, ok=False)
                 attempts += 1
                 if attempts >= self._settings.refresh_max_attempts:
                     return await self._retryable_failure(row, lease, exc, tag)
@@ -187,10 +188,10 @@ class RefreshEngine:
                 await lease.sleep(delay)
                 continue
             except ReauthRequiredError as exc:
-                self._breaker.record(spec.key, ok=True)  # a clear answer about this grant
+                self._gates.breaker.record(spec.key, ok=True)  # a clear answer about this grant
                 return await self._dead_grant(row, lease, refresh_token, exc, tag)
             except InvalidClientError as exc:
-                self._breaker.record(spec.key, ok=True)
+                self._gates.breaker.record(spec.key, ok=True)
                 log.error("❌ %s Client credentials refused: %s", tag, exc.description)
                 return await self._outcomes.failed(
                     row,
@@ -200,7 +201,7 @@ class RefreshEngine:
                     status=ConnectionStatus.ERROR,
                     will_retry=False,
                 )
-            self._breaker.record(spec.key, ok=True)
+            self._gates.breaker.record(spec.key, ok=True)
             result = await self._outcomes.refreshed(
                 row,
                 lease,
@@ -225,7 +226,7 @@ class RefreshEngine:
         return await self._outcomes.needs_reauth(row, lease, exc.reason, exc.description)
 
     def circuit_state(self, platform_key: str) -> CircuitState:
-        return self._breaker.state(platform_key)
+        return self._gates.circuit_state(platform_key)
 
     def _rate_limit_wait(self, exc: ProviderRateLimited) -> float:
         return exc.retry_after if exc.retry_after is not None else self._settings.rate_limit_default_wait_seconds
@@ -253,9 +254,3 @@ class RefreshEngine:
             status=ConnectionStatus.TOKEN_EXPIRED if expired else ConnectionStatus.CONNECTED,
             will_retry=True,
         )
-
-    def _platform_slot(self, platform_key: str) -> asyncio.Semaphore:
-        slot = self._platform_slots.get(platform_key)
-        if slot is None:
-            slot = self._platform_slots[platform_key] = asyncio.Semaphore(self._settings.platform_max_concurrency)
-        return slot

@@ -118,7 +118,12 @@ def raise_for_answer(
 ) -> None:
     """Raise the error this answer means; return quietly when it carries a token."""
     if status == 429:
-        raise ProviderRateLimited("rate limited", status_code=status, retry_after=retry_after_seconds(headers, body))
+        raise ProviderRateLimited(
+            "rate limited",
+            status_code=status,
+            retry_after=retry_after_seconds(headers, body),
+            platform_wide=_platform_wide(headers, body),
+        )
     if status >= 500:
         raise ProviderServerError(f"server error {status}", status_code=status)
     code, said = DIALECTS[dialect](status, body)
@@ -139,6 +144,17 @@ def raise_for_answer(
     if code in BAD_CLIENT_CODES:
         raise InvalidClientError(text, status_code=status)
     raise ReauthRequiredError(text, reason="unknown_error", status_code=status)
+
+
+def _platform_wide(headers: Mapping[str, str], body: Any) -> bool:
+    """Discord says ``"global": true`` in the body (and ``X-RateLimit-Global``); others may send
+    ``X-RateLimit-Scope: global``."""
+    lowered = {name.lower(): value.lower() for name, value in headers.items()}
+    return (
+        (isinstance(body, Mapping) and body.get("global") is True)
+        or lowered.get("x-ratelimit-global") == "true"
+        or lowered.get("x-ratelimit-scope") == "global"
+    )
 
 
 def retry_after_seconds(headers: Mapping[str, str], body: Any, *, now: float | None = None) -> float | None:

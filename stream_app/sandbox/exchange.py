@@ -224,7 +224,7 @@ def rate_limit_answer(dialect: Dialect, fault: Fault, now: float) -> Answer:
         body = {
             "message": "You are being rate limited.",
             "retry_after": round(wait, 3),
-            "global": False,
+            "global": fault.platform_wide,
         }
         headers["Retry-After"] = str(whole)
     elif style is RateLimitStyle.X_RESET:
@@ -235,6 +235,8 @@ def rate_limit_answer(dialect: Dialect, fault: Fault, now: float) -> Answer:
                 "x-rate-limit-reset": str(reset_at),
             }
         )
+    if fault.platform_wide and style is not RateLimitStyle.DISCORD_BODY:
+        headers["X-RateLimit-Scope"] = "global"
     if style is not RateLimitStyle.NONE:
         for name, template in dialect.rate_limit_headers.items():
             headers.setdefault(name, template.format(reset_after=f"{wait:g}", reset_at=reset_at))

@@ -115,6 +115,8 @@ class Fault:
     rate_limit_style: RateLimitStyle | None = None  # None: the provider's own style
     delay: float = 30.0
     status: int | None = None
+    # A rate limit on the whole application (Discord's "global": true), not on one user.
+    platform_wide: bool = False
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -125,6 +127,7 @@ class Fault:
             "rate_limit_style": self.rate_limit_style.value if self.rate_limit_style else None,
             "delay": self.delay,
             "status": self.status,
+            "platform_wide": self.platform_wide,
         }
 
 
@@ -156,6 +159,7 @@ def _fault_from(spec: dict[str, Any]) -> Fault:
             rate_limit_style=RateLimitStyle(style) if style is not None else None,
             delay=float(spec.get("delay", 30.0)),
             status=int(spec["status"]) if spec.get("status") is not None else None,
+            platform_wide=bool(spec.get("platform_wide", False)),
         )
     except (TypeError, ValueError) as exc:
         raise SandboxError(f"bad fault parameters: {exc}") from None

@@ -129,3 +129,27 @@ async def test_calls_in_flight_per_platform_are_capped(
         await service.aclose()
     assert {result.outcome for result in results} == {"refreshed"}
     assert CountingProviders.peak == 3
+
+
+@pytest.mark.parametrize("platform_wide", [True, False], ids=["global-limit", "per-user-limit"])
+async def test_a_global_limit_pauses_the_platform_and_a_per_user_one_does_not(
+    service: TokenService, sandbox: SandboxServer, platform_wide: bool
+) -> None:
+    due = timedelta(minutes=2)
+    limited, first = await seed_connection(service.database, service.cipher, sandbox, "discord", expires_in=due)
+    other, second = await seed_connection(service.database, service.cipher, sandbox, "discord", expires_in=due)
+    sandbox.state.add_fault(
+        {"platform": "discord", "mode": "rate_limit", "retry_after": 1.5, "platform_wide": platform_wide}
+    )
+    waiting = asyncio.create_task(service.engine.refresh(limited, "discord", trigger="scheduled"))
+    while not [r for r in sandbox.state.history() if r.get("grant_id") == first["grant_id"]]:
+        await asyncio.sleep(0.01)
+    limited_at = asyncio.get_running_loop().time()
+    assert (await service.engine.refresh(other, "discord", trigger="scheduled")).outcome == "refreshed"
+    took = asyncio.get_running_loop().time() - limited_at
+    assert (await waiting).outcome == "refreshed"
+    if platform_wide:
+        assert took >= 1.3  # Discord said "global": nobody calls it until the wait is over
+    else:
+        assert took < 1.0  # one user's limit holds back nobody else
+    assert sandbox.state.grant(second["grant_id"]).refresh_count == 1

@@ -600,3 +600,21 @@ def test_discord_reset_headers_are_read_as_seconds_and_as_a_point_in_time() -> N
     assert retry_after_seconds({"X-RateLimit-Reset-After": "2.5"}, None, now=now) == 2.5
     assert retry_after_seconds({"X-RateLimit-Reset": str(now + 3)}, None, now=now) == 3.0
     assert retry_after_seconds({"x-ratelimit-reset": "42"}, None, now=now) == 42.0  # Reddit: seconds
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "platform_wide"),
+    [
+        ({}, {"message": "You are being rate limited.", "retry_after": 1.5, "global": True}, True),
+        ({}, {"message": "You are being rate limited.", "retry_after": 1.5, "global": False}, False),
+        ({"X-RateLimit-Global": "true"}, None, True),
+        ({"X-RateLimit-Scope": "global"}, None, True),
+        ({"X-RateLimit-Scope": "user", "Retry-After": "3"}, None, False),
+    ],
+)
+def test_a_429_says_whether_the_whole_application_is_limited(
+    headers: dict[str, str], body: Any, platform_wide: bool
+) -> None:
+    with pytest.raises(ProviderRateLimited) as raised:
+        answer("discord", 429, body, headers)
+    assert raised.value.platform_wide is platform_wide
