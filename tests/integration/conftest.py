@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,11 +12,13 @@ from typing import Any
 import pytest
 
 from schemas import ConnectionCreated
+from stream_app import TokenService
 from stream_app.crypto import TokenCipher
 from stream_app.db import Database
 from stream_app.db.connections import get_connection
 from stream_app.db.models import ConnectionRow
 from stream_app.sandbox import SandboxServer
+from stream_app.settings import load_settings
 from tests.support.kafka import TopicReader, create_topics, produce
 from tests.support.worker import WorkerProcess
 
@@ -72,6 +74,36 @@ class Stack:
                 return await get_connection(session, user_id, platform)
         finally:
             await database.dispose()
+
+
+ServiceFactory = Callable[..., TokenService]
+
+
+@pytest.fixture
+async def make_service(
+    postgres_url: str, sandbox: SandboxServer, encryption_key: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[ServiceFactory]:
+    """Builds in-process TokenServices on the test database, pointed at the sandbox; settings
+    may be overridden. Cleans up the services and the sandbox's faults and latency."""
+    for name, value in sandbox.service_env().items():
+        monkeypatch.setenv(name, value)
+    built: list[TokenService] = []
+
+    def make(**overrides: Any) -> TokenService:
+        settings = load_settings(encryption_key=encryption_key, database_url=postgres_url, **overrides)
+        built.append(TokenService(settings))
+        return built[-1]
+
+    yield make
+    sandbox.state.clear_faults()
+    sandbox.state.latency = 0.0
+    for service in built:
+        await service.aclose()
+
+
+@pytest.fixture
+def service(make_service: ServiceFactory) -> TokenService:
+    return make_service()
 
 
 @pytest.fixture(scope="module")

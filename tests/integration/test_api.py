@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -12,26 +12,18 @@ import stream_app
 from stream_app import TokenService
 from stream_app.db.connections import get_connection
 from stream_app.sandbox import SandboxServer
-from stream_app.settings import load_settings
+from tests.integration.conftest import ServiceFactory
 from tests.support.connections import seed_connection
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-async def service(
-    postgres_url: str, sandbox: SandboxServer, encryption_key: str, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[TokenService]:
-    for name, value in sandbox.service_env().items():
-        monkeypatch.setenv(name, value)
-    settings = load_settings(encryption_key=encryption_key, database_url=postgres_url, retry_base_delay_seconds=0.01)
-    service = TokenService(settings)
+def service(make_service: ServiceFactory) -> Iterator[TokenService]:
+    service = make_service(retry_base_delay_seconds=0.01)
     stream_app.configure(service)
-    try:
-        yield service
-    finally:
-        stream_app.configure(None)
-        await service.aclose()
+    yield service
+    stream_app.configure(None)
 
 
 async def test_valid_token_is_returned_without_a_refresh(service: TokenService, sandbox: SandboxServer) -> None:

@@ -4,7 +4,6 @@ stay connected, and traffic resumes after one successful trial."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -13,7 +12,7 @@ from stream_app import TokenService
 from stream_app.db.connections import get_connection
 from stream_app.engine.breaker import CircuitState
 from stream_app.sandbox import SandboxServer
-from stream_app.settings import load_settings
+from tests.integration.conftest import ServiceFactory
 from tests.support.connections import seed_connection
 
 pytestmark = pytest.mark.postgres
@@ -22,23 +21,8 @@ COOL_DOWN = 2.0
 
 
 @pytest.fixture
-async def service(
-    postgres_url: str, sandbox: SandboxServer, encryption_key: str, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[TokenService]:
-    for name, value in sandbox.service_env().items():
-        monkeypatch.setenv(name, value)
-    service = TokenService(
-        load_settings(
-            encryption_key=encryption_key,
-            database_url=postgres_url,
-            refresh_max_attempts=1,
-            circuit_min_calls=3,
-            circuit_cool_down_seconds=COOL_DOWN,
-        )
-    )
-    yield service
-    sandbox.state.clear_faults()
-    await service.aclose()
+def service(make_service: ServiceFactory) -> TokenService:
+    return make_service(refresh_max_attempts=1, circuit_min_calls=3, circuit_cool_down_seconds=COOL_DOWN)
 
 
 def requests_to(sandbox: SandboxServer, platform: str) -> int:

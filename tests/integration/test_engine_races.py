@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,22 +16,9 @@ from stream_app.db.connections import get_connection, update_fenced
 from stream_app.db.leases import acquire_lease
 from stream_app.ingest import record_connection
 from stream_app.sandbox import SandboxServer
-from stream_app.settings import load_settings
 from tests.support.connections import seed_connection
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-async def service(
-    postgres_url: str, sandbox: SandboxServer, encryption_key: str, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[TokenService]:
-    for name, value in sandbox.service_env().items():
-        monkeypatch.setenv(name, value)
-    service = TokenService(load_settings(encryption_key=encryption_key, database_url=postgres_url))
-    yield service
-    sandbox.state.latency = 0.0
-    await service.aclose()
 
 
 async def test_invalid_grant_after_a_reconnect_is_a_lost_race_not_a_revocation(

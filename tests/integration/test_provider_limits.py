@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -17,7 +16,7 @@ from stream_app.db import OutboxRow
 from stream_app.engine import RefreshEngine
 from stream_app.providers import ProviderClient
 from stream_app.sandbox import SandboxServer
-from stream_app.settings import load_settings
+from tests.integration.conftest import ServiceFactory
 from tests.support.connections import seed_connection
 
 pytestmark = pytest.mark.postgres
@@ -29,18 +28,6 @@ class RecordingSleep:
 
     async def __call__(self, seconds: float) -> None:
         self.waits.append(seconds)
-
-
-@pytest.fixture
-async def service(
-    postgres_url: str, sandbox: SandboxServer, encryption_key: str, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[TokenService]:
-    for name, value in sandbox.service_env().items():
-        monkeypatch.setenv(name, value)
-    service = TokenService(load_settings(encryption_key=encryption_key, database_url=postgres_url))
-    yield service
-    sandbox.state.clear_faults()
-    await service.aclose()
 
 
 @pytest.mark.parametrize(
@@ -98,35 +85,23 @@ class CountingProviders(ProviderClient):
             CountingProviders.in_flight -= 1
 
 
-async def test_calls_in_flight_per_platform_are_capped(
-    postgres_url: str, sandbox: SandboxServer, encryption_key: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for name, value in sandbox.service_env().items():
-        monkeypatch.setenv(name, value)
-    settings = load_settings(encryption_key=encryption_key, database_url=postgres_url, platform_max_concurrency=3)
-    service = TokenService(settings)
+async def test_calls_in_flight_per_platform_are_capped(make_service: ServiceFactory, sandbox: SandboxServer) -> None:
+    service = make_service(platform_max_concurrency=3)
     engine = RefreshEngine(
-        settings,
+        service.settings,
         service.database,
-        CountingProviders(service.http, settings),
+        CountingProviders(service.http, service.settings),
         service.cipher,
         service.policy,
         hasher=service.hash_user_id,
     )
-    try:
-        users = [
-            (
-                await seed_connection(
-                    service.database, service.cipher, sandbox, "gmail", expires_in=timedelta(minutes=2)
-                )
-            )[0]
-            for _ in range(12)
-        ]
-        sandbox.state.latency = 0.3
-        results = await asyncio.gather(*(engine.refresh(user, "gmail", trigger="scheduled") for user in users))
-    finally:
-        sandbox.state.latency = 0.0
-        await service.aclose()
+    due = timedelta(minutes=2)
+    users = [
+        (await seed_connection(service.database, service.cipher, sandbox, "gmail", expires_in=due))[0]
+        for _ in range(12)
+    ]
+    sandbox.state.latency = 0.3
+    results = await asyncio.gather(*(engine.refresh(user, "gmail", trigger="scheduled") for user in users))
     assert {result.outcome for result in results} == {"refreshed"}
     assert CountingProviders.peak == 3
 
