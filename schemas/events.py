@@ -17,8 +17,9 @@ SCHEMA_VERSION: Literal[1] = 1
 
 RefreshReason = Literal["scheduled", "on_demand", "manual", "bulk"]
 
-# The seed's ciphertext format: hex IV (12 or 16 bytes), hex 16-byte GCM tag, hex ciphertext.
-ENCRYPTED_TOKEN_PATTERN = r"^(?:[0-9a-f]{24}|[0-9a-f]{32}):[0-9a-f]{32}:(?:[0-9a-f]{2})*$"
+# The seed's ciphertext format: hex IV (12 or 16 bytes), hex 16-byte GCM tag, hex ciphertext;
+# optionally prefixed by "v2:<8-hex key id>:" for a ciphertext bound to its connection and field.
+ENCRYPTED_TOKEN_PATTERN = r"^(?:v2:[0-9a-f]{8}:)?(?:[0-9a-f]{24}|[0-9a-f]{32}):[0-9a-f]{32}:(?:[0-9a-f]{2})*$"
 EncryptedToken = Annotated[str, StringConstraints(pattern=ENCRYPTED_TOKEN_PATTERN, max_length=64 * 1024)]
 PlatformKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from functools import cache
 
-from stream_app.crypto import TokenCipher
+from stream_app.crypto import TokenBinding, TokenCipher, TokenField
 from stream_app.privacy import UserIdHasher
 from stream_app.service import RefreshedAccessToken, TokenService
 from stream_app.settings import Settings, load_settings
@@ -52,13 +52,41 @@ async def refresh_expiring_tokens() -> dict[str, int]:
     return await _default_service().refresh_expiring_tokens()
 
 
-def encrypt_token(plaintext: str) -> str:
-    """Encrypt with the configured ENCRYPTION_KEY, like the seed's ``encryptToken``."""
-    return TokenCipher(_active_settings().encryption_key.get_secret_value()).encrypt(plaintext)
+def encrypt_token(
+    plaintext: str,
+    *,
+    user_id: uuid.UUID | str | None = None,
+    platform: str | None = None,
+    field: TokenField | None = None,
+) -> str:
+    """Encrypt with the configured ENCRYPTION_KEY, like the seed's ``encryptToken``. Given the
+    connection (``user_id``, ``platform``) and ``field``, the ciphertext is bound to them."""
+    return _cipher().encrypt(plaintext, _binding(user_id, platform, field))
 
 
-def decrypt_token(ciphertext: str) -> str:
-    return TokenCipher(_active_settings().encryption_key.get_secret_value()).decrypt(ciphertext)
+def decrypt_token(
+    ciphertext: str,
+    *,
+    user_id: uuid.UUID | str | None = None,
+    platform: str | None = None,
+    field: TokenField | None = None,
+) -> str:
+    """Decrypt a seed-format ciphertext, or a bound one given the connection and field."""
+    return _cipher().decrypt(ciphertext, _binding(user_id, platform, field))
+
+
+def _cipher() -> TokenCipher:
+    settings = _active_settings()
+    return TokenCipher(settings.encryption_key.get_secret_value(), settings.retired_keys())
+
+
+def _binding(user_id: uuid.UUID | str | None, platform: str | None, field: TokenField | None) -> TokenBinding | None:
+    given = (user_id, platform, field)
+    if all(part is None for part in given):
+        return None
+    if user_id is None or platform is None or field is None:
+        raise TypeError("a binding needs user_id, platform and field together")
+    return TokenBinding(user_id, platform, field)
 
 
 def hash_user_id(user_id: uuid.UUID | str) -> str:

@@ -50,6 +50,12 @@ def _run(coroutine_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    quiet_noisy_loggers(level)
+
+
+def quiet_noisy_loggers(level: str) -> None:
+    """aiokafka logs whole records (keys carry user ids) at DEBUG: never below INFO here."""
+    logging.getLogger("aiokafka").setLevel(max(logging.getLevelName(level), logging.INFO))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -98,6 +104,7 @@ def worker() -> None:
 
     app = create_app(settings)
     agents.register(app, TokenService(settings))
+    quiet_noisy_loggers(settings.log_level)
     faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
 
 
@@ -187,6 +194,90 @@ def replay(topic: str, since: str) -> None:
     start = None if since == "beginning" else _parse_time(since)
     count = _run(lambda: replay_topic(settings, topic, start, lambda line: click.echo(line)))
     click.echo(f"{count} event(s)", err=True)
+
+
+@cli.command("rotate-keys")
+@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(min=1))
+def rotate_keys(batch_size: int) -> None:
+    """Re-encrypt every stored token under the current ENCRYPTION_KEY (resumable; refreshes go on)."""
+    from stream_app.crypto import TokenCipher
+    from stream_app.db import Database
+    from stream_app.rotation import RotationReport
+    from stream_app.rotation import rotate_keys as rotate
+
+    settings = _settings()
+    _configure_logging("WARNING")
+    cipher = TokenCipher(settings.encryption_key.get_secret_value(), settings.retired_keys())
+
+    async def run() -> RotationReport:
+        database = Database(settings.database_url)
+        try:
+            with _ProgressBar("Re-encrypting connections") as bar:
+                return await rotate(database, cipher, batch_size=batch_size, progress=bar.update)
+        finally:
+            await database.dispose()
+
+    report = _run(run)
+    click.echo(
+        f"rotated {report.rotated}, changed meanwhile {report.changed_meanwhile}, "
+        f"unreadable {report.unreadable}; {report.remaining} still need a retired key"
+    )
+    if report.remaining:
+        sys.exit(EXIT_FAILURE)
+
+
+@cli.group()
+def dlq() -> None:
+    """Dead-letter topics."""
+
+
+@dlq.command("replay")
+@click.argument("topic")
+@click.option("--dry-run", is_flag=True, help="List what would be replayed; send and commit nothing.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N dead-letter records.")
+def dlq_replay(topic: str, dry_run: bool, limit: int | None) -> None:
+    """Send a dead-letter topic's records back to their topic after a fix (resumes where the
+    last run stopped; run one at a time)."""
+    from stream_app.dlq_replay import ReplayReport, replay_dead_letters
+
+    settings = _settings()
+    _configure_logging(settings.log_level)
+
+    async def run() -> ReplayReport:
+        with _ProgressBar(f"Replaying {topic}") as bar:
+            return await replay_dead_letters(settings, topic, dry_run=dry_run, limit=limit, progress=bar.update)
+
+    report = _run(run)
+    for entry in report.entries:
+        click.echo(f"{entry.topic}[{entry.partition}]@{entry.offset}\t{entry.reason}")
+    click.echo(
+        f"{'would replay' if dry_run else 'replayed'} {report.replayed}; skipped "
+        f"{report.skipped_unreadable} unreadable, {report.skipped_foreign} foreign",
+        err=True,
+    )
+    for reason, count in report.by_reason.most_common():
+        click.echo(f"  {count}\t{reason}", err=True)
+
+
+class _ProgressBar:
+    """A progress bar on stderr for a job that reports (done, total)."""
+
+    def __init__(self, label: str) -> None:
+        self._label = label
+        self._bar: Any = None
+
+    def update(self, done: int, total: int) -> None:
+        if self._bar is None:
+            self._bar = click.progressbar(length=max(total, 1), label=self._label, file=sys.stderr)
+            self._bar.__enter__()
+        self._bar.update(done - self._bar.pos)
+
+    def __enter__(self) -> _ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
 
 
 def _parse_time(value: str) -> datetime:

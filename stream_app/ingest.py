@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from schemas import ConnectionCreated, Event
 from stream_app.catalog import is_known, platform
 from stream_app.clock import to_naive_utc, utc_now
-from stream_app.crypto import TokenCipher
+from stream_app.crypto import TokenBinding, TokenCipher, TokenField
 from stream_app.db import ConnectionStatus, Database
 from stream_app.db.connections import upsert_connection
 from stream_app.decisions import RefreshPolicy
@@ -48,20 +48,36 @@ def _describe(exc: ValidationError) -> str:
 async def record_connection(
     database: Database, cipher: TokenCipher, event: ConnectionCreated, policy: RefreshPolicy
 ) -> bool:
-    """Store a new or re-authorised connection. Returns whether the row changed (False for a
-    replay or an event older than the row)."""
-    for field, ciphertext in (("access_token", event.access_token), ("refresh_token", event.refresh_token)):
-        if ciphertext is not None:
-            try:
-                cipher.decrypt(ciphertext)
-            except DecryptionError as exc:
-                raise InvalidEvent(f"{field}: not a valid ciphertext under the current key ({exc})") from None
+    """Store a new or re-authorised connection, its tokens re-encrypted bound to the row.
+    Returns whether the row changed (False for a replay or an event older than the row)."""
+    values = connection_values(event, policy) | bound_tokens(cipher, event)
     async with database.transaction() as session:
-        return await upsert_connection(session, connection_values(event, policy))
+        return await upsert_connection(session, values)
+
+
+def bound_tokens(cipher: TokenCipher, event: ConnectionCreated) -> dict[str, str | None]:
+    """The event's tokens, checked, then encrypted under the current key and bound to their
+    row and column. A token that is not a valid ciphertext makes the whole event invalid."""
+    bound: dict[str, str | None] = {}
+    fields: tuple[tuple[TokenField, str | None], ...] = (
+        ("access_token", event.access_token),
+        ("refresh_token", event.refresh_token),
+    )
+    for field, ciphertext in fields:
+        if ciphertext is None:
+            bound[field] = None
+            continue
+        binding = TokenBinding(event.user_id, event.platform, field)
+        try:
+            plaintext = cipher.decrypt(ciphertext, binding)
+        except DecryptionError as exc:
+            raise InvalidEvent(f"{field}: not a valid ciphertext under the configured keys ({exc})") from None
+        bound[field] = cipher.encrypt(plaintext, binding)
+    return bound
 
 
 def connection_values(event: ConnectionCreated, policy: RefreshPolicy) -> dict[str, Any]:
-    """The row a `connection.created` event describes (tokens still encrypted)."""
+    """The row a `connection.created` event describes, but for its tokens (``bound_tokens``)."""
     expires_at = to_naive_utc(event.token_expires_at)
     # The token's lifetime is learnt from the first refresh's expires_in; until then the full
     # buffer applies (the event does not say when the token was issued).
@@ -69,8 +85,6 @@ def connection_values(event: ConnectionCreated, policy: RefreshPolicy) -> dict[s
     return {
         "user_id": event.user_id,
         "platform": event.platform,
-        "access_token": event.access_token,
-        "refresh_token": event.refresh_token,
         "token_expires_at": expires_at,
         "token_lifetime_seconds": None,
         "refresh_due_at": policy.refresh_at(expires_at, None) if refreshable else None,

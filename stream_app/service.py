@@ -41,7 +41,7 @@ class TokenService:
         self.settings = settings
         self.database = database or Database(settings.database_url)
         self.http = build_http_client(settings)
-        self.cipher = TokenCipher(key)
+        self.cipher = TokenCipher(key, settings.retired_keys())
         self.hash_user_id = UserIdHasher(key)
         self.policy = RefreshPolicy.from_settings(settings)
         self.engine = RefreshEngine(
@@ -83,7 +83,7 @@ class TokenService:
         if row.token_expires_at is not None and row.token_expires_at <= utc_now():
             return None
         try:
-            return self.cipher.decrypt(row.access_token)
+            return self.cipher.decrypt_column(row, "access_token")
         except DecryptionError:
             log.error("[%s][%s] Stored access token cannot be decrypted", platform, self.hash_user_id(user_id))
             return None
@@ -104,7 +104,7 @@ class TokenService:
         remaining = None
         if row.token_expires_at is not None:
             remaining = max(0, int((row.token_expires_at - utc_now()).total_seconds()))
-        return RefreshedAccessToken(self.cipher.decrypt(row.access_token), remaining)
+        return RefreshedAccessToken(self.cipher.decrypt_column(row, "access_token"), remaining)
 
     async def refresh_expiring_tokens(self) -> dict[str, int]:
         """Refresh, in this process, every connection the scan finds due; counts by outcome."""

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     kafka_session_timeout_seconds: float = Field(default=60, ge=6)
 
     encryption_key: SecretStr
+    # Keys being retired, comma-separated: still read, never written (`token-refresh rotate-keys`).
+    retired_encryption_keys: SecretStr | None = None
 
     topic_connection_created: str = "connection.created"
     topic_token_expiring: str = "token.expiring"
@@ -106,6 +108,19 @@ class Settings(BaseSettings):
         if len(set(key)) == 1:
             raise ValueError("is a trivial key (one repeated digit); generate one with `token-refresh keygen`")
         return value
+
+    @field_validator("retired_encryption_keys")
+    @classmethod
+    def _retired_keys_are_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            for key in value.get_secret_value().split(","):
+                cls._key_is_64_hex(SecretStr(key.strip()))
+        return value
+
+    def retired_keys(self) -> list[str]:
+        if self.retired_encryption_keys is None:
+            return []
+        return [key.strip() for key in self.retired_encryption_keys.get_secret_value().split(",") if key.strip()]
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -2,14 +2,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from stream_app.crypto import generate_key
 from stream_app.db import Database
 from stream_app.db.migrate import upgrade_to_head
-from stream_app.db.models import Base
 from stream_app.sandbox import SandboxServer
 from tests.support.infra import require_kafka, require_postgres
 
@@ -26,22 +28,39 @@ def kafka_bootstrap() -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> str:
-    """A freshly migrated test database (every table dropped, then the migrations applied)."""
-    url = require_postgres()
+def postgres_url() -> Iterator[str]:
+    """A database of this test session's own, migrated to the newest revision, dropped at
+    the end (so two suites on one server do not trample each other)."""
+    server_url = make_url(require_postgres())
+    name = f"{server_url.database}_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_create_database(server_url, name))
+    url = server_url.set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        asyncio.run(_drop_database(server_url, name))
 
-    async def reset() -> None:
-        database = Database(url)
-        try:
-            async with database.engine.begin() as connection:
-                await connection.run_sync(Base.metadata.drop_all)
-                await connection.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
-            await upgrade_to_head(database)
-        finally:
-            await database.dispose()
 
-    asyncio.run(reset())
-    return url
+async def _create_database(server_url: URL, name: str) -> None:
+    await _administer(server_url, f'CREATE DATABASE "{name}"')
+    database = Database(server_url.set(database=name).render_as_string(hide_password=False))
+    try:
+        await upgrade_to_head(database)
+    finally:
+        await database.dispose()
+
+
+async def _drop_database(server_url: URL, name: str) -> None:
+    await _administer(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _administer(server_url: URL, statement: str) -> None:
+    engine = create_async_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            await connection.exec_driver_sql(statement)
+    finally:
+        await engine.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -131,7 +131,7 @@ class RefreshEngine:
             log.warning("🔐 %s No refresh token - user must re-authenticate", tag)
             return await self._outcomes.needs_reauth(row, lease, decision.reason, None)
         try:
-            refresh_token = self._cipher.decrypt(row.refresh_token or "")
+            refresh_token = self._cipher.decrypt_column(row, "refresh_token")
         except DecryptionError as exc:
             log.error("❌ %s Stored refresh token cannot be decrypted: %s", tag, exc)
             return await self._outcomes.failed(
@@ -239,7 +239,7 @@ class RefreshEngine:
         if current is None or current.refresh_token is None:
             return True
         try:
-            return self._cipher.decrypt(current.refresh_token) != spent
+            return self._cipher.decrypt_column(current, "refresh_token") != spent
         except DecryptionError:
             return True
 

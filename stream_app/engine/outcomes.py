@@ -73,7 +73,7 @@ class OutcomeWriter:
         expires_at = sent_at + timedelta(seconds=tokens.expires_in) if tokens.expires_in else None
         now = utc_now()
         values: dict[str, Any] = {
-            "access_token": self._cipher.encrypt(tokens.access_token),
+            "access_token": self._cipher.encrypt_column(row, "access_token", tokens.access_token),
             "token_expires_at": expires_at,
             "token_lifetime_seconds": tokens.expires_in,
             "refresh_due_at": self._policy.refresh_at(expires_at, tokens.expires_in),
@@ -89,7 +89,7 @@ class OutcomeWriter:
         new_refresh_token = tokens.refresh_token
         rotated = new_refresh_token is not None and new_refresh_token != spent_refresh_token
         if new_refresh_token is not None and rotated:
-            values["refresh_token"] = self._cipher.encrypt(new_refresh_token)
+            values["refresh_token"] = self._cipher.encrypt_column(row, "refresh_token", new_refresh_token)
         event = TokenRefreshed(
             user_id=row.user_id,
             platform=row.platform,

@@ -90,7 +90,7 @@ async def make_service(
     built: list[TokenService] = []
 
     def make(**overrides: Any) -> TokenService:
-        settings = load_settings(encryption_key=encryption_key, database_url=postgres_url, **overrides)
+        settings = load_settings(**{"encryption_key": encryption_key, "database_url": postgres_url, **overrides})
         built.append(TokenService(settings))
         return built[-1]
 

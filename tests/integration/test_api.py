@@ -45,7 +45,7 @@ async def test_expiring_token_is_refreshed_on_demand(service: TokenService, sand
     assert token == truth["live_access_token"] != grant["live_access_token"]
     async with service.database.sessions() as session:
         row = await get_connection(session, user_id, "discord")
-    assert row is not None and service.cipher.decrypt(row.refresh_token) == truth["live_refresh_token"]
+    assert row is not None and service.cipher.decrypt_column(row, "refresh_token") == truth["live_refresh_token"]
 
 
 async def test_manual_refresh_returns_the_new_token(service: TokenService, sandbox: SandboxServer) -> None:

@@ -98,8 +98,8 @@ async def test_worker_killed_with_refreshes_in_flight_loses_none(stack: Stack) -
         row = await stack.row(user_id, "spotify")
         truth = state.grant(grant_id)
         assert row is not None and row.status == "connected"
-        assert stack.cipher.decrypt(row.access_token) == truth.live_access_token
-        assert stack.cipher.decrypt(row.refresh_token) == truth.live_refresh_token
+        assert stack.cipher.decrypt_column(row, "access_token") == truth.live_access_token
+        assert stack.cipher.decrypt_column(row, "refresh_token") == truth.live_refresh_token
 
 
 async def test_provider_latency_not_the_agent_loop_bounds_throughput(stack: Stack) -> None:

@@ -42,4 +42,4 @@ async def test_outcome_survives_a_crash_around_the_send(stack: Stack, failpoint:
     truth = stack.sandbox.state.grant(grant["grant_id"])
     assert truth.refresh_count == 1  # the redelivered request found the token fresh
     row = await stack.row(user_id, "discord")
-    assert row is not None and stack.cipher.decrypt(row.refresh_token) == truth.live_refresh_token
+    assert row is not None and stack.cipher.decrypt_column(row, "refresh_token") == truth.live_refresh_token

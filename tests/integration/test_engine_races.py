@@ -48,7 +48,7 @@ async def test_invalid_grant_after_a_reconnect_is_a_lost_race_not_a_revocation(
     async with service.database.sessions() as session:
         row = await get_connection(session, user_id, "x")
     assert row is not None and row.status == "connected"
-    assert service.cipher.decrypt(row.refresh_token) == new["live_refresh_token"]
+    assert service.cipher.decrypt_column(row, "refresh_token") == new["live_refresh_token"]
 
 
 async def test_a_holder_that_stalled_past_its_lease_cannot_overwrite(
@@ -83,7 +83,9 @@ async def test_a_holder_that_stalled_past_its_lease_cannot_overwrite(
     async with service.database.sessions() as session:
         after = await get_connection(session, user_id, "spotify")
     assert after is not None and after.last_sync_error is None
-    assert service.cipher.decrypt(after.access_token) == sandbox.state.grant(grant["grant_id"]).live_access_token
+    assert (
+        service.cipher.decrypt_column(after, "access_token") == sandbox.state.grant(grant["grant_id"]).live_access_token
+    )
 
 
 async def test_waiters_in_another_process_share_the_result(service: TokenService, sandbox: SandboxServer) -> None:

@@ -28,7 +28,7 @@ from stream_app import TokenService
 from stream_app.catalog import REFRESHABLE_PLATFORMS
 from stream_app.catalog import platform as platform_spec
 from stream_app.clock import to_naive_utc, utc_now
-from stream_app.crypto import TokenCipher
+from stream_app.crypto import TokenCipher, TokenField
 from stream_app.db.connections import get_connection
 from stream_app.db.models import ConnectionRow, OutboxRow
 from stream_app.errors import ProviderError
@@ -206,9 +206,9 @@ class Harness:
     def fault(self, platform: str, mode: str, **spec: Any) -> None:
         self.sandbox.state.add_fault({"platform": platform, "mode": mode, **spec})
 
-    def decrypt(self, ciphertext: str | None) -> str:
-        assert ciphertext is not None
-        return self.service.cipher.decrypt(ciphertext)
+    def decrypt(self, row: ConnectionRow | None, field: TokenField) -> str:
+        assert row is not None
+        return self.service.cipher.decrypt_column(row, field)
 
     def client_secret(self, platform: str) -> str:
         return self.service.settings.credentials[
@@ -287,8 +287,8 @@ class Harness:
 
 def assert_stores_live_tokens(cipher: TokenCipher, obs: Observed) -> None:
     """The row holds exactly the tokens the provider now considers live, and says so."""
-    assert cipher.decrypt(obs.row.access_token or "") == obs.truth["live_access_token"]
-    assert cipher.decrypt(obs.row.refresh_token or "") == obs.truth["live_refresh_token"]
+    assert cipher.decrypt_column(obs.row, "access_token") == obs.truth["live_access_token"]
+    assert cipher.decrypt_column(obs.row, "refresh_token") == obs.truth["live_refresh_token"]
     assert (obs.row.status, obs.row.last_sync_status, obs.row.last_sync_error) == ("connected", "success", None)
 
 
@@ -393,7 +393,7 @@ async def test_response_without_refresh_token_keeps_the_stored_one(h: Harness, p
         assert obs.result.outcome == "refreshed"
         assert obs.result.tokens is not None and obs.result.tokens.refresh_token is None
         assert obs.truth["refresh_count"] == expected_count
-        assert h.decrypt(obs.row.refresh_token) == conn.grant["live_refresh_token"]
+        assert h.decrypt(obs.row, "refresh_token") == conn.grant["live_refresh_token"]
     assert [e.payload["refresh_token_rotated"] for e in obs.events] == [False, False]
 
 
@@ -415,7 +415,7 @@ async def test_dead_grant_needs_reauth(h: Harness, platform: str, reason: str) -
     assert obs.answers == [DEAD_GRANT_STATUS[platform]]
     assert (obs.row.status, obs.row.last_sync_status) == ("needs_reauth", "error")
     assert obs.row.last_sync_error
-    assert h.decrypt(obs.row.refresh_token) == conn.grant["live_refresh_token"]
+    assert h.decrypt(obs.row, "refresh_token") == conn.grant["live_refresh_token"]
     event = obs.event
     assert event.topic == h.topics["token.needs_reauth"]
     assert (event.payload["reason"], event.payload["status"]) == ("invalid_grant", "needs_reauth")
@@ -453,7 +453,7 @@ async def test_refused_client_credentials(
     assert obs.answers == [BAD_CLIENT_STATUS[platform]]  # once: no retry
     assert obs.truth["refresh_count"] == 0
     assert (obs.row.status, obs.row.last_sync_status) == ("error", "error")
-    assert h.decrypt(obs.row.refresh_token) == conn.grant["live_refresh_token"]
+    assert h.decrypt(obs.row, "refresh_token") == conn.grant["live_refresh_token"]
     event = obs.event
     assert event.topic == h.topics["token.refresh_failed"]
     assert (event.payload["error_class"], event.payload["will_retry"], event.payload["status"]) == (
@@ -491,7 +491,7 @@ async def test_server_errors_on_every_attempt_give_up_for_now(h: Harness, platfo
     assert obs.answers == [500] * attempts
     assert h.sandbox.state.pending_faults() == []
     assert (obs.row.status, obs.row.last_sync_status) == ("connected", "error")
-    assert h.decrypt(obs.row.refresh_token) == conn.grant["live_refresh_token"]
+    assert h.decrypt(obs.row, "refresh_token") == conn.grant["live_refresh_token"]
     event = obs.event
     assert event.topic == h.topics["token.refresh_failed"]
     assert (event.payload["error_class"], event.payload["will_retry"], event.payload["status"]) == (

@@ -74,7 +74,7 @@ async def test_fifty_callers_and_the_scheduler_share_one_refresh(stack: Stack, m
     refreshed = [r for r in reader.records if str(user_id).encode() in (r[2] or b"")]
     assert len(refreshed) == 1
     row = await stack.row(user_id, "discord")
-    assert row is not None and stack.cipher.decrypt(row.refresh_token) == truth.live_refresh_token
+    assert row is not None and stack.cipher.decrypt_column(row, "refresh_token") == truth.live_refresh_token
 
 
 async def test_duplicate_and_replayed_refresh_requests_have_one_effect(stack: Stack) -> None:
@@ -96,4 +96,4 @@ async def test_duplicate_and_replayed_refresh_requests_have_one_effect(stack: St
     assert len([r for r in reader.records if str(user_id).encode() in (r[2] or b"")]) == 1
     row = await stack.row(user_id, "x")
     assert row is not None and row.status == "connected"
-    assert stack.cipher.decrypt(row.refresh_token) == truth.live_refresh_token
+    assert stack.cipher.decrypt_column(row, "refresh_token") == truth.live_refresh_token

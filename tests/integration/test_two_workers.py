@@ -49,5 +49,5 @@ async def test_killing_one_of_two_workers_loses_nothing_and_duplicates_nothing(s
         row = await stack.row(user_id, platform)
         truth = state.grant(grant_id)
         assert row is not None and row.status == "connected"
-        assert stack.cipher.decrypt(row.access_token) == truth.live_access_token
-        assert stack.cipher.decrypt(row.refresh_token) == truth.live_refresh_token
+        assert stack.cipher.decrypt_column(row, "access_token") == truth.live_access_token
+        assert stack.cipher.decrypt_column(row, "refresh_token") == truth.live_refresh_token

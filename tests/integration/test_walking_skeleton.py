@@ -31,8 +31,8 @@ async def test_expiring_connection_is_refreshed_and_stored_encrypted(stack: Stac
     assert row.last_sync_error is None
     # The row holds ciphertexts of exactly what the provider now considers live.
     assert row.access_token != truth["live_access_token"]
-    assert stack.cipher.decrypt(row.access_token) == truth["live_access_token"]
-    assert stack.cipher.decrypt(row.refresh_token) == truth["live_refresh_token"]
+    assert stack.cipher.decrypt_column(row, "access_token") == truth["live_access_token"]
+    assert stack.cipher.decrypt_column(row, "refresh_token") == truth["live_refresh_token"]
     assert truth["refresh_count"] == 1
     assert event["refresh_token_rotated"] == (truth["live_refresh_token"] != grant["live_refresh_token"])
 

@@ -244,7 +244,6 @@ def test_tampered_ciphertext_is_refused_without_leaking_plaintext(cipher: TokenC
 
     assert SECRET not in str(caught.value)
     assert SECRET not in repr(caught.value)
-    assert not cipher.is_readable(tampered)
 
 
 def test_wrong_key_is_refused_without_leaking_plaintext(cipher: TokenCipher) -> None:
@@ -254,7 +253,7 @@ def test_wrong_key_is_refused_without_leaking_plaintext(cipher: TokenCipher) -> 
         TokenCipher(generate_key()).decrypt(stored)
 
     assert SECRET not in str(caught.value)
-    assert cipher.is_readable(stored)
+    assert cipher.decrypt(stored) == SECRET
 
 
 def test_genuine_8_byte_iv_ciphertext_is_refused(encryption_key: str, cipher: TokenCipher) -> None:
