@@ -13,7 +13,7 @@ from stream_app.catalog import platform
 from stream_app.clock import utc_now
 from stream_app.db import ConnectionRow
 from stream_app.decisions import Action, decide_refresh
-from stream_app.ingest import InvalidEvent, connection_values, parse_event, record_connection
+from stream_app.ingest import InvalidEvent, Recorded, connection_values, parse_event, record_connection
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ def attach(context: WorkerContext) -> None:
     async def handle(record: EventT[bytes]) -> None:
         try:
             event = parse_event(ConnectionCreated, record.value)
-            changed = await context.until_done(
+            recorded = await context.until_done(
                 functools.partial(record_connection, service.database, service.cipher, event, service.policy),
                 "storing a connection",
             )
@@ -32,8 +32,8 @@ def attach(context: WorkerContext) -> None:
             await context.dead_letter(record, str(exc))
             return
         tag = f"[{event.platform}][{service.hash_user_id(event.user_id)}]"
-        log.info("%s Connection %s", tag, "stored" if changed else "unchanged (replay or older event)")
-        if changed and _due(context, event):
+        log.info("%s Connection event %s: %s", tag, event.event_id, recorded)
+        if recorded is Recorded.STORED and _due(context, event):
             await context.publish(
                 "token.expiring",
                 TokenExpiring(

@@ -24,10 +24,13 @@ def attach(context: WorkerContext) -> None:
         except InvalidEvent as exc:
             await context.dead_letter(record, str(exc))
             return
-        await context.until_done(
+        result = await context.until_done(
             functools.partial(engine.refresh, event.user_id, event.platform, trigger=event.reason),
             "refreshing a token",
         )
+        if result.reason == "decryption_error":
+            # The connection is marked `error`; the request is kept for an operator to replay.
+            await context.dead_letter(record, "stored token cannot be decrypted; connection marked error")
 
     @context.app.agent(context.topic("token.expiring"), name="token_expiring")
     async def token_expiring(stream: StreamT[bytes]) -> None:

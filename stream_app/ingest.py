@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
 
 from schemas import ConnectionCreated, Event
 from stream_app.catalog import is_known, platform
@@ -12,6 +14,7 @@ from stream_app.clock import to_naive_utc, utc_now
 from stream_app.crypto import TokenBinding, TokenCipher, TokenField
 from stream_app.db import ConnectionStatus, Database
 from stream_app.db.connections import upsert_connection
+from stream_app.db.processed import already_processed, mark_processed
 from stream_app.decisions import RefreshPolicy
 from stream_app.errors import DecryptionError, TokenRefreshError
 
@@ -45,14 +48,27 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(problems)
 
 
+class Recorded(StrEnum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"  # this very event was applied before (a producer retry, a replay)
+    STALE = "stale"  # an event older than (or as old as) the one the row already holds
+
+
 async def record_connection(
     database: Database, cipher: TokenCipher, event: ConnectionCreated, policy: RefreshPolicy
-) -> bool:
-    """Store a new or re-authorised connection, its tokens re-encrypted bound to the row.
-    Returns whether the row changed (False for a replay or an event older than the row)."""
+) -> Recorded:
+    """Store a new or re-authorised connection, its tokens re-encrypted bound to the row; the
+    event's id is recorded in the same transaction, so a duplicate has its effect once."""
     values = connection_values(event, policy) | bound_tokens(cipher, event)
-    async with database.transaction() as session:
-        return await upsert_connection(session, values)
+    try:
+        async with database.transaction() as session:
+            if await already_processed(session, event.event_id):
+                return Recorded.DUPLICATE
+            mark_processed(session, event.event_id, event.default_topic, utc_now())
+            changed = await upsert_connection(session, values)
+    except IntegrityError:  # the same event applied concurrently by another consumer
+        return Recorded.DUPLICATE
+    return Recorded.STORED if changed else Recorded.STALE
 
 
 def bound_tokens(cipher: TokenCipher, event: ConnectionCreated) -> dict[str, str | None]:

@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     # How long a refresh may hold a connection before others may take over; renewed while held.
     refresh_lease_seconds: float = Field(default=120, ge=5)
     scan_page_size: int = Field(default=500, ge=1)
+    # How long input event ids are remembered to recognise duplicates (replays, retries).
+    processed_event_retention_days: float = Field(default=7, gt=0)
 
     # Test-only crash points (stream_app.failpoints), comma-separated.
     failpoints: str = ""

@@ -114,3 +114,14 @@ class OutboxRow(Base):
     payload: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
     published_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class ProcessedEventRow(Base):
+    """An input event already applied: a duplicate (producer retry, replay) is recognised."""
+
+    __tablename__ = "processed_events"
+    __table_args__ = (Index("idx_processed_events_processed_at", "processed_at"),)
+
+    event_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    topic: Mapped[str] = mapped_column(String(255), nullable=False)
+    processed_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import update
 
+from schemas import TokenExpiring
 from stream_app.crypto import TokenCipher, generate_key
+from stream_app.db import ConnectionRow, Database
 from tests.integration.conftest import Stack
 from tests.support.kafka import TopicReader, produce
 
@@ -76,3 +80,62 @@ async def test_malformed_refresh_request_is_dead_lettered(stack: Stack) -> None:
         record = await dead.wait_for(lambda _t, r: r.get("key") == key.decode())
     assert base64.b64decode(record["value_base64"]) == value
     assert "platform" in record["reason"]
+
+
+async def test_a_duplicate_event_is_recognised_and_has_one_effect_without_a_dead_letter(stack: Stack) -> None:
+    event, grant = stack.connection_event("spotify", expires_in=timedelta(minutes=2))
+    record = (event.key.encode(), event.to_bytes())
+    async with (
+        stack.reader("token.refreshed") as reader,
+        TopicReader(stack.bootstrap, [f"{stack.topics['connection.created']}.dlq"]) as dead,
+    ):
+        await produce(stack.bootstrap, stack.topics["connection.created"], [record, record])
+        await reader.wait_for(lambda _t, e: e.get("user_id") == str(event.user_id), timeout=60)
+        await produce(stack.bootstrap, stack.topics["connection.created"], [record])  # a replay, later
+        await asyncio.sleep(3)
+        await reader.drain(1)
+        await dead.drain(1)
+    assert len([r for r in reader.records if str(event.user_id).encode() in (r[2] or b"")]) == 1
+    assert not [r for r in dead.records if str(event.user_id).encode() in (r[1] or b"")]
+    assert stack.sandbox.state.grant(grant["grant_id"]).refresh_count == 1
+    assert str(event.event_id) in stack.worker.log() and "duplicate" in stack.worker.log()
+
+
+@pytest.mark.parametrize("tamper", ["flip", "truncate", "other_key"])
+async def test_a_tampered_stored_token_marks_the_connection_error_and_keeps_the_request(
+    stack: Stack, tamper: str
+) -> None:
+    user_id, _grant = await stack.connect("spotify", expires_in=timedelta(hours=6))
+    await asyncio.sleep(2)
+    row = await stack.row(user_id, "spotify")
+    assert row is not None and row.refresh_token is not None
+    stored = row.refresh_token
+    tampered = {
+        "flip": stored[:-1] + ("0" if stored[-1] != "0" else "1"),
+        "truncate": stored[:-8],
+        "other_key": TokenCipher(generate_key()).encrypt_column(row, "refresh_token", "sbx_rt_x"),
+    }[tamper]
+    database = Database(stack.database_url)
+    try:
+        async with database.transaction() as session:
+            await session.execute(
+                update(ConnectionRow).where(ConnectionRow.id == row.id).values(refresh_token=tampered)
+            )
+    finally:
+        await database.dispose()
+
+    request = TokenExpiring(user_id=user_id, platform="spotify", token_expires_at=None, reason="manual")
+    async with (
+        stack.reader("token.refresh_failed") as failed,
+        TopicReader(stack.bootstrap, [f"{stack.topics['token.expiring']}.dlq"]) as dead,
+    ):
+        await produce(stack.bootstrap, stack.topics["token.expiring"], [(request.key.encode(), request.to_bytes())])
+        event = await failed.wait_for(lambda _t, e: e.get("user_id") == str(user_id), timeout=60)
+        letter = await dead.wait_for(lambda _t, r: r.get("key") == request.key, timeout=60)
+
+    assert event["error_class"] == "decryption_error" and event["status"] == "error" and not event["will_retry"]
+    assert "cannot be decrypted" in letter["reason"]
+    after = await stack.row(user_id, "spotify")
+    assert after is not None and after.status == "error"
+    assert any(why in (after.last_sync_error or "") for why in ("failed authentication", "not configured"))
+    assert stack.worker.process is not None and stack.worker.process.poll() is None
