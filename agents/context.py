@@ -15,6 +15,8 @@ from sqlalchemy.exc import DBAPIError
 
 from schemas import DeadLetter, Event
 from stream_app.backoff import Backoff
+from stream_app.ingest import redact_plaintext_tokens
+from stream_app.metrics import DEAD_LETTERS
 from stream_app.publisher import KafkaPublisher
 from stream_app.service import TokenService
 
@@ -46,15 +48,18 @@ class WorkerContext:
 
     async def dead_letter(self, event: EventT[bytes], reason: str) -> None:
         message = event.message
+        value, redacted = redact_plaintext_tokens(message.value)
         record = DeadLetter(
             topic=message.topic,
             partition=message.partition,
             offset=message.offset,
             key=_text(message.key),
-            value_base64=base64.b64encode(message.value or b"").decode(),
+            value_base64=base64.b64encode(value).decode(),
             reason=reason,
+            redacted=redacted,
         )
         await self.send(f"{message.topic}.dlq", message.key or b"", record.to_bytes())
+        DEAD_LETTERS.labels(message.topic).inc()
         log.warning("Dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason)
 
     async def guarded(self, record: EventT[bytes], handle: Callable[[EventT[bytes]], Awaitable[None]]) -> None:

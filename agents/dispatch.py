@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from stream_app.metrics import REFRESHES_IN_FLIGHT
+
 log = logging.getLogger(__name__)
 
 Ack = Callable[[Any], Awaitable[object]]
@@ -68,6 +70,7 @@ class Dispatcher:
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, entry: _Pending, job: Callable[[], Awaitable[None]]) -> None:
+        REFRESHES_IN_FLIGHT.inc()
         try:
             await job()
         except Exception:
@@ -76,6 +79,7 @@ class Dispatcher:
             log.exception("Job failed; its event stays unacknowledged")
             return
         finally:
+            REFRESHES_IN_FLIGHT.dec()
             self._slots.release()
         # A job cancelled at shutdown never gets here: its event is not acked and comes back.
         await self._acks.finished(entry)

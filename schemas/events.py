@@ -129,6 +129,8 @@ class DeadLetter(BaseModel):
     key: str | None
     value_base64: str
     reason: str
+    # True when token fields holding plain text were replaced before the record was kept.
+    redacted: bool = False
     occurred_at: datetime = Field(default_factory=utc_now)
 
     def to_bytes(self) -> bytes:

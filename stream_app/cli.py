@@ -99,11 +99,17 @@ def worker() -> None:
     import faust
 
     import agents
+    from stream_app import metrics
     from stream_app.faust_app import create_app
     from stream_app.service import TokenService
 
     app = create_app(settings)
     agents.register(app, TokenService(settings))
+    if settings.metrics_port:
+        try:
+            metrics.serve(settings.metrics_host, settings.metrics_port)
+        except OSError as exc:
+            _fail(f"METRICS_PORT: cannot listen on {settings.metrics_host}:{settings.metrics_port} ({exc})", 2)
     quiet_noisy_loggers(settings.log_level)
     faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -9,6 +11,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from schemas import ConnectionCreated, Event
+from schemas.events import ENCRYPTED_TOKEN_PATTERN
 from stream_app.catalog import is_known, platform
 from stream_app.clock import to_naive_utc, utc_now
 from stream_app.crypto import TokenBinding, TokenCipher, TokenField
@@ -112,3 +115,28 @@ def connection_values(event: ConnectionCreated, policy: RefreshPolicy) -> dict[s
         "updated_at": utc_now(),
         "refresh_requested_at": None,
     }
+
+
+_TOKEN_FIELDS = ("access_token", "refresh_token")
+REDACTED = "[redacted: not a ciphertext]"
+
+
+def redact_plaintext_tokens(raw: bytes | None) -> tuple[bytes, bool]:
+    """The record as it may be kept in a dead-letter topic: a token field holding anything but
+    a ciphertext is presumably a plain-text token, and is replaced. Returns (bytes, redacted)."""
+    if not raw:
+        return raw or b"", False
+    try:
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return raw, False
+    if not isinstance(payload, dict):
+        return raw, False
+    leaked = [
+        field
+        for field in _TOKEN_FIELDS
+        if isinstance(payload.get(field), str) and not re.fullmatch(ENCRYPTED_TOKEN_PATTERN, payload[field])
+    ]
+    if not leaked:
+        return raw, False
+    return json.dumps(payload | dict.fromkeys(leaked, REDACTED)).encode(), True

@@ -17,6 +17,7 @@ from stream_app.catalog import REFRESHABLE_PLATFORMS
 from stream_app.clock import to_aware_utc, utc_now
 from stream_app.db import Database
 from stream_app.db.connections import due_connections, mark_refresh_requested
+from stream_app.metrics import EXPIRING_SOON
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ async def scan_expiring(database: Database, settings: Settings, emit: Emit) -> i
         if last.refresh_due_at is None:  # excluded by the query; keeps the cursor's type exact
             break
         cursor = (last.refresh_due_at, last.id)
+    EXPIRING_SOON.set(emitted)
     log.log(
         logging.INFO if emitted else logging.DEBUG,
         "⏰ [Scheduled] Expiry scan emitted %d refresh request(s)",

@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     # Test-only crash points (stream_app.failpoints), comma-separated.
     failpoints: str = ""
 
+    # Prometheus metrics of the worker (GET /metrics); port 0 turns them off.
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - a container's metrics are scraped from outside
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
     credentials: dict[str, ClientCredentials] = Field(default_factory=dict)

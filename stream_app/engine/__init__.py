@@ -39,6 +39,7 @@ from stream_app.errors import (
 )
 from stream_app.failpoints import Failpoints
 from stream_app.keyed_lock import KeyedLocks
+from stream_app.metrics import record_refresh
 from stream_app.privacy import UserIdHasher
 from stream_app.providers import ProviderClient
 from stream_app.settings import Settings
@@ -81,8 +82,12 @@ class RefreshEngine:
     async def refresh(self, user_id: uuid.UUID, platform_key: str, *, trigger: RefreshReason) -> RefreshResult:
         """Refresh the connection if ``decide_refresh`` says ``trigger`` should (a ``manual``
         trigger: whatever its expiry)."""
+        started = time.monotonic()
         async with self._locks.hold((user_id, platform_key)):
-            return await self._refresh_exclusive(user_id, platform_key, trigger)
+            result = await self._refresh_exclusive(user_id, platform_key, trigger)
+        circuit_open = self._gates.circuit_state(platform_key) is CircuitState.OPEN
+        record_refresh(platform_key, result.outcome, result.reason, time.monotonic() - started, circuit_open)
+        return result
 
     async def _refresh_exclusive(self, user_id: uuid.UUID, platform_key: str, trigger: RefreshReason) -> RefreshResult:
         spec = platform(platform_key)

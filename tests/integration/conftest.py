@@ -19,6 +19,7 @@ from stream_app.db.connections import get_connection
 from stream_app.db.models import ConnectionRow
 from stream_app.sandbox import SandboxServer
 from stream_app.settings import load_settings
+from tests.support.infra import free_port
 from tests.support.kafka import TopicReader, create_topics, produce
 from tests.support.worker import WorkerProcess
 
@@ -33,6 +34,10 @@ class Stack:
     cipher: TokenCipher
     topics: dict[str, str]
     worker: WorkerProcess
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.worker.env['METRICS_PORT']}/metrics"
 
     def restart_worker(self, log_name: str) -> WorkerProcess:
         """A new worker process with the same settings (same consumer group), replacing the old."""
@@ -127,7 +132,9 @@ def stack(
         "RETRY_BASE_DELAY_SECONDS": "0.05",
         "LOG_LEVEL": "DEBUG",
         "KAFKA_SESSION_TIMEOUT_SECONDS": "6",
-        "REFRESH_LEASE_SECONDS": "8",  # a killed worker's leases lapse quickly
+        "REFRESH_LEASE_SECONDS": "8",
+        "METRICS_HOST": "127.0.0.1",
+        "METRICS_PORT": str(free_port()),  # a killed worker's leases lapse quickly
         **{f"TOPIC_{name.upper().replace('.', '_')}": topic for name, topic in topics.items()},
         **sandbox.service_env(),
     }

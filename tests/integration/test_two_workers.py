@@ -17,7 +17,8 @@ pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
 
 async def test_killing_one_of_two_workers_loses_nothing_and_duplicates_nothing(stack: Stack) -> None:
-    second = WorkerProcess(stack.worker.env, stack.worker.log_path.with_name("worker-second.log")).start()
+    env = {**stack.worker.env, "METRICS_PORT": "0"}  # one metrics port per host
+    second = WorkerProcess(env, stack.worker.log_path.with_name("worker-second.log")).start()
     state = stack.sandbox.state
     try:
         second.wait_until_logged("Ready", timeout=90)

@@ -45,3 +45,9 @@ def require_kafka() -> str:
 def require_postgres() -> str:
     require("PostgreSQL", "127.0.0.1", 5432, "python3 scripts/postgres_local.py start")
     return POSTGRES_URL
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -1,0 +1,39 @@
+"""Prometheus metrics (the seed's, in Prometheus' naming). Labels are platforms, outcome
+classes and topics only: never a user id, never a token."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+REFRESH_SUCCESS = Counter("token_refresh_success", "Refreshes that stored new tokens", ["platform"])
+REFRESH_FAILED = Counter(
+    "token_refresh_failed", "Refreshes that ended in an error or a re-auth", ["platform", "reason"]
+)
+REFRESH_DEFERRED = Counter("token_refresh_deferred", "Refreshes put off by an open circuit", ["platform"])
+REFRESH_DURATION = Histogram(
+    "token_refresh_duration_seconds",
+    "From the first request to the stored result",
+    ["platform"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+EXPIRING_SOON = Gauge("tokens_expiring_soon", "Connections the last expiry scan requested a refresh for")
+REFRESHES_IN_FLIGHT = Gauge("token_refresh_in_flight", "Refreshes running in this worker")
+DEAD_LETTERS = Counter("token_refresh_dead_letters", "Input records sent to a dead-letter topic", ["topic"])
+CIRCUIT_OPEN = Gauge("token_refresh_circuit_open", "1 while a platform's circuit is open", ["platform"])
+
+
+def serve(host: str, port: int) -> None:
+    """Expose /metrics from a background thread (the worker's event loop stays free)."""
+    start_http_server(port, addr=host)
+
+
+def record_refresh(platform: str, outcome: str, reason: str, seconds: float, circuit_open: bool) -> None:
+    """Count what one engine call did (skips are not counted: nothing happened)."""
+    if outcome == "refreshed":
+        REFRESH_SUCCESS.labels(platform).inc()
+        REFRESH_DURATION.labels(platform).observe(seconds)
+    elif outcome in ("failed", "needs_reauth"):
+        REFRESH_FAILED.labels(platform, reason).inc()
+    elif outcome == "deferred":
+        REFRESH_DEFERRED.labels(platform).inc()
+    CIRCUIT_OPEN.labels(platform).set(1 if circuit_open else 0)
