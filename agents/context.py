@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 
 from schemas import DeadLetter, Event
 from stream_app.backoff import Backoff
-from stream_app.ingest import redact_plaintext_tokens
+from stream_app.ingest import MAX_EVENT_BYTES, redact_plaintext_tokens
 from stream_app.metrics import DEAD_LETTERS
 from stream_app.publisher import KafkaPublisher
 from stream_app.service import TokenService
@@ -48,7 +48,9 @@ class WorkerContext:
 
     async def dead_letter(self, event: EventT[bytes], reason: str) -> None:
         message = event.message
-        value, redacted = redact_plaintext_tokens(message.value)
+        original = message.value or b""
+        omitted = len(original) > MAX_EVENT_BYTES
+        value, redacted = (b"", False) if omitted else redact_plaintext_tokens(original)
         record = DeadLetter(
             topic=message.topic,
             partition=message.partition,
@@ -57,6 +59,8 @@ class WorkerContext:
             value_base64=base64.b64encode(value).decode(),
             reason=reason,
             redacted=redacted,
+            value_size=len(original),
+            value_omitted=omitted,
         )
         await self.send(f"{message.topic}.dlq", message.key or b"", record.to_bytes())
         DEAD_LETTERS.labels(message.topic).inc()

@@ -131,6 +131,10 @@ class DeadLetter(BaseModel):
     reason: str
     # True when token fields holding plain text were replaced before the record was kept.
     redacted: bool = False
+    # The original value's size; a value too large for a dead-letter record is not copied
+    # (value_omitted) and stays readable at its topic, partition and offset.
+    value_size: int = 0
+    value_omitted: bool = False
     occurred_at: datetime = Field(default_factory=utc_now)
 
     def to_bytes(self) -> bytes:

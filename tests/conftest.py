@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -31,12 +32,24 @@ def kafka_bootstrap() -> str:
 def postgres_url() -> Iterator[str]:
     """A database of this test session's own, migrated to the newest revision, dropped at
     the end (so two suites on one server do not trample each other)."""
+    with _migrated_database() as url:
+        yield url
+
+
+@pytest.fixture
+def own_database_url() -> Iterator[str]:
+    """A database of this one test's own, for tests that judge a whole table."""
+    with _migrated_database() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _migrated_database() -> Iterator[str]:
     server_url = make_url(require_postgres())
     name = f"{server_url.database}_{uuid.uuid4().hex[:8]}"
     asyncio.run(_create_database(server_url, name))
-    url = server_url.set(database=name).render_as_string(hide_password=False)
     try:
-        yield url
+        yield server_url.set(database=name).render_as_string(hide_password=False)
     finally:
         asyncio.run(_drop_database(server_url, name))
 

@@ -23,9 +23,9 @@ pytestmark = pytest.mark.postgres
 
 
 async def test_rotation_rewrites_every_row_while_refreshes_go_on(
-    make_service: ServiceFactory, sandbox: SandboxServer, postgres_url: str, encryption_key: str
+    make_service: ServiceFactory, sandbox: SandboxServer, own_database_url: str, encryption_key: str
 ) -> None:
-    old = make_service()  # the suite's key is the one being retired
+    old = make_service(database_url=own_database_url)  # the suite's key is the one being retired
     seeded = [
         await seed_connection(old.database, old.cipher, sandbox, "gmail", expires_in=timedelta(minutes=m))
         for m in (2, 90, 90, 90, 90, 90)
@@ -43,7 +43,9 @@ async def test_rotation_rewrites_every_row_while_refreshes_go_on(
         )
 
     new_key = generate_key()
-    rotated = make_service(encryption_key=new_key, retired_encryption_keys=encryption_key)
+    rotated = make_service(
+        database_url=own_database_url, encryption_key=new_key, retired_encryption_keys=encryption_key
+    )
     assert await count_needing_rotation(rotated.database, rotated.cipher) >= len(seeded)
     progress: list[tuple[int, int]] = []
     report, refresh = await asyncio.gather(
@@ -68,9 +70,9 @@ async def test_rotation_rewrites_every_row_while_refreshes_go_on(
     newest = generate_key()
     env = {
         "PATH": "/usr/bin:/bin",
-        "DATABASE_URL": postgres_url,
+        "DATABASE_URL": own_database_url,
         "ENCRYPTION_KEY": newest,
-        "RETIRED_ENCRYPTION_KEYS": f"{new_key},{encryption_key}",  # rows of other tests too
+        "RETIRED_ENCRYPTION_KEYS": new_key,
     }
     first = await asyncio.to_thread(_token_refresh, env, "rotate-keys", "--batch-size", "3")
     assert first.returncode == 0, first.stderr
@@ -78,6 +80,16 @@ async def test_rotation_rewrites_every_row_while_refreshes_go_on(
     again = await asyncio.to_thread(_token_refresh, env, "rotate-keys")
     assert again.returncode == 0 and again.stdout.startswith("rotated 0,")
     assert await count_needing_rotation(rotated.database, TokenCipher(newest)) == 0
+
+    # A row no configured key can read is reported, left alone, and fails the command.
+    async with rotated.database.transaction() as session:
+        await session.execute(
+            update(ConnectionRow)
+            .where(ConnectionRow.user_id == seeded[1][0])
+            .values(access_token=TokenCipher(generate_key()).encrypt("sbx_at_lost"))
+        )
+    stuck = await asyncio.to_thread(_token_refresh, env, "rotate-keys")
+    assert stuck.returncode == 1 and "unreadable 1; 1 still need a retired key" in stuck.stdout
 
 
 def _token_refresh(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
