@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
@@ -11,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from schemas import DeadLetter
 from tests.support.kafka import create_topics, produce
 
-COMMANDS = ["worker", "migrate", "keygen", "sandbox", "refresh", "replay"]
+COMMANDS = ["worker", "migrate", "keygen", "sandbox", "refresh", "replay", "rotate-keys", "dlq"]
 
 
 def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -27,7 +29,7 @@ def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) 
     )
 
 
-@pytest.mark.parametrize("command", [[], *([c] for c in COMMANDS)])
+@pytest.mark.parametrize("command", [[], *([c] for c in COMMANDS), ["dlq", "replay"]])
 def test_every_level_has_help(command: list[str]) -> None:
     result = run(*command, "--help")
     assert result.returncode == 0, result.stderr
@@ -95,3 +97,24 @@ async def test_replay_prints_events_since_a_time(kafka_bootstrap: str, encryptio
 
     missing = run("replay", f"no.such.{topic}", "--since", "beginning", env=env)
     assert missing.returncode == 1 and "does not exist" in missing.stderr
+
+
+@pytest.mark.kafka
+async def test_dlq_replay_from_the_shell(kafka_bootstrap: str, encryption_key: str) -> None:
+    source = f"events.{uuid.uuid4().hex[:8]}"
+    await create_topics(kafka_bootstrap, [source, f"{source}.dlq"], partitions=1)
+    letter = DeadLetter(
+        topic=source, partition=0, offset=41, key="k", value_base64=base64.b64encode(b'{"a": 1}').decode(), reason="why"
+    )
+    await produce(kafka_bootstrap, f"{source}.dlq", [(b"k", letter.to_bytes())])
+    env = {"ENCRYPTION_KEY": encryption_key, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+
+    dry = run("dlq", "replay", f"{source}.dlq", "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.strip() == f"{source}[0]@41\twhy" and "would replay 1" in dry.stderr
+
+    real = run("dlq", "replay", f"{source}.dlq", env=env)
+    assert real.returncode == 0 and "replayed 1" in real.stderr
+    assert "replayed 0" in run("dlq", "replay", f"{source}.dlq", env=env).stderr  # resumes
+    replayed = run("replay", source, "--since", "beginning", env=env)
+    assert [json.loads(line) for line in replayed.stdout.splitlines()] == [{"a": 1}]

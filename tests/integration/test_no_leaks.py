@@ -68,6 +68,9 @@ async def test_no_plain_token_or_secret_reaches_a_topic_a_log_line_or_a_metric(s
     assert len(needles) > 20 and len(reader.records) > 20 and "token_refresh_success_total" in metrics
     leaks = sorted({where for where, text in haystacks.items() for needle in needles if needle in text})
     assert leaks == []
+    # Events carry user ids (notifiers need them); logs and metrics only their keyed hash.
+    users = [str(user_id) for user_id in outcomes_expected]
+    assert not [user for user in users if user in haystacks["worker log"] or user in metrics]
 
 
 def _needles(stack: Stack) -> list[str]:
