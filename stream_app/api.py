@@ -91,4 +91,4 @@ def _binding(user_id: uuid.UUID | str | None, platform: str | None, field: Token
 
 def hash_user_id(user_id: uuid.UUID | str) -> str:
     """The 8-hex keyed hash that stands for a user in logs."""
-    return UserIdHasher(_active_settings().encryption_key.get_secret_value())(user_id)
+    return UserIdHasher(_active_settings().log_hash_secret())(user_id)

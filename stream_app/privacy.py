@@ -11,16 +11,15 @@ _MAX_PROVIDER_TEXT = 200
 
 
 class UserIdHasher:
-    """HMAC-SHA256 of the user id under a key derived from ENCRYPTION_KEY, 8 hex shown.
+    """HMAC-SHA256 of the user id under a key derived from a secret (LOG_HASH_KEY, else
+    ENCRYPTION_KEY), 8 hex shown.
 
     A plain SHA of a UUID can be reversed by anyone holding the user table; a keyed hash
     cannot, yet stays stable across restarts so one user's log lines can be followed.
     """
 
-    def __init__(self, encryption_key_hex: str) -> None:
-        self._key = hmac.new(
-            bytes.fromhex(encryption_key_hex), b"token-refresh/user-id-log-hash", hashlib.sha256
-        ).digest()
+    def __init__(self, secret: str) -> None:
+        self._key = hmac.new(secret.encode(), b"token-refresh/user-id-log-hash", hashlib.sha256).digest()
 
     def __call__(self, user_id: object) -> str:
         return hmac.new(self._key, str(user_id).encode(), hashlib.sha256).hexdigest()[:8]

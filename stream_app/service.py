@@ -42,7 +42,7 @@ class TokenService:
         self.database = database or Database(settings.database_url)
         self.http = build_http_client(settings)
         self.cipher = TokenCipher(key, settings.retired_keys())
-        self.hash_user_id = UserIdHasher(key)
+        self.hash_user_id = UserIdHasher(settings.log_hash_secret())
         self.policy = RefreshPolicy.from_settings(settings)
         self.engine = RefreshEngine(
             settings,

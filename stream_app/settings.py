@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     kafka_session_timeout_seconds: float = Field(default=60, ge=6)
 
     encryption_key: SecretStr
+    # The secret behind the user-id hashes in logs; set it to keep them stable across key
+    # rotations (by default it is derived from ENCRYPTION_KEY).
+    log_hash_key: SecretStr | None = None
     # Keys being retired, comma-separated: still read, never written (`token-refresh rotate-keys`).
     retired_encryption_keys: SecretStr | None = None
 
@@ -122,6 +125,9 @@ class Settings(BaseSettings):
             for key in value.get_secret_value().split(","):
                 cls._key_is_64_hex(SecretStr(key.strip()))
         return value
+
+    def log_hash_secret(self) -> str:
+        return (self.log_hash_key or self.encryption_key).get_secret_value()
 
     def retired_keys(self) -> list[str]:
         if self.retired_encryption_keys is None:

@@ -121,3 +121,15 @@ def test_html_page_becomes_a_short_single_line() -> None:
     assert "\n" not in cleaned
     assert cleaned.startswith("<html> <head><title>403 Forbidden</title></head>")
     assert len(cleaned) == 203
+
+
+def test_log_hashes_survive_a_key_rotation_when_log_hash_key_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stream_app.settings import load_settings
+
+    monkeypatch.setenv("LOG_HASH_KEY", "a-stable-secret-for-log-hashes")
+    before = load_settings(encryption_key=generate_key())
+    after = load_settings(encryption_key=generate_key(), retired_encryption_keys=before.encryption_key)
+    assert UserIdHasher(before.log_hash_secret())(USER) == UserIdHasher(after.log_hash_secret())(USER)
+    monkeypatch.delenv("LOG_HASH_KEY")
+    unset = load_settings(encryption_key=before.encryption_key)
+    assert unset.log_hash_secret() == before.encryption_key.get_secret_value()
