@@ -28,7 +28,7 @@ from stream_app.decisions import Action, Decision, RefreshPolicy, decide_refresh
 from stream_app.engine.breaker import CircuitState
 from stream_app.engine.gates import PlatformGates
 from stream_app.engine.lease import Lease, LeaseLost, Leases
-from stream_app.engine.outcomes import OutcomeWriter, RefreshResult
+from stream_app.engine.outcomes import LOST_RACE, OutcomeWriter, RefreshResult
 from stream_app.errors import (
     DecryptionError,
     InvalidClientError,
@@ -226,7 +226,7 @@ class RefreshEngine:
     ) -> RefreshResult:
         if await self._lost_race(row, spent):
             log.info("%s Refresh token changed while refreshing; not a revocation", tag)
-            return RefreshResult("skipped", "lost_race")
+            return LOST_RACE
         log.warning("🔐 %s Refresh token invalid/expired - user must re-authenticate", tag)
         return await self._outcomes.needs_reauth(row, lease, exc.reason, exc.description)
 

@@ -39,6 +39,9 @@ class RefreshResult:
     event: Event | None = None
 
 
+LOST_RACE = RefreshResult("skipped", "lost_race")
+
+
 class OutcomeWriter:
     def __init__(
         self,
@@ -100,9 +103,9 @@ class OutcomeWriter:
             refresh_token_rotated=rotated,
             reason=trigger,
         )
-        if not await self._commit(row, lease, values, event):
-            return RefreshResult("skipped", "lost_race")
-        return RefreshResult("refreshed", "refreshed", tokens=tokens, event=event)
+        return await self._store(
+            row, lease, values, event, RefreshResult("refreshed", "refreshed", tokens=tokens, event=event)
+        )
 
     async def needs_reauth(self, row: ConnectionRow, lease: Lease, reason: str, error: str | None) -> RefreshResult:
         values = {
@@ -114,9 +117,7 @@ class OutcomeWriter:
             "refresh_due_at": None,
         }
         event = TokenNeedsReauth(user_id=row.user_id, platform=row.platform, reason=reason, error=error)
-        if not await self._commit(row, lease, values, event):
-            return RefreshResult("skipped", "lost_race")
-        return RefreshResult("needs_reauth", reason, event=event)
+        return await self._store(row, lease, values, event, RefreshResult("needs_reauth", reason, event=event))
 
     async def failed(
         self,
@@ -148,17 +149,19 @@ class OutcomeWriter:
             status=status,
             will_retry=will_retry,
         )
-        if not await self._commit(row, lease, values, event):
-            return RefreshResult("skipped", "lost_race")
-        return RefreshResult("failed", error_class, event=event)
+        return await self._store(row, lease, values, event, RefreshResult("failed", error_class, event=event))
 
     async def deferred(self, row: ConnectionRow, lease: Lease, *, until: datetime, reason: str) -> RefreshResult:
         """Put the next scheduled attempt off without calling the provider; the connection's
         status is untouched, so nothing is published."""
         values = {"refresh_due_at": until, "refresh_requested_at": None}
-        if not await self._commit(row, lease, values, None):
-            return RefreshResult("skipped", "lost_race")
-        return RefreshResult("deferred", reason)
+        return await self._store(row, lease, values, None, RefreshResult("deferred", reason))
+
+    async def _store(
+        self, row: ConnectionRow, lease: Lease, values: dict[str, Any], event: Event | None, result: RefreshResult
+    ) -> RefreshResult:
+        """``result`` once stored; if the row changed or the lease was lost, nothing is stored."""
+        return result if await self._commit(row, lease, values, event) else LOST_RACE
 
     async def _commit(self, row: ConnectionRow, lease: Lease, values: dict[str, Any], event: Event | None) -> bool:
         """One transaction: the row (fenced on version and lease) and the outbox event."""
