@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import faust
+from aiokafka.errors import KafkaError
 from faust.types import EventT
 from sqlalchemy.exc import DBAPIError
 
@@ -23,8 +24,9 @@ from stream_app.service import TokenService
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Failures of the infrastructure, not of the message: wait and try the same message again.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (DBAPIError, OSError, asyncio.TimeoutError)
+# Failures of the infrastructure, not of the message: wait and try the same message again
+# (a broker that cannot take a dead letter holds the partition rather than lose the record).
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (DBAPIError, KafkaError, OSError, asyncio.TimeoutError)
 
 
 class WorkerContext:
@@ -62,7 +64,10 @@ class WorkerContext:
             value_size=len(original),
             value_omitted=omitted,
         )
-        await self.send(f"{message.topic}.dlq", message.key or b"", record.to_bytes())
+        await self.until_done(
+            functools.partial(self.send, f"{message.topic}.dlq", message.key or b"", record.to_bytes()),
+            "dead-lettering a record",
+        )
         DEAD_LETTERS.labels(message.topic).inc()
         log.warning("Dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason)
 
@@ -75,10 +80,7 @@ class WorkerContext:
             raise
         except Exception as exc:
             log.exception("Unexpected failure processing %s[%d]@%d", *_position(record))
-            await self.until_done(
-                functools.partial(self.dead_letter, record, f"processing error: {type(exc).__name__}"),
-                "dead-lettering a record",
-            )
+            await self.dead_letter(record, f"processing error: {type(exc).__name__}")
 
     async def until_done(self, work: Callable[[], Awaitable[T]], what: str) -> T:
         """Run ``work``, retrying on infrastructure failures until it succeeds: Faust acks a
