@@ -36,6 +36,8 @@ class Lease:
         self.owner = owner
         self._ttl = ttl
         self._sleep = sleep
+        # Set once a fenced write has cleared the lease along with the outcome.
+        self.released = False
 
     async def renew(self) -> None:
         async with self._db.transaction() as session:
@@ -52,6 +54,9 @@ class Lease:
             await self.renew()
 
     async def release(self) -> None:
+        if self.released:
+            return
+        self.released = True
         async with self._db.transaction() as session:
             await release_lease(session, self.connection_id, self.owner)
 

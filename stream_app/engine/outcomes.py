@@ -175,6 +175,7 @@ class OutcomeWriter:
                         return False
                     if event is not None:
                         add_event(session, self._topics[event.default_topic], event, utc_now())
+                lease.released = True  # the fenced update cleared it
                 break
             except (DBAPIError, OSError) as exc:
                 failures += 1
