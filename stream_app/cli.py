@@ -20,6 +20,7 @@ import click
 
 from stream_app.crypto import generate_key
 from stream_app.errors import ConfigurationError, TokenRefreshError
+from stream_app.kafka_client import cap_client_logging
 from stream_app.settings import Settings, load_settings
 
 T = TypeVar("T")
@@ -50,12 +51,7 @@ def _run(coroutine_factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    quiet_noisy_loggers(level)
-
-
-def quiet_noisy_loggers(level: str) -> None:
-    """aiokafka logs whole records (keys carry user ids) at DEBUG: never below INFO here."""
-    logging.getLogger("aiokafka").setLevel(max(logging.getLevelName(level), logging.INFO))
+    cap_client_logging()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -110,7 +106,7 @@ def worker() -> None:
             metrics.serve(settings.metrics_host, settings.metrics_port)
         except OSError as exc:
             _fail(f"METRICS_PORT: cannot listen on {settings.metrics_host}:{settings.metrics_port} ({exc})", 2)
-    quiet_noisy_loggers(settings.log_level)
+    cap_client_logging()
     faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
 
 

@@ -15,10 +15,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -28,7 +27,7 @@ from pydantic import ValidationError
 
 from schemas import DeadLetter
 from stream_app.errors import TokenRefreshError
-from stream_app.kafka_client import client_options
+from stream_app.kafka_client import cap_client_logging, client_options, idempotent_producer
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -87,14 +86,14 @@ async def replay_dead_letters(
     if limit is not None and limit < 0:
         raise ValueError("limit must not be negative")
     report = ReplayReport(dry_run=dry_run)
-    with _kafka_debug_silenced():
-        try:
-            await _replay(settings, dlq_topic, limit, progress, report)
-        except KafkaError as exc:
-            raise TokenRefreshError(
-                f"DLQ replay of {dlq_topic!r} failed: {type(exc).__name__} "
-                "(run it again: it resumes after the last acknowledged batch)"
-            ) from None
+    cap_client_logging()
+    try:
+        await _replay(settings, dlq_topic, limit, progress, report)
+    except KafkaError as exc:
+        raise TokenRefreshError(
+            f"DLQ replay of {dlq_topic!r} failed: {type(exc).__name__} "
+            "(run it again: it resumes after the last acknowledged batch)"
+        ) from None
     log.info(
         "DLQ %s: %s %d, unreadable %d, foreign %d; by reason: %s",
         dlq_topic,
@@ -119,7 +118,7 @@ async def _replay(
     consumer = AIOKafkaConsumer(
         group_id=replay_group(settings), enable_auto_commit=False, auto_offset_reset="earliest", **options
     )
-    producer = None if report.dry_run else AIOKafkaProducer(acks="all", enable_idempotence=True, **options)
+    producer = None if report.dry_run else idempotent_producer(settings)
     try:
         await consumer.start()
         if producer is not None:
@@ -208,19 +207,6 @@ def _original_key(record: ConsumerRecord, dead: DeadLetter) -> bytes | None:
     if isinstance(record.key, bytes) and record.key.decode("utf-8", errors="replace") == dead.key:
         return record.key
     return dead.key.encode()
-
-
-@contextlib.contextmanager
-def _kafka_debug_silenced() -> Iterator[None]:
-    """aiokafka logs whole records (keys and values) at DEBUG: keep it at INFO meanwhile."""
-    logger = logging.getLogger("aiokafka")
-    previous = logger.level
-    if logger.getEffectiveLevel() < logging.INFO:
-        logger.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        logger.setLevel(previous)
 
 
 def _notify(progress: Callable[[int, int], None] | None, done: int, total: int) -> None:

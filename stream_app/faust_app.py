@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import ssl
-
 import faust
 from faust.types.auth import CredentialsT
 
+from stream_app.kafka_client import ssl_context
 from stream_app.settings import Settings
 
 
@@ -30,12 +29,8 @@ def create_app(settings: Settings) -> faust.App:
 
 
 def _credentials(settings: Settings) -> CredentialsT | None:
-    protocol = settings.kafka_security_protocol
-    context = None
-    if protocol in ("SSL", "SASL_SSL"):
-        cafile = str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
-        context = ssl.create_default_context(cafile=cafile)
-    if protocol.startswith("SASL"):
+    context = ssl_context(settings)
+    if settings.kafka_security_protocol.startswith("SASL"):
         password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
         return faust.SASLCredentials(
             username=settings.kafka_sasl_username,

@@ -6,7 +6,7 @@ import asyncio
 
 from aiokafka import AIOKafkaProducer
 
-from stream_app.kafka_client import client_options
+from stream_app.kafka_client import idempotent_producer
 from stream_app.settings import Settings
 
 
@@ -21,9 +21,7 @@ class KafkaPublisher:
     async def _started(self) -> AIOKafkaProducer:
         async with self._starting:
             if self._producer is None:
-                producer = AIOKafkaProducer(
-                    acks="all", enable_idempotence=True, linger_ms=5, **client_options(self._settings)
-                )
+                producer = idempotent_producer(self._settings, linger_ms=5)
                 await producer.start()
                 self._producer = producer
         return self._producer

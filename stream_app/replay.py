@@ -10,13 +10,14 @@ from datetime import datetime
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream_app.errors import TokenRefreshError
-from stream_app.kafka_client import client_options
+from stream_app.kafka_client import cap_client_logging, client_options
 from stream_app.settings import Settings
 
 
 async def replay_topic(settings: Settings, topic: str, since: datetime | None, emit: Callable[[str], object]) -> int:
     """Emit every record of ``topic`` from ``since`` (None: the beginning) up to the end
     offsets at the time of the call, one JSON line each, in partition then offset order."""
+    cap_client_logging()
     consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_options(settings))
     await consumer.start()
     try:
