@@ -34,7 +34,8 @@ class WorkerContext:
         self.app = app
         self.service = service
         self.settings = service.settings
-        self.topics = {name: app.topic(configured) for name, configured in self.settings.topic_names().items()}
+        self.topic_names = self.settings.topic_names()
+        self.topics = {name: app.topic(configured) for name, configured in self.topic_names.items()}
         self.publisher = KafkaPublisher(self.settings)
         self._backoff = Backoff(base=0.5, cap=30.0, jitter_ratio=0.3)
 
@@ -46,7 +47,7 @@ class WorkerContext:
         await self.publisher.send(topic, key, value)
 
     async def publish(self, default_topic: str, event: Event) -> None:
-        await self.send(self.settings.topic_names()[default_topic], event.key.encode(), event.to_bytes())
+        await self.send(self.topic_names[default_topic], event.key.encode(), event.to_bytes())
 
     async def dead_letter(self, event: EventT[bytes], reason: str) -> None:
         message = event.message

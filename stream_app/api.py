@@ -10,8 +10,7 @@ from __future__ import annotations
 import uuid
 from functools import cache
 
-from stream_app.crypto import TokenBinding, TokenCipher, TokenField
-from stream_app.privacy import UserIdHasher
+from stream_app.crypto import TokenBinding, TokenField
 from stream_app.service import RefreshedAccessToken, TokenService
 from stream_app.settings import Settings, load_settings
 
@@ -36,10 +35,6 @@ def _default_service() -> TokenService:
     return _service
 
 
-def _active_settings() -> Settings:
-    return _service.settings if _service is not None else _settings()
-
-
 async def get_valid_access_token(user_id: uuid.UUID | str, platform: str) -> str | None:
     return await _default_service().get_valid_access_token(user_id, platform)
 
@@ -61,7 +56,7 @@ def encrypt_token(
 ) -> str:
     """Encrypt with the configured ENCRYPTION_KEY, like the seed's ``encryptToken``. Given the
     connection (``user_id``, ``platform``) and ``field``, the ciphertext is bound to them."""
-    return _cipher().encrypt(plaintext, _binding(user_id, platform, field))
+    return _default_service().cipher.encrypt(plaintext, _binding(user_id, platform, field))
 
 
 def decrypt_token(
@@ -72,12 +67,7 @@ def decrypt_token(
     field: TokenField | None = None,
 ) -> str:
     """Decrypt a seed-format ciphertext, or a bound one given the connection and field."""
-    return _cipher().decrypt(ciphertext, _binding(user_id, platform, field))
-
-
-def _cipher() -> TokenCipher:
-    settings = _active_settings()
-    return TokenCipher(settings.encryption_key.get_secret_value(), settings.retired_keys())
+    return _default_service().cipher.decrypt(ciphertext, _binding(user_id, platform, field))
 
 
 def _binding(user_id: uuid.UUID | str | None, platform: str | None, field: TokenField | None) -> TokenBinding | None:
@@ -91,4 +81,4 @@ def _binding(user_id: uuid.UUID | str | None, platform: str | None, field: Token
 
 def hash_user_id(user_id: uuid.UUID | str) -> str:
     """The 8-hex keyed hash that stands for a user in logs."""
-    return UserIdHasher(_active_settings().log_hash_secret())(user_id)
+    return _default_service().hash_user_id(user_id)

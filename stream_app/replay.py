@@ -27,7 +27,7 @@ async def replay_topic(settings: Settings, topic: str, since: datetime | None, e
         consumer.subscribe([topic])
         assigned = await _assignment(consumer)
         ends = await consumer.end_offsets(assigned)
-        await _seek(consumer, assigned, since)
+        await _seek(consumer, assigned, since, ends)
         count = 0
         for tp in assigned:
             while await consumer.position(tp) < ends[tp]:
@@ -52,12 +52,16 @@ async def _assignment(consumer: AIOKafkaConsumer) -> list[TopicPartition]:
     return sorted(consumer.assignment())
 
 
-async def _seek(consumer: AIOKafkaConsumer, partitions: list[TopicPartition], since: datetime | None) -> None:
+async def _seek(
+    consumer: AIOKafkaConsumer,
+    partitions: list[TopicPartition],
+    since: datetime | None,
+    ends: dict[TopicPartition, int],
+) -> None:
     if since is None:
         await consumer.seek_to_beginning(*partitions)
         return
     offsets = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in partitions})
-    ends = await consumer.end_offsets(partitions)
     for tp in partitions:
         found = offsets.get(tp)
         consumer.seek(tp, found.offset if found is not None else ends[tp])

@@ -75,7 +75,9 @@ class TokenService:
             row = await get_connection(session, user_id, platform)
         decision = decide_refresh(row, spec, utc_now(), self.policy, "on_demand")
         if decision.action is not Action.SKIP:
-            await self.engine.refresh(user_id, platform, trigger="on_demand")
+            result = await self.engine.refresh(user_id, platform, trigger="on_demand")
+            if result.tokens is not None:  # refreshed here: the fresh token, no need to read it back
+                return result.tokens.access_token
             async with self.database.sessions() as session:
                 row = await get_connection(session, user_id, platform)
         if row is None or row.access_token is None or row.status not in ("connected", "token_expired"):
