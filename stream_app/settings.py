@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_cafile: Path | None = None
     kafka_topic_partitions: int = Field(default=4, ge=1)
+    # Replicas of every topic the service creates: 1 suits the local single broker; production
+    # clusters want 3, with KAFKA_MIN_INSYNC_REPLICAS=2 (acks=all then survives one broker down).
+    kafka_replication_factor: int = Field(default=1, ge=1)
+    kafka_min_insync_replicas: int | None = Field(default=None, ge=1)
     kafka_app_id: str = "token-refresh"
     # How soon the group notices a dead worker and moves its partitions to the others.
     kafka_session_timeout_seconds: float = Field(default=60, ge=6)
