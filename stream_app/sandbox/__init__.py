@@ -11,7 +11,8 @@ ground truth (grants, spent tokens, every token it issued, request counts) for t
 Routes: ``POST /{platform}/token`` (and ``POST /google/token``, shared by youtube, gmail
 and google_calendar); admin: ``GET /_admin/health``, ``POST|GET /_admin/grants``,
 ``GET /_admin/grants/{id}``, ``POST /_admin/grants/{id}/revoke``,
-``POST|GET|DELETE /_admin/faults``, ``POST /_admin/latency``, ``GET /_admin/issued``,
+``POST|GET|DELETE /_admin/faults``, ``POST|GET|DELETE /_admin/fault-rules`` (faults drawn at
+random during a window: :mod:`stream_app.sandbox.rules`), ``POST /_admin/latency``, ``GET /_admin/issued``,
 ``GET /_admin/stats``, ``GET /_admin/requests``, ``POST /_admin/reset``.
 """
 

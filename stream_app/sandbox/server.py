@@ -248,6 +248,28 @@ async def clear_faults(request: web.Request) -> web.Response:
     return _json(200, {"pending": []})
 
 
+async def add_fault_rule(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    rule = state.add_fault_rule(await _body(request))
+    log.info(
+        "fault rule added platform=%s mode=%s probability=%s",
+        rule["platform"],
+        rule["mode"],
+        rule["probability"],
+    )
+    return _json(201, rule)
+
+
+async def list_fault_rules(request: web.Request) -> web.Response:
+    return _json(200, {"rules": request.app[STATE_KEY].fault_rules()})
+
+
+async def end_fault_rules(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    state.end_fault_rules()
+    return _json(200, {"rules": state.fault_rules()})
+
+
 async def set_latency(request: web.Request) -> web.Response:
     body = await _body(request)
     try:
@@ -313,6 +335,9 @@ def create_app(
     app.router.add_post("/_admin/faults", add_fault)
     app.router.add_get("/_admin/faults", list_faults)
     app.router.add_delete("/_admin/faults", clear_faults)
+    app.router.add_post("/_admin/fault-rules", add_fault_rule)
+    app.router.add_get("/_admin/fault-rules", list_fault_rules)
+    app.router.add_delete("/_admin/fault-rules", end_fault_rules)
     app.router.add_post("/_admin/latency", set_latency)
     app.router.add_get("/_admin/issued", issued)
     app.router.add_get("/_admin/stats", stats)

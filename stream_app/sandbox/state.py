@@ -13,7 +13,7 @@ import secrets
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +26,7 @@ from .dialects import (
     RateLimitStyle,
     Rotation,
 )
+from .rules import ANY_PLATFORM, FaultRules, rule_window
 
 ACCESS_PREFIX = "sbx_at_"
 REFRESH_PREFIX = "sbx_rt_"
@@ -79,6 +80,11 @@ class Grant:
     last_refreshed_at: float | None = None
     in_flight: int = 0
     max_in_flight: int = 0
+    # Ground truth for chaos runs: when each refresh succeeded, when a spent single-use
+    # refresh token was presented again (a double spend), when the grant was revoked.
+    refreshed_at: list[float] = field(default_factory=list)
+    double_spent_at: list[float] = field(default_factory=list)
+    revoked_at: float | None = None
 
     @property
     def dialect(self) -> str:
@@ -103,6 +109,10 @@ class Grant:
             "last_refreshed_at": self.last_refreshed_at,
             "in_flight": self.in_flight,
             "max_concurrent_requests": self.max_in_flight,
+            "refreshed_at": list(self.refreshed_at),
+            "double_spends": len(self.double_spent_at),
+            "double_spent_at": list(self.double_spent_at),
+            "revoked_at": self.revoked_at,
         }
 
 
@@ -141,9 +151,9 @@ class RefreshResult:
     rotated: bool = False
 
 
-def _fault_from(spec: dict[str, Any]) -> Fault:
+def _fault_from(spec: dict[str, Any], *, any_platform: bool = False) -> Fault:
     platform = str(spec.get("platform"))
-    if platform not in PLATFORMS and platform != GOOGLE:
+    if platform not in PLATFORMS and platform != GOOGLE and not (any_platform and platform == ANY_PLATFORM):
         raise SandboxError(f"unknown platform {platform!r}")
     try:
         mode = FaultMode(str(spec.get("mode")))
@@ -173,15 +183,24 @@ def _fault_from(spec: dict[str, Any]) -> Fault:
 class SandboxState:
     """All sandbox state. Thread-safe; no method awaits."""
 
-    def __init__(self, history_size: int = 10_000) -> None:
+    def __init__(
+        self,
+        history_size: int = 10_000,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
         self._lock = threading.RLock()
         self._history_size = history_size
+        self._clock = clock
+        self._rng = rng if rng is not None else random.Random()
         self._clear()
 
     def _clear(self) -> None:
         self._grants: dict[str, Grant] = {}
         self._by_refresh: dict[str, str] = {}  # every refresh token ever issued -> grant id
         self._faults: dict[str, deque[Fault]] = {}
+        self._rules = FaultRules(self._rng)
         self._issued_access: list[str] = []
         self._issued_refresh: list[str] = []
         self._stats: dict[str, Counter[str]] = {}
@@ -221,7 +240,7 @@ class SandboxState:
                 scope=scope if scope is not None else PLATFORMS[platform].default_scope,
                 rotation=chosen,
                 expires_in_override=expires_in,
-                created_at=time.time(),
+                created_at=self._clock(),
                 live_access_token=access,
                 live_refresh_token=refresh,
                 valid_refresh_tokens=[refresh],
@@ -250,6 +269,7 @@ class SandboxState:
             grant = self._grants.get(grant_id)
             if grant is not None and not grant.revoked:
                 grant.revoked, grant.revoked_reason = True, reason
+                grant.revoked_at = self._clock()
             return grant
 
     def refresh(self, dialect_name: str, token: str) -> RefreshResult:
@@ -262,8 +282,10 @@ class SandboxState:
                 verdict = Verdict.EXPIRED if grant.revoked_reason == "expired" else Verdict.REVOKED
                 return RefreshResult(verdict, grant)
             if token not in grant.valid_refresh_tokens:
+                grant.double_spent_at.append(self._clock())
                 if DIALECTS[dialect_name].reuse_kills_family:
                     grant.revoked, grant.revoked_reason = True, "reuse_detected"
+                    grant.revoked_at = self._clock()
                 return RefreshResult(Verdict.REUSED, grant)
             return self._rotate(grant, token)
 
@@ -273,7 +295,8 @@ class SandboxState:
         grant.access_tokens.append(access)
         grant.expires_in = self._lifetime(grant.platform, grant.expires_in_override)
         grant.refresh_count += 1
-        grant.last_refreshed_at = time.time()
+        grant.last_refreshed_at = self._clock()
+        grant.refreshed_at.append(grant.last_refreshed_at)
         answer_refresh: str | None = token
         if grant.rotation in (Rotation.SINGLE_USE, Rotation.KEEP_OLD):
             answer_refresh = self._issue_refresh()
@@ -336,7 +359,8 @@ class SandboxState:
 
     def take_fault(self, platform: str) -> Fault | None:
         """Consume one use of the next fault queued for ``platform`` (for a Google platform,
-        its own queue first, then the shared ``google`` queue). Returns a copy with count 1."""
+        its own queue first, then the shared ``google`` queue); with none queued, draw from the
+        active fault rules. Returns a copy with count 1."""
         keys = [platform]
         if platform != GOOGLE and PLATFORMS.get(platform) and PLATFORMS[platform].dialect == GOOGLE:
             keys.append(GOOGLE)
@@ -349,15 +373,38 @@ class SandboxState:
                     if head.count <= 0:
                         queue.popleft()
                     return Fault(**{**head.__dict__, "count": 1})
-            return None
+            return self._rules.draw(platform, self._clock())
 
     def pending_faults(self) -> list[dict[str, Any]]:
         with self._lock:
             return [f.describe() for q in self._faults.values() for f in q]
 
     def clear_faults(self) -> None:
+        """Drop the queued faults and end every fault rule (rules stay listed as history)."""
         with self._lock:
             self._faults.clear()
+            self._rules.end_all(self._clock())
+
+    def add_fault_rule(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """A rule answering ``probability`` of ``platform``'s requests (``"*"``: every
+        platform) with the fault ``spec`` describes, from ``start_in`` seconds from now for
+        ``duration`` seconds (none: until ended). See :mod:`stream_app.sandbox.rules`."""
+        fault = _fault_from(spec, any_platform=True)
+        try:
+            window = rule_window(spec, self._clock())
+        except (TypeError, ValueError) as exc:
+            raise SandboxError(f"bad fault rule: {exc}") from None
+        with self._lock:
+            return self._rules.add(fault.platform, fault, window).describe(self._clock())
+
+    def fault_rules(self) -> list[dict[str, Any]]:
+        """Every rule ever added, ended ones included, with its window and hit count."""
+        with self._lock:
+            return self._rules.describe(self._clock())
+
+    def end_fault_rules(self) -> None:
+        with self._lock:
+            self._rules.end_all(self._clock())
 
     # -- ground truth ---------------------------------------------------------------------
 
@@ -369,7 +416,7 @@ class SandboxState:
             self._history.append(
                 {
                     "seq": self._seq,
-                    "at": time.time(),
+                    "at": self._clock(),
                     "platform": platform,
                     "outcome": outcome,
                     **details,
