@@ -8,9 +8,13 @@
         ├── RetryableProviderError  try again with backoff
         │   ├── ProviderNetworkError    connect/read errors, timeouts      (network)
         │   ├── ProviderServerError     5xx                                 (server_error)
+        │   ├── ProviderUnexpectedAnswer  an answer that says nothing about the grant: no OAuth
+        │   │                             error code (a gateway's HTML page, an empty 4xx, a 200
+        │   │                             without a usable token, malformed HTTP) (unexpected_response)
         │   └── ProviderRateLimited     429 / throttling 403; waits, not an attempt (rate_limited)
         ├── InvalidClientError      our client credentials are refused: status `error`
-        └── ReauthRequiredError     the grant is dead (invalid_grant, unknown): status `needs_reauth`
+        └── ReauthRequiredError     the grant is dead (invalid_grant, access_denied, an unknown
+                                    OAuth error code): status `needs_reauth`
 
 Messages never carry a token: provider text is sanitised before it reaches an exception.
 """
@@ -57,6 +61,13 @@ class ProviderNetworkError(RetryableProviderError):
 
 class ProviderServerError(RetryableProviderError):
     error_class = "server_error"
+
+
+class ProviderUnexpectedAnswer(RetryableProviderError):
+    """The provider (or a gateway in front of it) answered, but not in a way that judges the
+    grant: no OAuth error code, or no usable token. The provider's trouble, never the user's."""
+
+    error_class = "unexpected_response"
 
 
 class ProviderRateLimited(RetryableProviderError):

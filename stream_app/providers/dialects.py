@@ -1,10 +1,16 @@
 """Each provider's way of saying "no", mapped onto the contract's classes.
 
-A dialect turns a token-endpoint response into an error code (or None for success);
-``raise_for_answer`` then maps the code and the HTTP status onto the exception tree of
-``stream_app.errors``. Most providers speak RFC 6749; the others differ as providers.md
-describes (errors inside a 200, Twitch's ``{status, message}``, "bad refresh token"
-spelled ``invalid_request``).
+A dialect reads a token-endpoint answer as an OAuth error code (or None: the answer carries
+no code); ``raise_for_answer`` then maps the code and the HTTP status onto the exception tree
+of ``stream_app.errors``. Most providers speak RFC 6749; the others differ as providers.md
+describes (errors inside a 200, Twitch's ``{status, message}``, "bad refresh token" spelled
+``invalid_request``, Google's 403 HTML page when it throttles).
+
+Only a code judges a grant. An answer without one (an empty 401, a gateway's HTML page, a 200
+without a token) says nothing about the user, so it never marks anyone ``needs_reauth``: it is
+the provider's trouble (``unexpected_response``, retried), with two documented exceptions:
+RFC 6749 §5.2's 401 with a ``Basic`` challenge (Reddit's bad client) refuses our client, and
+Google's bare 403 page is throttling. A 403 is throttling only when it says so.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import math
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -20,6 +27,7 @@ from stream_app.errors import (
     InvalidClientError,
     ProviderRateLimited,
     ProviderServerError,
+    ProviderUnexpectedAnswer,
     ReauthRequiredError,
 )
 
@@ -31,17 +39,22 @@ _EPOCH_THRESHOLD = 1e9
 
 class Reading(NamedTuple):
     """What a token-endpoint answer says: ``meaning`` is the code it is classified by (None:
-    no error), ``said`` the provider's own code and description, kept for the record."""
+    the answer carries no error code), ``said`` the provider's own code and description, kept
+    for the record."""
 
     meaning: str | None
     said: str = ""
 
+
+NO_CODE = Reading(None)
 
 Dialect = Callable[[int, Any], Reading]
 
 BAD_GRANT_CODES = frozenset(
     {"invalid_grant", "bad_refresh_token", "invalid_refresh_token", "token_revoked", "token_expired"}
 )
+# The user withdrew the application's access: a verdict on the grant, with its own reason.
+CONSENT_WITHDRAWN_CODES = frozenset({"access_denied"})
 BAD_CLIENT_CODES = frozenset(
     {
         "invalid_client",
@@ -51,6 +64,35 @@ BAD_CLIENT_CODES = frozenset(
         "invalid_client_id",
     }
 )
+# Codes that ask us to slow down, whatever the status (compared lower-cased): OAuth's
+# slow_down, Slack's ratelimited, Google APIs' reasons.
+THROTTLING_CODES = frozenset(
+    {
+        "rate_limit_exceeded",
+        "ratelimited",
+        "slow_down",
+        "too_many_requests",
+        "userratelimitexceeded",
+        "ratelimitexceeded",
+        "quotaexceeded",
+        "dailylimitexceeded",
+        "resource_exhausted",
+    }
+)
+# Codes that say the server failed, not the grant (RFC 6749 §4.1.2.1, Slack's own).
+SERVER_TROUBLE_CODES = frozenset(
+    {
+        "server_error",
+        "temporarily_unavailable",
+        "internal_error",
+        "fatal_error",
+        "service_unavailable",
+        "request_timeout",
+    }
+)
+# Headers that say a quota is spent (GitHub, X, Twitch, the IETF draft).
+_REMAINING_HEADERS = ("x-ratelimit-remaining", "x-rate-limit-remaining", "ratelimit-remaining")
+_MEDIA_TYPE = re.compile(r"[\w.+-]+/[\w.+-]+")
 
 
 def _said(code: str, description: str) -> str:
@@ -58,28 +100,51 @@ def _said(code: str, description: str) -> str:
 
 
 def _rfc6749(status: int, body: Any) -> Reading:
-    if isinstance(body, Mapping) and isinstance(body.get("error"), str):
-        code = body["error"]
-        return Reading(code, _said(code, str(body.get("error_description") or "")))
-    if status >= 400:
-        return Reading("http_error", f"HTTP {status}")
-    return Reading(None)
+    if not isinstance(body, Mapping):
+        return NO_CODE
+    error = body.get("error")
+    if isinstance(error, str) and error:
+        return Reading(error, _said(error, str(body.get("error_description") or "")))
+    if isinstance(error, Mapping):
+        return _api_error(error)
+    return NO_CODE
+
+
+def _api_error(error: Mapping[str, Any]) -> Reading:
+    """Google APIs' ``{"error": {"code", "message", "status", "errors": [{"reason"}]}}``: not an
+    OAuth code, but it can say it is a rate limit, by a reason or in words."""
+    details = error.get("errors")
+    reasons = [item.get("reason") for item in details if isinstance(item, Mapping)] if isinstance(details, list) else []
+    for reason in (*reasons, error.get("status")):
+        if isinstance(reason, str) and reason.lower() in THROTTLING_CODES:
+            return Reading(reason, reason)
+    message = error.get("message")
+    if isinstance(message, str) and ("rate limit" in message.lower() or "quota" in message.lower()):
+        return Reading("rate_limit_exceeded", "rate_limit_exceeded")
+    return NO_CODE
+
+
+def _google(status: int, body: Any) -> Reading:
+    """Google has throttled with a 403 HTML page and no Retry-After (providers.md)."""
+    reading = _rfc6749(status, body)
+    if reading.meaning is None and status == 403 and not isinstance(body, Mapping):
+        return Reading("rate_limit_exceeded", "HTTP 403 page")
+    return reading
 
 
 def _invalid_request_is_bad_grant(status: int, body: Any) -> Reading:
-    """X, LinkedIn and Reddit answer a dead refresh token with ``invalid_request``."""
+    """X, LinkedIn and Reddit answer a dead refresh token with ``invalid_request``. (Reddit's
+    bare 401 for a bad client is RFC 6749 §5.2's Basic challenge, read in ``raise_for_answer``.)"""
     reading = _rfc6749(status, body)
     if reading.meaning == "invalid_request" and status == 400:
         return reading._replace(meaning="invalid_grant")
-    if reading.meaning == "http_error" and status == 401:  # Reddit: 401, no body, WWW-Authenticate
-        return reading._replace(meaning="invalid_client")
     return reading
 
 
 def _slack(status: int, body: Any) -> Reading:
     if isinstance(body, Mapping) and body.get("ok") is False:
-        code = str(body.get("error") or "unknown_error")
-        return Reading(code, code)
+        code = body.get("error")
+        return Reading(code, code) if isinstance(code, str) and code else NO_CODE
     return _rfc6749(status, body)
 
 
@@ -99,7 +164,7 @@ def _twitch(status: int, body: Any) -> Reading:
 DIALECTS: dict[str, Dialect] = {
     "rfc6749": _rfc6749,
     "spotify": _rfc6749,  # its invalid_client comes as a 400, which the code already says
-    "google": _rfc6749,
+    "google": _google,
     "github_app": _rfc6749,  # errors arrive inside a 200; the body decides
     "invalid_request_is_bad_grant": _invalid_request_is_bad_grant,
     "slack": _slack,
@@ -126,24 +191,73 @@ def raise_for_answer(
         )
     if status >= 500:
         raise ProviderServerError(f"server error {status}", status_code=status)
+    lowered = {name.lower(): value for name, value in headers.items()}
     code, said = DIALECTS[dialect](status, body)
-    if status == 403 and code not in BAD_GRANT_CODES | BAD_CLIENT_CODES:
-        # Throttling, not a verdict on the grant: Google has answered with a 403 HTML page
-        # and no Retry-After, others with JSON such as {"error": "rate_limit_exceeded"}.
-        wait = retry_after_seconds(headers, body)
-        raise ProviderRateLimited(
-            "forbidden (throttled)", status_code=status, retry_after=wait if wait is not None else default_wait
-        )
     if code is None:
-        if isinstance(body, Mapping) and isinstance(body.get("access_token"), str):
-            return
-        code = said = "malformed_response"
+        _judge_codeless(status, lowered, body, default_wait)
+        return
+    if code.lower() in THROTTLING_CODES:
+        raise _throttled(f"throttled ({code.lower()})", status, headers, body, default_wait)
+    if code in SERVER_TROUBLE_CODES:
+        raise ProviderServerError(f"server error {status} ({code})", status_code=status)
     text = sanitize(said or code)
     if code in BAD_GRANT_CODES:
         raise ReauthRequiredError(text, reason="invalid_grant", status_code=status)
+    if code in CONSENT_WITHDRAWN_CODES:
+        raise ReauthRequiredError(text, reason="access_denied", status_code=status)
     if code in BAD_CLIENT_CODES:
         raise InvalidClientError(text, status_code=status)
     raise ReauthRequiredError(text, reason="unknown_error", status_code=status)
+
+
+def _judge_codeless(status: int, headers: Mapping[str, str], body: Any, default_wait: float) -> None:
+    """An answer with no error code: a token, or a failure that judges no grant."""
+    if 200 <= status < 300:
+        if _has_access_token(body):
+            return
+        raise ProviderUnexpectedAnswer(
+            f"malformed_response: HTTP {status} with neither an access_token nor an error code", status_code=status
+        )
+    if status == 403 and _asks_to_wait(headers, body):
+        raise _throttled("forbidden (throttled)", status, headers, body, default_wait)
+    if status == 401 and headers.get("www-authenticate", "").lstrip().lower().startswith("basic"):
+        # RFC 6749 §5.2: client authentication failed (Reddit's only way of saying it).
+        raise InvalidClientError("client authentication refused (HTTP 401, Basic challenge)", status_code=status)
+    raise ProviderUnexpectedAnswer(
+        f"unexpected answer: HTTP {status} with no OAuth error code ({_media_type(headers)})", status_code=status
+    )
+
+
+def _has_access_token(body: Any) -> bool:
+    token = body.get("access_token") if isinstance(body, Mapping) else None
+    return isinstance(token, str) and bool(token.strip())
+
+
+def _asks_to_wait(headers: Mapping[str, str], body: Any) -> bool:
+    """A Retry-After (header or Discord's body field) or a rate-limit quota at zero."""
+    return (
+        "retry-after" in headers
+        or (isinstance(body, Mapping) and isinstance(body.get("retry_after"), int | float))
+        or any(headers.get(name, "").strip() == "0" for name in _REMAINING_HEADERS)
+    )
+
+
+def _throttled(
+    description: str, status: int, headers: Mapping[str, str], body: Any, default_wait: float
+) -> ProviderRateLimited:
+    wait = retry_after_seconds(headers, body)
+    return ProviderRateLimited(
+        description,
+        status_code=status,
+        retry_after=wait if wait is not None else default_wait,
+        platform_wide=_platform_wide(headers, body),
+    )
+
+
+def _media_type(headers: Mapping[str, str]) -> str:
+    """The answer's media type for the record, if it is one (nothing else of a header is kept)."""
+    value = headers.get("content-type", "").split(";")[0].strip().lower()
+    return value if _MEDIA_TYPE.fullmatch(value) else "no content type"
 
 
 def _platform_wide(headers: Mapping[str, str], body: Any) -> bool:

@@ -17,6 +17,7 @@ from stream_app.errors import (
     ProviderError,
     ProviderRateLimited,
     ProviderServerError,
+    ProviderUnexpectedAnswer,
     ReauthRequiredError,
     RetryableProviderError,
 )
@@ -161,7 +162,7 @@ REAUTH = [
         "invalid_scope",
     ),
     reauth("discord", 400, {"error": "something_new"}, "unknown_error", "something_new"),
-    reauth("discord", 400, None, "unknown_error", ""),
+    reauth("gmail", 403, {"error": "something_new"}, "unknown_error", "something_new"),
     reauth(
         "twitch",
         400,
@@ -169,13 +170,20 @@ REAUTH = [
         "unknown_error",
         "Something else",
     ),
-    reauth("slack", 200, {"ok": False}, "unknown_error", "unknown_error"),
     reauth(
         "x",
         400,
         {"error": "unsupported_grant_type"},
         "unknown_error",
         "unsupported_grant_type",
+    ),
+    # A 403 that names a verdict is final, not throttling.
+    reauth("discord", 403, {"error": "invalid_grant"}, "invalid_grant", "invalid_grant"),
+    # The user withdrew consent: its own reason (contract §2 lists reasons as open-ended).
+    *(
+        reauth(key, status, {"error": "access_denied", "error_description": "consent withdrawn"}, "access_denied", "")
+        for key in ("spotify", "youtube", "x")
+        for status in (400, 403)
     ),
 ]
 
@@ -266,6 +274,11 @@ INVALID_CLIENT = [
         {},
         id="microsoft-401",
     ),
+    # RFC 6749 §5.2: a refused client that used the Authorization header gets a 401 with a
+    # Basic challenge, body or not, from any provider.
+    pytest.param("spotify", 401, None, {"WWW-Authenticate": 'Basic realm="accounts"'}, id="spotify-401-challenge"),
+    pytest.param("x", 401, "<html>nope</html>", {"www-authenticate": "basic"}, id="x-401-challenge-html"),
+    pytest.param("discord", 403, {"error": "unauthorized_client"}, {}, id="discord-403-code"),
 ]
 
 
@@ -390,14 +403,136 @@ def test_token_answer_passes(platform_key: str, body: dict[str, Any]) -> None:
         None,
         ["at"],
         "at",
+        {"access_token": ""},
+        {"access_token": "  "},
     ],
-    ids=["no-access-token", "null", "number", "not-json", "list", "string"],
+    ids=["no-access-token", "null", "number", "not-json", "list", "string", "empty", "blank"],
 )
-def test_200_without_an_access_token_is_an_error(body: Any) -> None:
-    with pytest.raises(ProviderError) as caught:
+def test_200_without_an_access_token_is_an_unexpected_answer(body: Any) -> None:
+    """It may even have spent the refresh token, but it judges no grant: tried again."""
+    with pytest.raises(ProviderUnexpectedAnswer) as caught:
         answer("discord", 200, body)
 
     assert "malformed_response" in caught.value.description
+    assert caught.value.error_class == "unexpected_response"
+    assert isinstance(caught.value, RetryableProviderError)
+
+
+GATEWAY_PAGE = "<html><body><h1>401 Authorization Required</h1><hr>nginx</body></html>"
+NOT_A_VERDICT = [
+    pytest.param("spotify", 401, None, {}, id="401-empty"),
+    pytest.param("discord", 401, GATEWAY_PAGE, {"Content-Type": "text/html"}, id="401-html"),
+    pytest.param("gmail", 401, None, {}, id="google-401-empty"),
+    pytest.param("reddit", 401, None, {}, id="reddit-401-without-challenge"),
+    pytest.param("microsoft", 401, None, {"WWW-Authenticate": 'Bearer error="invalid_token"'}, id="401-bearer"),
+    pytest.param("x", 403, GATEWAY_PAGE, {"Content-Type": "text/html"}, id="403-html-not-google"),
+    pytest.param("x", 403, None, {"WWW-Authenticate": 'Basic realm="x"'}, id="403-challenge"),
+    pytest.param("linkedin", 403, {"message": "Forbidden"}, {}, id="403-json-without-code"),
+    pytest.param(
+        "youtube",
+        403,
+        {"error": {"code": 403, "message": "The caller does not have permission"}},
+        {},
+        id="google-403-api-error-not-throttling",
+    ),
+    pytest.param("spotify", 400, None, {}, id="400-empty"),
+    pytest.param("discord", 400, None, {}, id="discord-400-empty"),
+    pytest.param("github_app", 404, GATEWAY_PAGE, {"Content-Type": "text/html; charset=utf-8"}, id="404"),
+    pytest.param("microsoft", 405, None, {}, id="405"),
+    pytest.param("twitch", 408, None, {}, id="408"),
+    pytest.param("twitch", 400, {"status": 400}, {}, id="twitch-without-message"),
+    pytest.param("slack", 200, {"ok": False}, {}, id="slack-not-ok-without-code"),
+    pytest.param("spotify", 302, None, {"Location": "https://login.example/"}, id="302"),
+    pytest.param("discord", 418, {"error": ""}, {}, id="empty-code"),
+]
+
+
+@pytest.mark.parametrize(("platform_key", "status", "body", "headers"), NOT_A_VERDICT)
+def test_an_answer_without_an_error_code_judges_no_grant(
+    platform_key: str, status: int, body: Any, headers: dict[str, str]
+) -> None:
+    """A gateway's page or an empty 4xx says nothing about the user: retried, never needs_reauth."""
+    with pytest.raises(ProviderUnexpectedAnswer) as caught:
+        answer(platform_key, status, body, headers)
+
+    assert caught.value.error_class == "unexpected_response"
+    assert caught.value.status_code == status
+    assert isinstance(caught.value, RetryableProviderError)
+    assert "nginx" not in caught.value.description  # the page itself is not kept
+
+
+def test_an_unexpected_answer_names_only_its_status_and_media_type() -> None:
+    with pytest.raises(ProviderUnexpectedAnswer) as caught:
+        answer("x", 401, f"<html>{TOKEN}</html>", {"Content-Type": f"text/html; x={TOKEN}"})
+
+    assert caught.value.description == "unexpected answer: HTTP 401 with no OAuth error code (text/html)"
+
+
+THROTTLING_403 = [
+    pytest.param("discord", {"error": "rate_limit_exceeded"}, {}, DEFAULT_WAIT, id="code"),
+    pytest.param("x", {"error": "slow_down"}, {"Retry-After": "5"}, 5.0, id="slow-down-with-retry-after"),
+    pytest.param(
+        "youtube",
+        {"error": {"code": 403, "message": "Forbidden", "errors": [{"reason": "userRateLimitExceeded"}]}},
+        {},
+        DEFAULT_WAIT,
+        id="google-reason",
+    ),
+    pytest.param(
+        "gmail",
+        {"error": {"code": 403, "message": "Forbidden", "errors": [{"reason": "quotaExceeded"}]}},
+        {},
+        DEFAULT_WAIT,
+        id="google-quota",
+    ),
+    pytest.param("x", GATEWAY_PAGE, {"Retry-After": "9"}, 9.0, id="html-with-retry-after"),
+    pytest.param(
+        "github_app",
+        {"message": "API rate limit exceeded"},
+        {"X-RateLimit-Remaining": "0"},
+        DEFAULT_WAIT,
+        id="quota-spent-header",
+    ),
+]
+
+
+@pytest.mark.parametrize(("platform_key", "body", "headers", "wait"), THROTTLING_403)
+def test_a_403_that_says_it_throttles_is_throttling(
+    platform_key: str, body: Any, headers: dict[str, str], wait: float
+) -> None:
+    with pytest.raises(ProviderRateLimited) as caught:
+        answer(platform_key, 403, body, headers)
+
+    assert caught.value.status_code == 403
+    assert caught.value.retry_after == wait
+
+
+@pytest.mark.parametrize(
+    ("platform_key", "status", "body"),
+    [("slack", 200, {"ok": False, "error": "ratelimited"}), ("x", 400, {"error": "slow_down"})],
+)
+def test_a_throttling_code_is_throttling_whatever_the_status(platform_key: str, status: int, body: Any) -> None:
+    with pytest.raises(ProviderRateLimited) as caught:
+        answer(platform_key, status, body)
+
+    assert caught.value.retry_after == DEFAULT_WAIT
+
+
+@pytest.mark.parametrize(
+    ("platform_key", "status", "body"),
+    [
+        ("spotify", 400, {"error": "server_error"}),
+        ("microsoft", 400, {"error": "temporarily_unavailable", "error_description": "AADSTS90033"}),
+        ("slack", 200, {"ok": False, "error": "internal_error"}),
+        ("github_app", 200, {"error": "server_error"}),
+    ],
+)
+def test_a_code_that_blames_the_server_is_a_server_error(platform_key: str, status: int, body: Any) -> None:
+    with pytest.raises(ProviderServerError) as caught:
+        answer(platform_key, status, body)
+
+    assert caught.value.error_class == "server_error"
+    assert caught.value.status_code == status
 
 
 # --- sanitising ---------------------------------------------------------------------------
