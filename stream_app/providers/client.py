@@ -1,21 +1,39 @@
-"""One refresh_token grant request to a provider, answered as tokens or a typed error."""
+"""One refresh_token grant request to a provider, answered as tokens or a typed error.
+
+Whatever happens during the call ends as tokens or a ``ProviderError``: library errors are
+translated here, with messages that name only their type (never response text), and the whole
+exchange (connect, send, the complete answer) must end within ``HTTP_TIMEOUT_SECONDS``.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from stream_app.catalog import PlatformSpec
-from stream_app.errors import InvalidClientError, ProviderNetworkError
+from stream_app.errors import InvalidClientError, ProviderNetworkError, ProviderUnexpectedAnswer
 from stream_app.privacy import sanitize_provider_text
 from stream_app.providers.dialects import raise_for_answer
 from stream_app.settings import Settings
 
-_MAX_BODY_BYTES = 64 * 1024
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+# An expires_in beyond this is nonsense (and would overflow a date): read as unsaid.
+MAX_EXPIRES_IN_SECONDS = 10 * 365 * 24 * 3600
+# The connection failed or broke off: the answer never (fully) arrived.
+_TRANSPORT_ERRORS = (httpx.TransportError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError)
+# Something arrived, but not HTTP we can read: a bad status line or header, a body that does
+# not decode (httpx_aiohttp lets aiohttp.ClientResponseError through unmapped).
+_MALFORMED_ANSWER_ERRORS = (httpx.HTTPError, httpx.StreamError, aiohttp.ClientError)
 
 
 @dataclass(frozen=True, repr=False)
@@ -64,43 +82,65 @@ class ProviderClient:
         else:
             form |= {"client_id": credentials.client_id, "client_secret": secret}
         headers = {"Accept": "application/json", **spec.headers}
-        try:
-            response = await self._http.post(url, data=form, auth=auth, headers=headers)
-            content = await _bounded_body(response)
-        except httpx.TransportError as exc:
-            raise ProviderNetworkError(f"{type(exc).__name__} calling the token endpoint") from None
-        body = _json_or_none(content)
+        status, answer_headers, content = await self._exchange(url, form, auth, headers)
+        body = None if content is None else _json_or_none(content)
+        if content is None and 200 <= status < 300:
+            raise ProviderUnexpectedAnswer(f"HTTP {status} answer over {MAX_BODY_BYTES} bytes", status_code=status)
         raise_for_answer(
             spec.dialect,
-            response.status_code,
-            response.headers,
+            status,
+            answer_headers,
             body,
             default_wait=self._settings.rate_limit_default_wait_seconds,
             sanitize=lambda text: sanitize_provider_text(text, (refresh_token, secret)),
         )
         return _tokens_from(body, spec)
 
+    async def _exchange(
+        self, url: str, form: dict[str, str], auth: httpx.Auth, headers: dict[str, str]
+    ) -> tuple[int, httpx.Headers, bytes | None]:
+        """Send the request and read the whole answer within the deadline: its status, headers
+        and body (None when over MAX_BODY_BYTES)."""
+        deadline = self._settings.http_timeout_seconds
+        try:
+            async with asyncio.timeout(deadline):
+                async with self._http.stream("POST", url, data=form, auth=auth, headers=headers) as response:
+                    return response.status_code, response.headers, await _bounded_body(response)
+        except (TimeoutError, httpx.TimeoutException):
+            raise ProviderNetworkError(f"timeout: no complete answer within {deadline:g}s") from None
+        except _TRANSPORT_ERRORS as exc:
+            raise ProviderNetworkError(f"{type(exc).__name__} calling the token endpoint") from None
+        except _MALFORMED_ANSWER_ERRORS as exc:
+            raise ProviderUnexpectedAnswer(f"{type(exc).__name__}: malformed answer from the token endpoint") from None
+        except Exception as exc:
+            # Not one the libraries document; still the call's failure, never the caller's crash
+            # (the engine's circuit breaker waits for every call's outcome). Its text may quote
+            # the answer, so only its type is kept.
+            log.warning("token endpoint call failed with an unexpected %s", type(exc).__name__)
+            raise ProviderUnexpectedAnswer(f"{type(exc).__name__} during the token endpoint call") from None
 
-async def _bounded_body(response: httpx.Response) -> bytes:
+
+async def _bounded_body(response: httpx.Response) -> bytes | None:
+    """The body, or None once it grows over MAX_BODY_BYTES (the rest is not read)."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.aiter_bytes():
         size += len(chunk)
-        if size > _MAX_BODY_BYTES:
-            break
+        if size > MAX_BODY_BYTES:
+            return None
         chunks.append(chunk)
-    await response.aclose()
     return b"".join(chunks)
 
 
 def _json_or_none(content: bytes) -> Any:
     try:
         return json.loads(content)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting raises RecursionError
         return None
 
 
-def _tokens_from(body: dict[str, Any], spec: PlatformSpec) -> RefreshedTokens:
+def _tokens_from(body: Any, spec: PlatformSpec) -> RefreshedTokens:
+    """From an answer ``raise_for_answer`` let through: a mapping with a non-empty access_token."""
     refresh_token = body.get("refresh_token")
     scope = body.get("scope")
     return RefreshedTokens(
@@ -112,9 +152,14 @@ def _tokens_from(body: dict[str, Any], spec: PlatformSpec) -> RefreshedTokens:
 
 
 def _seconds(value: Any, default: int | None) -> int | None:
-    """``expires_in`` as whole seconds; some providers send it as a string or a float."""
-    try:
-        seconds = int(float(value))
-    except (TypeError, ValueError):
+    """``expires_in`` as whole seconds; some providers send it as a string or a float.
+    Anything unreadable, not positive or absurdly large is unsaid: the default."""
+    if isinstance(value, bool):
         return default
-    return seconds if seconds > 0 else default
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return default
+    if not math.isfinite(seconds) or not 1 <= seconds <= MAX_EXPIRES_IN_SECONDS:
+        return default
+    return int(seconds)
