@@ -30,6 +30,7 @@ class InvalidEvent(TokenRefreshError):
 
 
 def parse_event(model: type[E], raw: bytes | None) -> E:
+    """The record as a validated event; anything else, whatever the bytes, is an InvalidEvent."""
     if raw is None:
         raise InvalidEvent("empty record (no value)")
     if len(raw) > MAX_EVENT_BYTES:
@@ -38,6 +39,8 @@ def parse_event(model: type[E], raw: bytes | None) -> E:
         event = model.model_validate_json(raw)
     except ValidationError as exc:
         raise InvalidEvent(_describe(exc)) from None
+    except Exception as exc:  # a validator's own failure, e.g. OverflowError converting a date to UTC
+        raise InvalidEvent(f"record: cannot be validated ({type(exc).__name__})") from None
     if not is_known(event.platform):
         raise InvalidEvent(f"platform: unknown platform {event.platform!r}")
     return event
@@ -117,26 +120,42 @@ def connection_values(event: ConnectionCreated, policy: RefreshPolicy) -> dict[s
     }
 
 
-_TOKEN_FIELDS = ("access_token", "refresh_token")
+_TOKEN_FIELDS = frozenset({"access_token", "refresh_token"})
 REDACTED = "[redacted: not a ciphertext]"
 
 
 def redact_plaintext_tokens(raw: bytes | None) -> tuple[bytes, bool]:
-    """The record as it may be kept in a dead-letter topic: a token field holding anything but
-    a ciphertext is presumably a plain-text token, and is replaced. Returns (bytes, redacted)."""
+    """The record as it may be kept in a dead-letter topic: a token field (at any depth) holding
+    anything but a ciphertext or null is presumably a plain-text token, and is replaced.
+    Returns (bytes, redacted). Never raises, whatever the bytes."""
     if not raw:
         return raw or b"", False
+    leaked = False
+
+    def redact(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal leaked
+        for index, (name, value) in enumerate(pairs):
+            if name in _TOKEN_FIELDS and not _is_ciphertext_or_null(value):
+                pairs[index] = (name, REDACTED)
+                leaked = True
+        return dict(pairs)  # a duplicated name keeps its last value, as pydantic does
+
     try:
-        payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return raw, False
-    if not isinstance(payload, dict):
-        return raw, False
-    leaked = [
-        field
-        for field in _TOKEN_FIELDS
-        if isinstance(payload.get(field), str) and not re.fullmatch(ENCRYPTED_TOKEN_PATTERN, payload[field])
-    ]
-    if not leaked:
-        return raw, False
-    return json.dumps(payload | dict.fromkeys(leaked, REDACTED)).encode(), True
+        payload = json.loads(raw, object_pairs_hook=redact)
+        return (json.dumps(payload).encode(), True) if leaked else (raw, False)
+    except Exception:  # invalid JSON or UTF-8, nesting deeper than the stack, huge numbers ...
+        return _unparsable(raw)
+
+
+def _is_ciphertext_or_null(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and re.fullmatch(ENCRYPTED_TOKEN_PATTERN, value) is not None)
+
+
+def _unparsable(raw: bytes) -> tuple[bytes, bool]:
+    """A record we cannot read cannot be checked for tokens: kept only when it cannot name a
+    token field (no "token", even in UTF-16/32, no \\u escape that could spell one); otherwise it
+    is withheld whole."""
+    lowered = raw.replace(b"\x00", b"").lower()
+    if b"token" in lowered or b"\\u" in lowered:
+        return b"", True
+    return raw, False
