@@ -34,17 +34,19 @@ def attach(context: WorkerContext) -> None:
         tag = f"[{event.platform}][{service.hash_user_id(event.user_id)}]"
         log.info("%s Connection event %s: %s", tag, event.event_id, recorded)
         if recorded is Recorded.STORED and _due(context, event):
-            await context.publish(
-                "token.expiring",
-                TokenExpiring(
-                    user_id=event.user_id,
-                    platform=event.platform,
-                    token_expires_at=event.token_expires_at,
-                    reason="scheduled",
-                ),
+            request = TokenExpiring(
+                user_id=event.user_id,
+                platform=event.platform,
+                token_expires_at=event.token_expires_at,
+                reason="scheduled",
+            )
+            await context.until_done(
+                functools.partial(context.publish, "token.expiring", request), "requesting a refresh"
             )
 
     # In order, one at a time: a connection's events must apply in the order they were produced.
+    # `guarded` never raises (but CancelledError): Faust would ack the record of an agent that
+    # raised, losing it; every record here ends processed or dead-lettered.
     @context.app.agent(context.topic("connection.created"), name="connection_created")
     async def connection_created(stream: StreamT[bytes]) -> None:
         async for record in stream.events():

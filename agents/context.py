@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import faust
-from aiokafka.errors import KafkaError
-from faust.types import EventT
-from sqlalchemy.exc import DBAPIError
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from faust.types import EventT, Message
 
 from schemas import DeadLetter, Event
 from stream_app.backoff import Backoff
@@ -20,13 +18,17 @@ from stream_app.ingest import MAX_EVENT_BYTES, redact_plaintext_tokens
 from stream_app.metrics import DEAD_LETTERS
 from stream_app.publisher import KafkaPublisher
 from stream_app.service import TokenService
+from stream_app.transient import is_transient
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Failures of the infrastructure, not of the message: wait and try the same message again
-# (a broker that cannot take a dead letter holds the partition rather than lose the record).
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (DBAPIError, KafkaError, OSError, asyncio.TimeoutError)
+# A dead letter must fit the producer's max_request_size (aiokafka's default, 1 MiB, which the
+# publisher keeps) and the broker's default max.message.bytes (1 MiB + 12), with room to spare.
+MAX_DEAD_LETTER_BYTES = 1024 * 1024 - 32 * 1024
+# What a minimal dead letter keeps of a key and a reason (both come from the input record).
+MAX_KEY_BYTES = 1024
+MAX_REASON_CHARS = 1024
 
 
 class WorkerContext:
@@ -37,7 +39,7 @@ class WorkerContext:
         self.topic_names = self.settings.topic_names()
         self.topics = {name: app.topic(configured) for name, configured in self.topic_names.items()}
         self.publisher = KafkaPublisher(self.settings)
-        self._backoff = Backoff(base=0.5, cap=30.0, jitter_ratio=0.3)
+        self.retry_backoff = Backoff(base=0.5, cap=30.0, jitter_ratio=0.3)
 
     def topic(self, default_name: str) -> faust.TopicT:
         return self.topics[default_name]
@@ -50,55 +52,153 @@ class WorkerContext:
         await self.send(self.topic_names[default_topic], event.key.encode(), event.to_bytes())
 
     async def dead_letter(self, event: EventT[bytes], reason: str) -> None:
+        """Send the record to ``<topic>.dlq`` with its bytes (tokens redacted), position and reason.
+
+        Never raises (but CancelledError): a value too large for a dead letter is left out; when
+        the dead letter cannot be built, or the broker refuses it for good, a minimal one goes
+        instead (position, key, reason). Only transient failures are retried, which holds the
+        partition until the broker is back: the record is never dropped."""
         message = event.message
-        original = message.value or b""
-        omitted = len(original) > MAX_EVENT_BYTES
-        value, redacted = (b"", False) if omitted else redact_plaintext_tokens(original)
-        record = DeadLetter(
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            key=_text(message.key),
-            value_base64=base64.b64encode(value).decode(),
-            reason=reason,
-            redacted=redacted,
-            value_size=len(original),
-            value_omitted=omitted,
-        )
-        await self.until_done(
-            functools.partial(self.send, f"{message.topic}.dlq", message.key or b"", record.to_bytes()),
-            "dead-lettering a record",
-        )
+        try:
+            letter = _full_dead_letter(message, reason)
+        except Exception as exc:  # a record that defeats the redaction, memory ... must still leave
+            log.warning("Dead letter of %s[%d]@%d cannot be built (%s)", *_where(message), type(exc).__name__)
+            await self._send_minimal(message, f"{reason} [record not copied: {type(exc).__name__}]")
+        else:
+            refusal = await self._send_unless_refused(f"{message.topic}.dlq", _dead_letter_key(message), letter)
+            if refusal is not None:
+                await self._send_minimal(message, f"{reason} [record not copied: {refusal}]")
         DEAD_LETTERS.labels(message.topic).inc()
-        log.warning("Dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason)
+        log.warning("Dead-lettered %s[%d]@%d: %s", *_where(message), reason)
+
+    async def last_resort(self, event: EventT[bytes], exc: BaseException) -> None:
+        """For a failure that escaped every other path (a bug): a minimal dead letter, no more."""
+        message = event.message
+        await self._send_minimal(message, f"unhandled failure: {type(exc).__name__}")
+        DEAD_LETTERS.labels(message.topic).inc()
+        log.error("Dead-lettered %s[%d]@%d after an unhandled %s", *_where(message), type(exc).__name__)
+
+    async def _send_unless_refused(self, topic: str, key: bytes, value: bytes) -> str | None:
+        """Send, retrying transient failures; the name of the error if it refused the record for good."""
+        failures = 0
+        while True:
+            try:
+                await self.send(topic, key, value)
+                return None
+            except Exception as exc:
+                if not is_transient(exc):
+                    log.warning("Sending a dead letter to %s refused (%s)", topic, type(exc).__name__)
+                    return type(exc).__name__
+                failures += 1
+                await self._pause(failures, "sending a dead letter", exc)
+
+    async def _send_minimal(self, message: Message, reason: str) -> None:
+        """Send the minimal dead letter, retrying whatever fails: a record of a few hundred bytes
+        that cannot be sent could not be sent for any record (a topic missing or forbidden, a
+        broken producer), so its failure is the infrastructure's and waiting is all there is."""
+        failures = 0
+        while True:
+            try:
+                await self.send(
+                    f"{message.topic}.dlq", _dead_letter_key(message), _minimal_dead_letter(message, reason)
+                )
+                return
+            except Exception as exc:
+                failures += 1
+                await self._pause(failures, "sending a minimal dead letter", exc)
 
     async def guarded(self, record: EventT[bytes], handle: Callable[[EventT[bytes]], Awaitable[None]]) -> None:
         """Run ``handle`` on one record; a failure nobody anticipated dead-letters the record
-        (with the exception's type only: its text could carry data) rather than losing it."""
+        (with the exception's type only: its text could carry data) rather than losing it.
+        Never raises but CancelledError."""
         try:
             await handle(record)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.exception("Unexpected failure processing %s[%d]@%d", *_position(record))
-            await self.dead_letter(record, f"processing error: {type(exc).__name__}")
+            log.exception("Unexpected failure processing %s[%d]@%d", *_where(record.message))
+            try:
+                await self.dead_letter(record, f"processing error: {type(exc).__name__}")
+            except Exception as again:  # dead_letter does not raise; should it ever, still no loss
+                await self.last_resort(record, again)
 
     async def until_done(self, work: Callable[[], Awaitable[T]], what: str) -> T:
-        """Run ``work``, retrying on infrastructure failures until it succeeds: Faust acks a
-        message whose agent raised, so giving up here would silently drop it."""
+        """Run ``work``, retrying on transient infrastructure failures until it succeeds (Faust
+        acks a message whose agent raised, so giving up on those would drop it). Any other
+        failure is raised at once: retrying would only block the partition behind it."""
         failures = 0
         while True:
             try:
                 return await work()
-            except TRANSIENT_ERRORS as exc:
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
                 failures += 1
-                delay = self._backoff.delay(min(failures, 8))
-                log.warning("%s failed (%s); retrying in %.1fs", what, type(exc).__name__, delay)
-                await asyncio.sleep(delay)
+                await self._pause(failures, what, exc)
+
+    async def _pause(self, failures: int, what: str, exc: BaseException) -> None:
+        delay = self.retry_backoff.delay(min(failures, 8))
+        log.warning("%s failed (%s); retrying in %.1fs", what, type(exc).__name__, delay)
+        await asyncio.sleep(delay)
 
 
-def _position(record: EventT[bytes]) -> tuple[str, int, int]:
-    return record.message.topic, record.message.partition, record.message.offset
+def _full_dead_letter(message: Message, reason: str) -> bytes:
+    """The dead letter with the record's value (tokens redacted), or without it when the value
+    is over the input limit or the dead letter would be too large to send."""
+    original = message.value or b""
+    envelope = {
+        "topic": message.topic,
+        "partition": message.partition,
+        "offset": message.offset,
+        "key": _text(message.key),
+        "reason": reason,
+        "value_size": len(original),
+    }
+    key = _dead_letter_key(message)
+    if len(original) <= MAX_EVENT_BYTES:
+        value, redacted = redact_plaintext_tokens(original)
+        letter = DeadLetter(**envelope, value_base64=base64.b64encode(value).decode(), redacted=redacted).to_bytes()
+        if _fits(key, letter):
+            return letter
+    letter = DeadLetter(**envelope, value_base64="", value_omitted=True).to_bytes()
+    if not _fits(key, letter):
+        raise ValueError("dead letter too large even without the value")
+    return letter
+
+
+def _minimal_dead_letter(message: Message, reason: str) -> bytes:
+    """Position, a bounded key and reason, no value: small whatever the record was."""
+    key = _text(message.key)
+    return DeadLetter(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=_safe_text(key[:MAX_KEY_BYTES]) if key is not None else None,
+        value_base64="",
+        reason=_safe_text(reason[:MAX_REASON_CHARS]),
+        value_size=len(message.value) if isinstance(message.value, bytes) else 0,
+        value_omitted=True,
+    ).to_bytes()
+
+
+def _dead_letter_key(message: Message) -> bytes:
+    """The record's own key (dead letters of one connection stay in order), unless it is huge."""
+    key = message.key
+    return key if isinstance(key, bytes) and len(key) <= MAX_KEY_BYTES else b""
+
+
+def _fits(key: bytes, value: bytes) -> bool:
+    size: int = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, [])
+    return size <= MAX_DEAD_LETTER_BYTES
+
+
+def _where(message: Message) -> tuple[str, int, int]:
+    return message.topic, message.partition, message.offset
+
+
+def _safe_text(text: str) -> str:
+    """``text`` without what JSON cannot carry (lone surrogates)."""
+    return text.encode("utf-8", errors="replace").decode("utf-8")
 
 
 def _text(key: Any) -> str | None:

@@ -7,6 +7,11 @@ of a partition are acked strictly in offset order, each only once it and every e
 before it are done. Faust therefore only ever sees a contiguous prefix of acks, and the
 committed offset never passes unfinished work. A crash re-delivers what was in flight,
 which the engine handles idempotently.
+
+A job is expected to route its own failures. One that escapes anyway (a bug) is handed to the
+``on_escape`` last resort (a minimal dead letter), and its event is acked all the same: an
+event left unacked would hold its partition's committed offset for good, grow the queue of
+events behind it, and stall every rebalance in Faust's ``wait_empty``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from stream_app.metrics import REFRESHES_IN_FLIGHT
 log = logging.getLogger(__name__)
 
 Ack = Callable[[Any], Awaitable[object]]
+OnEscape = Callable[[Any, Exception], Awaitable[None]]
 
 
 @dataclass
@@ -57,8 +63,9 @@ class Dispatcher:
     """Runs up to ``max_in_flight`` jobs at once; ``submit`` waits for a free slot, which is the
     backpressure that stops the agent reading ahead of what the process can hold."""
 
-    def __init__(self, acks: InOrderAcks, *, max_in_flight: int) -> None:
+    def __init__(self, acks: InOrderAcks, *, max_in_flight: int, on_escape: OnEscape) -> None:
         self._acks = acks
+        self._on_escape = on_escape
         self._slots = asyncio.Semaphore(max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -72,17 +79,29 @@ class Dispatcher:
     async def _run(self, entry: _Pending, job: Callable[[], Awaitable[None]]) -> None:
         REFRESHES_IN_FLIGHT.inc()
         try:
-            await job()
-        except Exception:
-            # Jobs route their own failures; one that escapes is a bug. Its event is not acked,
-            # so it (and what follows it in the partition) is delivered again after a restart.
-            log.exception("Job failed; its event stays unacknowledged")
-            return
+            try:
+                await job()
+            except Exception as exc:
+                log.exception("Job failed outside its own error handling; taking the last resort")
+                await self._last_resort(entry.event, exc)
         finally:
             REFRESHES_IN_FLIGHT.dec()
             self._slots.release()
         # A job cancelled at shutdown never gets here: its event is not acked and comes back.
         await self._acks.finished(entry)
+
+    async def _last_resort(self, event: Any, exc: Exception) -> None:
+        try:
+            await self._on_escape(event, exc)
+        except Exception:
+            # Only a second bug gets here. Holding the event would stall the partition and every
+            # rebalance; its position is in this line, and the record stays in its topic.
+            log.critical(
+                "Last resort failed for %s@%d; acked without a dead letter",
+                event.message.tp,
+                event.message.offset,
+                exc_info=True,
+            )
 
     async def drain(self) -> None:
         """Wait for every job in flight."""

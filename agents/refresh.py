@@ -35,6 +35,10 @@ def attach(context: WorkerContext) -> None:
     @context.app.agent(context.topic("token.expiring"), name="token_expiring")
     async def token_expiring(stream: StreamT[bytes]) -> None:
         manual = stream.noack()  # type: ignore[attr-defined]  # defined on Stream, not on StreamT
-        dispatcher = Dispatcher(InOrderAcks(manual.ack), max_in_flight=context.settings.max_refreshes_in_flight)
+        dispatcher = Dispatcher(
+            InOrderAcks(manual.ack),
+            max_in_flight=context.settings.max_refreshes_in_flight,
+            on_escape=context.last_resort,
+        )
         async for record in manual.events():
             await dispatcher.submit(record, functools.partial(context.guarded, record, handle))

@@ -6,8 +6,6 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
-
 from agents.dispatch import Dispatcher, InOrderAcks
 
 
@@ -50,9 +48,24 @@ async def test_acks_follow_offsets_not_completion_order() -> None:
     assert acks.in_flight() == 0
 
 
+class LastResort:
+    def __init__(self, failure: Exception | None = None) -> None:
+        self.failure = failure
+        self.calls: list[tuple[tuple[str, int], str]] = []
+
+    async def __call__(self, record: Any, exc: Exception) -> None:
+        self.calls.append(((record.message.tp, record.message.offset), type(exc).__name__))
+        if self.failure is not None:
+            raise self.failure
+
+
+def never_escapes() -> LastResort:
+    return LastResort(AssertionError("no job should escape here"))
+
+
 async def test_dispatcher_runs_jobs_concurrently_up_to_the_limit() -> None:
     recorder = Recorder()
-    dispatcher = Dispatcher(InOrderAcks(recorder), max_in_flight=3)
+    dispatcher = Dispatcher(InOrderAcks(recorder), max_in_flight=3, on_escape=never_escapes())
     running = 0
     peak = 0
     release = asyncio.Event()
@@ -78,23 +91,64 @@ async def _submit_all(dispatcher: Dispatcher, events: list[Event], job: Any) -> 
         await dispatcher.submit(item, job)
 
 
-@pytest.mark.parametrize("failure", [RuntimeError("bug"), asyncio.CancelledError()])
-async def test_a_job_that_fails_or_is_cancelled_is_never_acked_nor_is_anything_after_it(
-    failure: BaseException,
-) -> None:
+async def test_a_job_that_escapes_takes_the_last_resort_and_is_acked_in_order() -> None:
+    """An event left unacked would hold its partition (and every rebalance) for good."""
     recorder = Recorder()
-    dispatcher = Dispatcher(InOrderAcks(recorder), max_in_flight=10)
+    last_resort = LastResort()
+    dispatcher = Dispatcher(InOrderAcks(recorder), max_in_flight=10, on_escape=last_resort)
     gate = asyncio.Event()
 
     async def failing() -> None:
         await gate.wait()
-        raise failure
+        raise RuntimeError("bug")
 
     async def fine() -> None:
         return None
 
     await dispatcher.submit(event("p0", 0), fine)
     await dispatcher.submit(event("p0", 1), failing)
+    await dispatcher.submit(event("p0", 2), fine)
+    await asyncio.sleep(0)
+    assert recorder.acked == [("p0", 0)]  # 1 is still running: 2 waits behind it
+    gate.set()
+    await dispatcher.drain()
+    assert last_resort.calls == [(("p0", 1), "RuntimeError")]
+    assert recorder.acked == [("p0", 0), ("p0", 1), ("p0", 2)]
+
+
+async def test_a_last_resort_that_fails_still_lets_the_partition_move_on() -> None:
+    recorder = Recorder()
+    last_resort = LastResort(RuntimeError("second bug"))
+    dispatcher = Dispatcher(InOrderAcks(recorder), max_in_flight=10, on_escape=last_resort)
+
+    async def failing() -> None:
+        raise KeyError("bug")
+
+    async def fine() -> None:
+        return None
+
+    await dispatcher.submit(event("p0", 0), failing)
+    await dispatcher.submit(event("p0", 1), fine)
+    await dispatcher.drain()
+    assert last_resort.calls == [(("p0", 0), "KeyError")]
+    assert recorder.acked == [("p0", 0), ("p0", 1)]
+
+
+async def test_a_cancelled_job_is_never_acked_nor_is_anything_after_it() -> None:
+    """Cancelled at shutdown: the event and those after it come back after the restart."""
+    recorder = Recorder()
+    dispatcher = Dispatcher(InOrderAcks(recorder), max_in_flight=10, on_escape=never_escapes())
+    gate = asyncio.Event()
+
+    async def cancelled() -> None:
+        await gate.wait()
+        raise asyncio.CancelledError
+
+    async def fine() -> None:
+        return None
+
+    await dispatcher.submit(event("p0", 0), fine)
+    await dispatcher.submit(event("p0", 1), cancelled)
     await dispatcher.submit(event("p0", 2), fine)
     gate.set()
     await dispatcher.drain()

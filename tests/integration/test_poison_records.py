@@ -1,0 +1,144 @@
+"""One record can neither stop a partition nor vanish: through the real broker and a real
+worker, a record the worker cannot even copy into a dead letter is dead-lettered smaller, the
+records behind it are processed, and the consumer group's committed offset moves past it."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import RecordMetadata
+
+from tests.integration.conftest import Stack
+from tests.support.kafka import TopicReader
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
+
+WAIT = 30.0  # a record that blocks its partition shows up as a timeout here, not as a hung run
+
+
+def _connection(**overrides: object) -> dict[str, object]:
+    event: dict[str, object] = {
+        "event_id": str(uuid.uuid4()),
+        "event_type": "connection.created",
+        "schema_version": 1,
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "user_id": str(uuid.uuid4()),
+        "platform": "spotify",
+        "access_token": "00" * 12 + ":" + "11" * 16 + ":abcd",
+        "refresh_token": None,
+        "token_expires_at": (datetime.now(UTC) + timedelta(hours=6)).isoformat(),
+    }
+    return event | overrides
+
+
+def _github(stack: Stack) -> dict[str, object]:
+    """A valid connection that needs no provider (a GitHub PAT is never refreshed)."""
+    return _connection(platform="github", access_token=stack.cipher.encrypt("ghp_" + uuid.uuid4().hex))
+
+
+async def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> list[RecordMetadata]:
+    """Produce in order and return where each record landed."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        return [await producer.send_and_wait(topic, value, key=key) for key, value in records]
+    finally:
+        await producer.stop()
+
+
+async def _wait_for_rows(stack: Stack, events: list[dict[str, object]]) -> None:
+    deadline = time.monotonic() + WAIT
+    missing = list(events)
+    while missing:
+        missing = [e for e in missing if await stack.row(uuid.UUID(str(e["user_id"])), str(e["platform"])) is None]
+        if missing and time.monotonic() > deadline:
+            raise AssertionError(f"{len(missing)} valid connection(s) not stored within {WAIT}s")
+        await asyncio.sleep(0.2)
+
+
+async def _committed(bootstrap: str, group: str, tp: TopicPartition) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group, partitions=[tp])
+    finally:
+        await admin.close()
+    found = offsets.get(tp)
+    return found.offset if found is not None else -1
+
+
+async def test_a_record_too_large_to_copy_is_dead_lettered_without_its_value_and_ingestion_goes_on(
+    stack: Stack,
+) -> None:
+    topic = stack.topics["connection.created"]
+    tag = uuid.uuid4().hex[:8]
+    oversized = json.dumps(_connection(platform="myspace", padding="x" * 900_000)).encode()
+    nested = b"[" * 2048
+    valid = [_github(stack) for _ in range(3)]
+    records = [(f"oversized-{tag}".encode(), oversized), (f"nested-{tag}".encode(), nested)]
+    records += [(f"{event['user_id']}:github".encode(), json.dumps(event).encode()) for event in valid]
+
+    sent = await _produce(stack.bootstrap, topic, records)
+
+    await _wait_for_rows(stack, valid)  # the records after the poison ones were processed
+    async with TopicReader(stack.bootstrap, [f"{topic}.dlq"]) as dead:
+        big = await dead.wait_for(lambda _t, r: r.get("key") == f"oversized-{tag}", timeout=WAIT)
+        small = await dead.wait_for(lambda _t, r: r.get("key") == f"nested-{tag}", timeout=WAIT)
+
+    assert (big["topic"], big["partition"], big["offset"]) == (topic, sent[0].partition, sent[0].offset)
+    assert big["value_omitted"] is True and big["value_base64"] == "" and big["value_size"] == len(oversized)
+    assert "unknown platform" in big["reason"]
+    assert (small["partition"], small["offset"]) == (sent[1].partition, sent[1].offset)
+    assert base64.b64decode(small["value_base64"]) == nested and "Invalid JSON" in small["reason"]
+    assert stack.worker.process is not None and stack.worker.process.poll() is None
+
+
+async def test_a_record_the_database_refuses_is_dead_lettered_not_retried_forever(stack: Stack) -> None:
+    """A NUL character passes validation but not PostgreSQL (SQLSTATE 22021): retrying it would
+    fail the same way for ever, holding every record behind it."""
+    topic = stack.topics["connection.created"]
+    refused = _github(stack) | {"scopes": ["repo\u0000"]}
+    valid = _github(stack)
+    key = f"{refused['user_id']}:github"
+    await _produce(
+        stack.bootstrap,
+        topic,
+        [
+            (key.encode(), json.dumps(refused).encode()),
+            (f"{valid['user_id']}:github".encode(), json.dumps(valid).encode()),
+        ],
+    )
+    await _wait_for_rows(stack, [valid])
+    async with TopicReader(stack.bootstrap, [f"{topic}.dlq"]) as dead:
+        letter = await dead.wait_for(lambda _t, r: r.get("key") == key, timeout=WAIT)
+    assert letter["reason"] == "processing error: DBAPIError"
+    assert json.loads(base64.b64decode(letter["value_base64"])) == refused
+
+
+async def test_a_deeply_nested_refresh_request_is_dead_lettered_and_its_offset_committed(stack: Stack) -> None:
+    topic = stack.topics["token.expiring"]
+    key = f"nested-{uuid.uuid4().hex[:8]}".encode()
+    nested = b"[" * 200_000
+
+    [sent] = await _produce(stack.bootstrap, topic, [(key, nested)])
+
+    async with TopicReader(stack.bootstrap, [f"{topic}.dlq"]) as dead:
+        letter = await dead.wait_for(lambda _t, r: r.get("key") == key.decode(), timeout=WAIT)
+    assert (letter["topic"], letter["partition"], letter["offset"]) == (topic, sent.partition, sent.offset)
+    assert "Invalid JSON" in letter["reason"] and base64.b64decode(letter["value_base64"]) == nested
+
+    # Acked, so committed: the group's offset on that partition moves past the record.
+    tp = TopicPartition(topic, sent.partition)
+    group = stack.worker.env["KAFKA_APP_ID"]
+    deadline = time.monotonic() + WAIT
+    while (committed := await _committed(stack.bootstrap, group, tp)) <= sent.offset:
+        assert time.monotonic() < deadline, f"committed offset {committed} never passed {sent.offset}"
+        await asyncio.sleep(0.5)
