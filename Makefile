@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: install kafka postgres services run test test-unit lint bench stop clean
+.PHONY: install kafka postgres services run test test-unit lint bench chaos stop clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ test-unit: install
 # httpx over aiohttp's pool vs plain httpx vs raw aiohttp, as ratios measured in one run.
 bench: install
 	$(BIN)/python benchmarks/bench_http_transports.py --rounds 3
+
+# The real workers against the sandbox while things break (minutes; not part of `test`).
+# Brings its own Kafka and Postgres; docs/reliability.md explains the figures.
+chaos: install
+	$(BIN)/python scripts/chaos.py $(CHAOS_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

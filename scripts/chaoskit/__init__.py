@@ -1,0 +1,1 @@
+"""The chaos run of scripts/chaos.py, in small parts."""
