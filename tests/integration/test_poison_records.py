@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import RecordMetadata
 
 from tests.integration.conftest import Stack
@@ -21,6 +22,7 @@ from tests.support.kafka import TopicReader
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
+BROKER_DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024 + 12
 WAIT = 30.0  # a record that blocks its partition shows up as a timeout here, not as a hung run
 
 
@@ -142,3 +144,31 @@ async def test_a_deeply_nested_refresh_request_is_dead_lettered_and_its_offset_c
     while (committed := await _committed(stack.bootstrap, group, tp)) <= sent.offset:
         assert time.monotonic() < deadline, f"committed offset {committed} never passed {sent.offset}"
         await asyncio.sleep(0.5)
+
+
+async def test_a_dead_letter_the_broker_refuses_as_too_large_goes_out_minimal(stack: Stack) -> None:
+    """The dead-letter topic may take less than the producer's 1 MiB: the broker's refusal
+    (MessageSizeTooLargeError, not retriable) degrades the dead letter, it is not retried forever."""
+    topic = stack.topics["token.expiring"]
+    await _set_max_message_bytes(stack.bootstrap, f"{topic}.dlq", 20_000)
+    try:
+        key = f"refused-{uuid.uuid4().hex[:8]}".encode()
+        value = json.dumps({"event_type": "token.expiring", "padding": "x" * 100_000}).encode()
+        [sent] = await _produce(stack.bootstrap, topic, [(key, value)])
+        async with TopicReader(stack.bootstrap, [f"{topic}.dlq"]) as dead:
+            letter = await dead.wait_for(lambda _t, r: r.get("key") == key.decode(), timeout=WAIT)
+    finally:
+        await _set_max_message_bytes(stack.bootstrap, f"{topic}.dlq", BROKER_DEFAULT_MAX_MESSAGE_BYTES)
+    assert (letter["partition"], letter["offset"]) == (sent.partition, sent.offset)
+    assert letter["value_omitted"] is True and letter["value_base64"] == "" and letter["value_size"] == len(value)
+    assert "user_id" in letter["reason"] and "MessageSizeTooLargeError" in letter["reason"]
+
+
+async def _set_max_message_bytes(bootstrap: str, topic: str, limit: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        config = {"max.message.bytes": str(limit)}
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=config)])
+    finally:
+        await admin.close()
