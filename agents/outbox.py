@@ -8,7 +8,11 @@ from stream_app.relay import OutboxRelay
 
 
 def attach(context: WorkerContext) -> None:
-    relay = OutboxRelay(context.service.database, context.send, failpoint=Failpoints(context.settings.failpoints))
+    relay = OutboxRelay(
+        context.service.database,
+        context.publisher.send_many,
+        failpoint=Failpoints(context.settings.failpoints),
+    )
     context.service.on_outbox_write(relay.wake)
 
     @context.app.task

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas import Event
@@ -25,10 +25,31 @@ def add_event(session: AsyncSession, topic: str, event: Event, now: datetime) ->
     )
 
 
+# The transaction-level advisory lock that makes one relay at a time publish, across every
+# process on the database (the value is arbitrary; it only has to be this service's own).
+RELAY_LOCK_KEY = 0x746F6B656E5F6F62  # "token_ob"
+
+
+async def take_relay_turn(session: AsyncSession) -> bool:
+    """Whether this transaction may publish: False while another relay's transaction does.
+
+    One publisher at a time is what keeps a key's events in commit order on its topic: a key's
+    outbox ids follow its commit order (each outcome is written under the connection row's
+    lock), and a relay sends a batch in id order and commits its marks before the next relay
+    can read. The lock ends with the transaction, also when its process dies. SQLite has one
+    process, hence one relay."""
+    if session.get_bind().dialect.name != "postgresql":
+        return True
+    return bool(await session.scalar(select(func.pg_try_advisory_xact_lock(RELAY_LOCK_KEY))))
+
+
 async def pending_events(session: AsyncSession, limit: int) -> Sequence[OutboxRow]:
+    """The oldest unpublished events, in id order. Call it after ``take_relay_turn``."""
     query = select(OutboxRow).where(OutboxRow.published_at.is_(None)).order_by(OutboxRow.id).limit(limit)
-    # Several workers relay at once; each takes rows nobody else holds (SQLite has one writer).
-    query = query.with_for_update(skip_locked=True)
+    # Never SKIP LOCKED: jumping past rows another relay holds would publish a key's later event
+    # before its earlier one. Under the turn nobody else holds them; a relay that takes no turn
+    # (an older version during a rolling upgrade) is waited for rather than overtaken.
+    query = query.with_for_update()
     return (await session.execute(query)).scalars().all()
 
 
