@@ -2,7 +2,9 @@
 
 It pages with a keyset cursor over the refresh_due index (never loading the table) and marks
 each emitted row with ``refresh_requested_at``, so the next scan skips work in flight
-unless it has been pending for longer than ``requeue_after`` (a lost request).
+unless it has been pending for longer than ``requeue_after`` (a lost request). A page is
+emitted at once (sent without waiting record by record) and marked, in the transaction that
+read it, only once every one of its records was acknowledged.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[[TokenExpiring], Awaitable[object]]
+# Emits one page of requests and returns once every one of them was delivered; raises if any
+# was not (the page then stays unmarked and is emitted again by the next scan).
+EmitMany = Callable[[list[TokenExpiring]], Awaitable[object]]
 
 
-async def scan_expiring(database: Database, settings: Settings, emit: Emit) -> int:
+async def scan_expiring(database: Database, settings: Settings, emit_many: EmitMany) -> int:
     """Emit one ``token.expiring`` per due connection; returns how many were emitted."""
     now = utc_now()
     # Due within one interval: the next scan would be too late for them.
@@ -45,15 +49,19 @@ async def scan_expiring(database: Database, settings: Settings, emit: Emit) -> i
                 limit=settings.scan_page_size,
                 platforms=REFRESHABLE_PLATFORMS,
             )
-            for row in rows:
-                await emit(
+            if not rows:
+                break
+            await emit_many(
+                [
                     TokenExpiring(
                         user_id=row.user_id,
                         platform=row.platform,
                         token_expires_at=to_aware_utc(row.token_expires_at),
                         reason="scheduled",
                     )
-                )
+                    for row in rows
+                ]
+            )
             await mark_refresh_requested(session, [row.id for row in rows], now)
         emitted += len(rows)
         if len(rows) < settings.scan_page_size:

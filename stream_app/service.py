@@ -112,8 +112,8 @@ class TokenService:
         """Refresh, in this process, every connection the scan finds due; counts by outcome."""
         due: list[TokenExpiring] = []
 
-        async def collect(event: TokenExpiring) -> None:
-            due.append(event)
+        async def collect(events: list[TokenExpiring]) -> None:
+            due.extend(events)
 
         await scan_expiring(self.database, self.settings, collect)
         counts = {"refreshed": 0, "needs_reauth": 0, "failed": 0, "skipped": 0}

@@ -1,4 +1,5 @@
-"""The expiry scan pages through what is due, in due order, and does not request it twice."""
+"""The expiry scan pages through what is due, in due order, emits a page at once, marks it only
+once the whole page was delivered, and does not request it twice."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
+from aiokafka.errors import KafkaTimeoutError
 
 from schemas import TokenExpiring
 from stream_app.crypto import TokenCipher
@@ -39,15 +41,49 @@ async def test_scan_pages_in_due_order_and_marks_what_it_requested(
 
     emitted: list[TokenExpiring] = []
 
-    async def emit(event: TokenExpiring) -> None:
-        emitted.append(event)
+    async def emit_many(events: list[TokenExpiring]) -> None:
+        assert 0 < len(events) <= settings.scan_page_size
+        emitted.extend(events)
 
-    await scan_expiring(database, settings, emit)
+    await scan_expiring(database, settings, emit_many)
     mine = [event.user_id for event in emitted if event.user_id in ours]
     expected_order = [user_id for minutes, user_id in sorted(due) if minutes <= 6]  # 7 min: due in 2 min > interval
     assert mine == expected_order
     assert all(event.reason == "scheduled" for event in emitted)
 
     emitted.clear()
-    await scan_expiring(database, settings, emit)
+    await scan_expiring(database, settings, emit_many)
     assert not [event for event in emitted if event.user_id in ours]  # requested already: not again
+
+
+async def test_a_page_whose_delivery_failed_stays_unmarked(
+    own_database_url: str, encryption_key: str, sandbox: SandboxServer
+) -> None:
+    database = Database(own_database_url)
+    try:
+        settings = load_settings(encryption_key=encryption_key, scan_page_size=3, scan_interval_seconds=60)
+        cipher = TokenCipher(encryption_key)
+        for minutes in range(1, 7):
+            await seed_connection(database, cipher, sandbox, "spotify", expires_in=timedelta(minutes=minutes))
+        pages: list[list[TokenExpiring]] = []
+
+        async def second_page_fails(events: list[TokenExpiring]) -> None:
+            pages.append(events)
+            if len(pages) == 2:
+                raise KafkaTimeoutError()
+
+        with pytest.raises(KafkaTimeoutError):
+            await scan_expiring(database, settings, second_page_fails)
+        assert [len(page) for page in pages] == [3, 3]  # whole pages, one call each
+
+        retried: list[TokenExpiring] = []
+
+        async def emit_many(events: list[TokenExpiring]) -> None:
+            retried.extend(events)
+
+        assert await scan_expiring(database, settings, emit_many) == 3
+        # The first page was marked, the failed one was not.
+        assert [event.user_id for event in retried] == [event.user_id for event in pages[1]]
+        assert await scan_expiring(database, settings, emit_many) == 0
+    finally:
+        await database.dispose()
