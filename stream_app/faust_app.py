@@ -18,7 +18,7 @@ def create_app(settings: Settings) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
         topic_partitions=settings.kafka_topic_partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.kafka_replication_factor,
         producer_acks=-1,
         broker_session_timeout=settings.kafka_session_timeout_seconds,
         broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_seconds / 3),

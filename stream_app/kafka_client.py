@@ -8,8 +8,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 
+from stream_app.errors import ConfigurationError
 from stream_app.settings import Settings
 
 # Topics the service consumes; each has a `<topic>.dlq` for what it cannot process.
@@ -52,9 +53,17 @@ def idempotent_producer(settings: Settings, **extra: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(acks="all", enable_idempotence=True, **client_options(settings), **extra)
 
 
-async def ensure_topics(settings: Settings, *, replication_factor: int = 1) -> None:
+def topic_configs(settings: Settings) -> dict[str, str]:
+    """Per-topic configuration of the topics the service creates."""
+    if settings.kafka_min_insync_replicas is None:
+        return {}  # the cluster's default applies
+    return {"min.insync.replicas": str(settings.kafka_min_insync_replicas)}
+
+
+async def ensure_topics(settings: Settings) -> None:
     """Create the service's topics (and their dead-letter topics) up front, with the configured
-    partition count; existing topics are left as they are."""
+    partitions, replication factor and min.insync.replicas; existing topics are left as they
+    are. A topic the cluster refuses to create stops start-up with one line saying why."""
     topics = settings.topic_names()
     names = [*topics.values(), *(f"{topics[name]}.dlq" for name in INPUT_TOPICS)]
     admin = AIOKafkaAdminClient(**client_options(settings))
@@ -62,14 +71,36 @@ async def ensure_topics(settings: Settings, *, replication_factor: int = 1) -> N
     try:
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(name, num_partitions=settings.kafka_topic_partitions, replication_factor=replication_factor)
+            NewTopic(
+                name,
+                num_partitions=settings.kafka_topic_partitions,
+                replication_factor=settings.kafka_replication_factor,
+                topic_configs=topic_configs(settings),
+            )
             for name in names
             if name not in existing
         ]
         if missing:
-            try:
-                await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # another worker created them first
+            response = await admin.create_topics(missing)
+            _raise_refusals(response.topic_errors)
     finally:
         await admin.close()
+
+
+# The setting behind each refusal a setting can cause (Kafka error codes).
+_SETTING_REFUSED = {
+    37: "KAFKA_TOPIC_PARTITIONS",  # INVALID_PARTITIONS
+    38: "KAFKA_REPLICATION_FACTOR",  # INVALID_REPLICATION_FACTOR: more replicas than brokers
+    40: "KAFKA_MIN_INSYNC_REPLICAS",  # INVALID_CONFIG
+}
+
+
+def _raise_refusals(topic_errors: list[tuple[Any, ...]]) -> None:
+    """The admin client reports per-topic failures in its response rather than raising them."""
+    for topic, code, *message in topic_errors:
+        if code in (0, TopicAlreadyExistsError.errno):  # created, or another worker was first
+            continue
+        error = for_code(code)
+        detail = message[0] if message and message[0] else error.description
+        setting = _SETTING_REFUSED.get(code, "Kafka")
+        raise ConfigurationError(f"{setting}: the cluster refused to create topic {topic}: {error.__name__}: {detail}")

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
+from pydantic_core.core_schema import ValidationInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from stream_app.catalog import CREDENTIAL_KEYS
@@ -142,6 +143,18 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("kafka_min_insync_replicas")
+    @classmethod
+    def _insync_replicas_exist(cls, value: int | None, info: ValidationInfo) -> int | None:
+        replicas = info.data.get("kafka_replication_factor")
+        if value is not None and replicas is not None and value > replicas:
+            # Every acks=all send would fail with NotEnoughReplicas.
+            raise ValueError(
+                "must not exceed KAFKA_REPLICATION_FACTOR: no topic has more in-sync replicas than replicas "
+                "(production: 3 replicas, 2 in sync)"
+            )
+        return value
 
     def topic_names(self) -> dict[str, str]:
         """Default topic name -> configured topic name."""

@@ -416,6 +416,15 @@ def test_broker_partitions_match_the_workers(services: dict[str, Any], worker_en
         assert kafka[name] == "1"
 
 
+def test_topic_replicas_fit_the_brokers_of_the_file(services: dict[str, Any], worker_env: dict[str, str]) -> None:
+    """The worker's topics need as many brokers as replicas; this file runs one."""
+    brokers = [service for service in services.values() if str(service.get("image", "")).startswith("apache/kafka")]
+    voters = environment_of(services["kafka"])["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")
+    assert (len(brokers), len(voters)) == (1, 1)
+    assert worker_env["KAFKA_REPLICATION_FACTOR"] == "1"
+    assert int(worker_env.get("KAFKA_MIN_INSYNC_REPLICAS", "1")) <= 1
+
+
 # --- compose: commands -------------------------------------------------------------------
 
 

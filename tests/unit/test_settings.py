@@ -6,9 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from pydantic import ValidationError
 
 from stream_app.catalog import platform
+from stream_app.cli import cli
 from stream_app.crypto import generate_key
 from stream_app.errors import ConfigurationError
 from stream_app.providers.client import ProviderClient
@@ -116,6 +118,63 @@ def test_malformed_number_names_its_variable(monkeypatch: pytest.MonkeyPatch, na
     message = config_error(naming=name)
 
     assert value not in message
+
+
+# --- topic replication --------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_replication_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("KAFKA_REPLICATION_FACTOR", "KAFKA_MIN_INSYNC_REPLICAS"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.usefixtures("key", "no_replication_variables")
+def test_topics_default_to_the_local_single_broker() -> None:
+    settings = load_settings()
+
+    assert (settings.kafka_replication_factor, settings.kafka_min_insync_replicas) == (1, None)
+
+
+@pytest.mark.usefixtures("key", "no_replication_variables")
+@pytest.mark.parametrize(("replicas", "in_sync"), [("3", "2"), ("3", "3"), ("1", "1")])
+def test_replication_for_a_cluster_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, replicas: str, in_sync: str
+) -> None:
+    monkeypatch.setenv("KAFKA_REPLICATION_FACTOR", replicas)
+    monkeypatch.setenv("KAFKA_MIN_INSYNC_REPLICAS", in_sync)
+
+    settings = load_settings()
+
+    assert (settings.kafka_replication_factor, settings.kafka_min_insync_replicas) == (int(replicas), int(in_sync))
+
+
+@pytest.mark.usefixtures("key", "no_replication_variables")
+@pytest.mark.parametrize(("replicas", "in_sync"), [(None, "2"), ("3", "4"), ("2", "3")])
+def test_more_in_sync_replicas_than_replicas_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, replicas: str | None, in_sync: str
+) -> None:
+    if replicas is not None:
+        monkeypatch.setenv("KAFKA_REPLICATION_FACTOR", replicas)
+    monkeypatch.setenv("KAFKA_MIN_INSYNC_REPLICAS", in_sync)
+
+    message = config_error(naming="KAFKA_MIN_INSYNC_REPLICAS")
+
+    assert message.startswith("KAFKA_MIN_INSYNC_REPLICAS: must not exceed KAFKA_REPLICATION_FACTOR")
+
+
+@pytest.mark.usefixtures("key", "no_replication_variables")
+def test_the_worker_does_not_start_with_more_in_sync_replicas_than_replicas(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_MIN_INSYNC_REPLICAS", "2")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # were the check gone: no worker starts
+
+    result = CliRunner().invoke(cli, ["worker"])
+
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "token-refresh: configuration error: KAFKA_MIN_INSYNC_REPLICAS: must not exceed KAFKA_REPLICATION_FACTOR: "
+        "no topic has more in-sync replicas than replicas (production: 3 replicas, 2 in sync)"
+    ]
 
 
 # --- ENCRYPTION_KEY -----------------------------------------------------------------------
