@@ -9,6 +9,7 @@ from stream_app.api import (
     encrypt_token,
     get_valid_access_token,
     hash_user_id,
+    open_service,
     refresh_expiring_tokens,
     refresh_platform_token,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "encrypt_token",
     "get_valid_access_token",
     "hash_user_id",
+    "open_service",
     "refresh_expiring_tokens",
     "refresh_platform_token",
 ]

@@ -1,20 +1,29 @@
-"""The seed's Python API (contract §7) on a process-wide default ``TokenService``.
+"""The seed's Python API (contract §7) on a default ``TokenService`` per event loop.
 
-The default service is built from the environment on first use and bound to the event
-loop that first uses it. Applications that manage their own lifecycle can build a
-``TokenService`` and call its methods instead, or install it with ``configure``.
+The default service is built from the environment on first use in each event loop (its HTTP
+and database pools belong to that loop), so scripts may call these functions from several
+``asyncio.run`` calls. To close the pools when done, use the explicit form::
+
+    async with stream_app.open_service() as tokens:
+        token = await tokens.get_valid_access_token(user_id, "spotify")
+
+Applications that manage their own lifecycle can also install a service with ``configure``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+import weakref
 from functools import cache
 
-from stream_app.crypto import TokenBinding, TokenField
+from stream_app.crypto import TokenBinding, TokenCipher, TokenField
+from stream_app.privacy import UserIdHasher
 from stream_app.service import RefreshedAccessToken, TokenService
 from stream_app.settings import Settings, load_settings
 
-_service: TokenService | None = None
+_installed: TokenService | None = None
+_per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TokenService] = weakref.WeakKeyDictionary()
 
 
 @cache
@@ -24,15 +33,38 @@ def _settings() -> Settings:
 
 def configure(service: TokenService | None) -> None:
     """Install the service the module-level functions use (None: build from the environment)."""
-    global _service
-    _service = service
+    global _installed
+    _installed = service
+
+
+def open_service() -> TokenService:
+    """A service from the environment, to use as ``async with open_service() as tokens:``; it
+    stores tokens a stopped process left behind on entry and closes its pools on exit."""
+    return TokenService(_settings())
+
+
+def _crypto() -> tuple[TokenCipher, UserIdHasher]:
+    """The installed service's cipher and hasher, else the environment's: no event loop needed."""
+    if _installed is not None:
+        return _installed.cipher, _installed.hash_user_id
+    return _environment_crypto()
+
+
+@cache
+def _environment_crypto() -> tuple[TokenCipher, UserIdHasher]:
+    settings = _settings()
+    cipher = TokenCipher(settings.encryption_key.get_secret_value(), settings.retired_keys())
+    return cipher, UserIdHasher(settings.log_hash_secret())
 
 
 def _default_service() -> TokenService:
-    global _service
-    if _service is None:
-        _service = TokenService(_settings())
-    return _service
+    if _installed is not None:
+        return _installed
+    loop = asyncio.get_running_loop()
+    service = _per_loop.get(loop)
+    if service is None:
+        service = _per_loop[loop] = TokenService(_settings())
+    return service
 
 
 async def get_valid_access_token(user_id: uuid.UUID | str, platform: str) -> str | None:
@@ -56,7 +88,7 @@ def encrypt_token(
 ) -> str:
     """Encrypt with the configured ENCRYPTION_KEY, like the seed's ``encryptToken``. Given the
     connection (``user_id``, ``platform``) and ``field``, the ciphertext is bound to them."""
-    return _default_service().cipher.encrypt(plaintext, _binding(user_id, platform, field))
+    return _crypto()[0].encrypt(plaintext, _binding(user_id, platform, field))
 
 
 def decrypt_token(
@@ -67,7 +99,7 @@ def decrypt_token(
     field: TokenField | None = None,
 ) -> str:
     """Decrypt a seed-format ciphertext, or a bound one given the connection and field."""
-    return _default_service().cipher.decrypt(ciphertext, _binding(user_id, platform, field))
+    return _crypto()[0].decrypt(ciphertext, _binding(user_id, platform, field))
 
 
 def _binding(user_id: uuid.UUID | str | None, platform: str | None, field: TokenField | None) -> TokenBinding | None:
@@ -81,4 +113,4 @@ def _binding(user_id: uuid.UUID | str | None, platform: str | None, field: Token
 
 def hash_user_id(user_id: uuid.UUID | str) -> str:
     """The 8-hex keyed hash that stands for a user in logs."""
-    return _default_service().hash_user_id(user_id)
+    return _crypto()[1](user_id)

@@ -4,7 +4,8 @@ A token is refreshed a *buffer* before it expires: REFRESH_BUFFER_SECONDS, but n
 than a fraction of the token's lifetime (a 60-second token with a 5-minute buffer would be
 refreshed forever). The scan requests refreshes due within one scan interval, so no token
 can come due between two scans unseen. After a failure the next scheduled attempt backs
-off exponentially (no refresh storm); on-demand callers are not held back by it.
+off exponentially (no refresh storm), as does a provider's long rate limit: both are a hold
+on the row (``refresh_not_before``) that scheduled requests respect and on-demand callers do not.
 """
 
 from __future__ import annotations
@@ -103,8 +104,10 @@ def decide_refresh(
         return Decision(Action.SKIP, "never_expires")
     if not due:
         return Decision(Action.SKIP, "fresh")
-    backing_off = trigger != "on_demand" and row.refresh_due_at is not None and row.refresh_due_at > horizon
-    if backing_off:
+    # A hold (failure backoff, a provider's rate limit, an open circuit) stops scheduled requests,
+    # duplicates included, until it ends; a caller who needs the token now is not held back.
+    held = trigger != "on_demand" and row.refresh_not_before is not None and row.refresh_not_before > now
+    if held:
         return Decision(Action.SKIP, "backing_off")
     expires_at = row.token_expires_at
     return Decision(Action.REFRESH, "expired" if expires_at is not None and expires_at <= now else "expiring")

@@ -2,6 +2,7 @@
 
     TokenRefreshError
     ├── ConfigurationError          a bad setting: start-up stops with one line
+    ├── TokenUnavailableError       no usable token within the on-demand deadline
     ├── DecryptionError             a ciphertext that is malformed, tampered or under another key
     ├── UnknownPlatformError        a platform key the catalog does not know
     └── ProviderError               the token endpoint refused, or could not be reached
@@ -28,6 +29,12 @@ class TokenRefreshError(Exception):
 
 class ConfigurationError(TokenRefreshError):
     """A missing or malformed setting."""
+
+
+class TokenUnavailableError(TokenRefreshError):
+    """The stored access token has expired (or is about to) and its refresh did not complete
+    within ON_DEMAND_DEADLINE_SECONDS (a provider throttling or down, another process refreshing).
+    The refresh goes on in the background; ask again later."""
 
 
 class DecryptionError(TokenRefreshError):

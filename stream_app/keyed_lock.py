@@ -11,6 +11,10 @@ class KeyedLocks:
     def __init__(self) -> None:
         self._locks: dict[Hashable, tuple[asyncio.Lock, int]] = {}
 
+    def held(self, key: Hashable) -> bool:
+        """Whether anybody holds or waits for ``key``'s lock."""
+        return key in self._locks
+
     @asynccontextmanager
     async def hold(self, key: Hashable) -> AsyncIterator[None]:
         lock, users = self._locks.get(key, (asyncio.Lock(), 0))

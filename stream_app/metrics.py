@@ -9,7 +9,11 @@ REFRESH_SUCCESS = Counter("token_refresh_success", "Refreshes that stored new to
 REFRESH_FAILED = Counter(
     "token_refresh_failed", "Refreshes that ended in an error or a re-auth", ["platform", "reason"]
 )
-REFRESH_DEFERRED = Counter("token_refresh_deferred", "Refreshes put off by an open circuit", ["platform"])
+REFRESH_DEFERRED = Counter(
+    "token_refresh_deferred",
+    "Refreshes put off to a later scan (circuit_open, rate_limited), none slept in memory",
+    ["platform", "reason"],
+)
 REFRESH_DURATION = Histogram(
     "token_refresh_duration_seconds",
     "From the first request to the stored result",
@@ -20,6 +24,11 @@ EXPIRING_SOON = Gauge("tokens_expiring_soon", "Connections the last expiry scan 
 REFRESHES_IN_FLIGHT = Gauge("token_refresh_in_flight", "Refreshes running in this worker")
 DEAD_LETTERS = Counter("token_refresh_dead_letters", "Input records sent to a dead-letter topic", ["topic"])
 CIRCUIT_OPEN = Gauge("token_refresh_circuit_open", "1 while a platform's circuit is open", ["platform"])
+CIRCUIT_STUCK = Gauge(
+    "token_refresh_circuit_stuck",
+    "1 while a platform's circuit stays open well past its cool-down (no trial call settled it)",
+    ["platform"],
+)
 
 
 def serve(host: str, port: int) -> None:
@@ -35,5 +44,5 @@ def record_refresh(platform: str, outcome: str, reason: str, seconds: float, cir
     elif outcome in ("failed", "needs_reauth"):
         REFRESH_FAILED.labels(platform, reason).inc()
     elif outcome == "deferred":
-        REFRESH_DEFERRED.labels(platform).inc()
+        REFRESH_DEFERRED.labels(platform, reason).inc()
     CIRCUIT_OPEN.labels(platform).set(1 if circuit_open else 0)

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from schemas import TokenExpiring
 from stream_app.catalog import platform as platform_spec
 from stream_app.clock import utc_now
 from stream_app.crypto import TokenCipher
-from stream_app.db import Database
+from stream_app.db import ConnectionRow, Database
 from stream_app.db.connections import get_connection
 from stream_app.decisions import Action, RefreshPolicy, decide_refresh
-from stream_app.engine import RefreshEngine
-from stream_app.errors import DecryptionError
+from stream_app.engine import REFRESHING_ELSEWHERE, RefreshEngine, RefreshResult
+from stream_app.errors import DecryptionError, TokenUnavailableError
 from stream_app.privacy import UserIdHasher
 from stream_app.providers import ProviderClient, build_http_client
 from stream_app.scheduler import scan_expiring
@@ -39,7 +41,7 @@ class TokenService:
     def __init__(self, settings: Settings, *, database: Database | None = None) -> None:
         key = settings.encryption_key.get_secret_value()
         self.settings = settings
-        self.database = database or Database(settings.database_url)
+        self.database = database or Database.from_settings(settings)
         self.http = build_http_client(settings)
         self.cipher = TokenCipher(key, settings.retired_keys())
         self.hash_user_id = UserIdHasher(settings.log_hash_secret())
@@ -54,6 +56,7 @@ class TokenService:
             on_outbox_write=self._outbox_written,
         )
         self._wake_relay: Callable[[], None] = lambda: None
+        self._background: dict[tuple[uuid.UUID, str], asyncio.Task[RefreshResult]] = {}
 
     def on_outbox_write(self, callback: Callable[[], None]) -> None:
         """Called after each commit that wrote an outcome event (the worker wakes its relay)."""
@@ -63,23 +66,74 @@ class TokenService:
         self._wake_relay()
 
     async def aclose(self) -> None:
+        """Let refreshes still running in the background finish, then close the HTTP pool and
+        the database engine. A call in flight ends within HTTP_TIMEOUT_SECONDS; what still runs
+        after twice that is only waiting (for another process, a rate limit) or retrying a
+        commit whose tokens are spooled, and is stopped."""
+        if self._background:
+            _, unfinished = await asyncio.wait(
+                list(self._background.values()), timeout=2 * self.settings.http_timeout_seconds
+            )
+            for task in unfinished:
+                task.cancel()
         await self.http.aclose()
         await self.database.dispose()
 
+    async def __aenter__(self) -> TokenService:
+        await self.engine.store_spooled_tokens()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
     async def get_valid_access_token(self, user_id: uuid.UUID | str, platform: str) -> str | None:
         """A usable access token, refreshed first if it expires within the buffer; None if the
-        connection is missing, dead, or could not be refreshed before it expired."""
+        connection is missing or dead, or its refresh failed and the token has expired.
+
+        Waits at most ON_DEMAND_DEADLINE_SECONDS for a refresh (another process may hold it, the
+        provider may be throttling): then a stored token that is still valid is returned, and
+        one that has expired or is about to raises TokenUnavailableError. The refresh itself
+        goes on in the background either way, so a rotated token is never abandoned."""
         user_id = _as_uuid(user_id)
         spec = platform_spec(platform)
-        async with self.database.sessions() as session:
-            row = await get_connection(session, user_id, platform)
+        row = await self._read(user_id, platform)
         decision = decide_refresh(row, spec, utc_now(), self.policy, "on_demand")
         if decision.action is not Action.SKIP:
-            result = await self.engine.refresh(user_id, platform, trigger="on_demand")
+            refresh = self._refresh_in_background(user_id, platform)
+            try:
+                result = await asyncio.wait_for(asyncio.shield(refresh), self.settings.on_demand_deadline_seconds)
+            except TimeoutError:
+                return self._stored_token_before_deadline(row, user_id, platform)
             if result.tokens is not None:  # refreshed here: the fresh token, no need to read it back
                 return result.tokens.access_token
-            async with self.database.sessions() as session:
-                row = await get_connection(session, user_id, platform)
+            row = await self._read(user_id, platform)
+            if result.reason == REFRESHING_ELSEWHERE:
+                return self._stored_token_before_deadline(row, user_id, platform)
+        return self._usable_token(row, user_id, platform)
+
+    def _refresh_in_background(self, user_id: uuid.UUID, platform: str) -> asyncio.Task[RefreshResult]:
+        """One background refresh per connection; callers that come while it runs share it."""
+        key = (user_id, platform)
+        task = self._background.get(key)
+        if task is None:
+            task = asyncio.create_task(self.engine.refresh(user_id, platform, trigger="on_demand"))
+            self._background[key] = task
+            task.add_done_callback(lambda _: self._background.pop(key, None))
+        return task
+
+    def _stored_token_before_deadline(self, row: ConnectionRow | None, user_id: uuid.UUID, platform: str) -> str | None:
+        tag = f"[{platform}][{self.hash_user_id(user_id)}]"
+        margin = timedelta(seconds=self.settings.on_demand_deadline_seconds)
+        expires_at = row.token_expires_at if row is not None else None
+        if expires_at is not None and expires_at <= utc_now() + margin:
+            raise TokenUnavailableError(
+                f"{tag} the access token has expired or is about to, and its refresh did not complete within "
+                f"{self.settings.on_demand_deadline_seconds:g}s; it goes on in the background, try again shortly"
+            )
+        log.info("%s Refresh still running after the deadline; the stored token is still valid", tag)
+        return self._usable_token(row, user_id, platform)
+
+    def _usable_token(self, row: ConnectionRow | None, user_id: uuid.UUID, platform: str) -> str | None:
         if row is None or row.access_token is None or row.status not in ("connected", "token_expired"):
             return None
         if row.token_expires_at is not None and row.token_expires_at <= utc_now():
@@ -89,6 +143,10 @@ class TokenService:
         except DecryptionError:
             log.error("[%s][%s] Stored access token cannot be decrypted", platform, self.hash_user_id(user_id))
             return None
+
+    async def _read(self, user_id: uuid.UUID, platform: str) -> ConnectionRow | None:
+        async with self.database.sessions() as session:
+            return await get_connection(session, user_id, platform)
 
     async def refresh_platform_token(self, user_id: uuid.UUID | str, platform: str) -> RefreshedAccessToken | None:
         """Refresh now, whatever the expiry (a manual refresh); None if it did not succeed. When

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_core.core_schema import ValidationInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -79,7 +79,8 @@ class Settings(BaseSettings):
     # Scheduled retries of a connection whose refresh failed: base, 2x base, 4x ..., capped.
     failure_backoff_base_seconds: float = Field(default=60, gt=0)
     failure_backoff_max_seconds: float = Field(default=3600, gt=0)
-    refresh_max_attempts: int = Field(default=3, ge=1)
+    # Retries after the first call, for network errors, timeouts and 5xx (waits 1 s, 2 s, 4 s ...).
+    refresh_max_attempts: int = Field(default=3, ge=0)
     retry_base_delay_seconds: float = Field(default=1, ge=0)
     retry_max_delay_seconds: float = Field(default=30, ge=0)
     retry_jitter_ratio: float = Field(default=0.3, ge=0, le=1)
@@ -93,8 +94,22 @@ class Settings(BaseSettings):
     circuit_min_calls: int = Field(default=20, ge=1)
     circuit_window_seconds: float = Field(default=60, gt=0)
     circuit_cool_down_seconds: float = Field(default=60, gt=0)
-    # How long a refresh may hold a connection before others may take over; renewed while held.
+    # How long a refresh may hold a connection before others may take over; renewed in the
+    # background every third of it while held. At least 3 x HTTP_TIMEOUT_SECONDS.
     refresh_lease_seconds: float = Field(default=120, ge=5)
+    # A provider's wait (Retry-After, a platform-wide pause, an open circuit) up to this long is
+    # waited in memory; a longer one is recorded on the row and the scan brings it back.
+    rate_limit_max_inline_wait_seconds: float = Field(default=5, ge=0)
+    # get_valid_access_token waits this long for a refresh, then returns the stored token if
+    # it is still valid, or raises TokenUnavailableError.
+    on_demand_deadline_seconds: float = Field(default=3, gt=0)
+    # Database connections per process: by default sized from MAX_REFRESHES_IN_FLIGHT.
+    database_pool_size: int | None = Field(default=None, ge=1)
+    database_max_overflow: int | None = Field(default=None, ge=0)
+    database_pool_timeout_seconds: float = Field(default=30, gt=0)
+    # Where fresh tokens that could not be stored yet are kept, sealed, until they are (replayed
+    # at start). Keep it on a persistent volume.
+    token_spool_dir: Path = Path("token_refresh_spool")
     scan_page_size: int = Field(default=500, ge=1)
     # How long input event ids are remembered to recognise duplicates (replays, retries).
     processed_event_retention_days: float = Field(default=7, gt=0)
@@ -130,6 +145,21 @@ class Settings(BaseSettings):
             for key in value.get_secret_value().split(","):
                 cls._key_is_64_hex(SecretStr(key.strip()))
         return value
+
+    @model_validator(mode="after")
+    def _lease_outlives_a_provider_call(self) -> Settings:
+        if self.refresh_lease_seconds < 3 * self.http_timeout_seconds:
+            raise ValueError(
+                "REFRESH_LEASE_SECONDS: must be at least 3 x HTTP_TIMEOUT_SECONDS "
+                f"({3 * self.http_timeout_seconds:g}), so a provider call always ends well inside the lease"
+            )
+        return self
+
+    def pool_size(self) -> tuple[int, int]:
+        """(pool size, overflow): by default one connection per 25 refreshes in flight, 5 to 20."""
+        size = self.database_pool_size or min(20, max(5, -(-self.max_refreshes_in_flight // 25)))
+        overflow = self.database_max_overflow if self.database_max_overflow is not None else size // 2
+        return size, overflow
 
     def log_hash_secret(self) -> str:
         return (self.log_hash_key or self.encryption_key).get_secret_value()
@@ -247,5 +277,6 @@ def describe_validation_error(exc: ValidationError) -> str:
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "missing":
             message = "is required but not set"
-        problems.append(f"{name}: {message}")
+        # A check across settings names them itself.
+        problems.append(f"{name}: {message}" if error["loc"] else message)
     return "; ".join(problems)

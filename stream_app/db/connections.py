@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from stream_app.db.models import REFRESHABLE_STATUSES, ConnectionRow
+from stream_app.db.clock import db_now
+from stream_app.db.models import REFRESHABLE_STATUSES, ConnectionRow, ConnectionStatus
 
 
 async def get_connection(session: AsyncSession, user_id: uuid.UUID, platform: str) -> ConnectionRow | None:
@@ -45,17 +46,57 @@ async def upsert_connection(session: AsyncSession, values: dict[str, Any]) -> bo
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def update_fenced(session: AsyncSession, row: ConnectionRow, lease_owner: str, values: dict[str, Any]) -> bool:
-    """Apply ``values`` and release the lease, only if nobody changed the row since it was read
-    and the lease is still ours (a holder that stalled past its lease cannot overwrite)."""
+async def update_fenced(
+    session: AsyncSession,
+    row: ConnectionRow,
+    lease_owner: str,
+    values: dict[str, Any],
+    *,
+    spent_refresh_token: str | None = None,
+) -> bool:
+    """Apply ``values`` and release our lease, only if nobody changed the row since it was read
+    and the lease is still ours (a holder that stalled past its lease cannot overwrite).
+
+    Fresh tokens (``spent_refresh_token`` given: the ciphertext the row held when the refresh
+    began) are also stored when the row still holds that spent token, whoever holds the lease
+    now: the provider has already rotated it, so ours are the only tokens that still work.
+    """
+    ours = and_(ConnectionRow.version == row.version, ConnectionRow.refresh_lease_owner == lease_owner)
+    fence = ours
+    if spent_refresh_token is not None:
+        still_spent = and_(
+            ConnectionRow.refresh_token == spent_refresh_token,
+            ConnectionRow.status != ConnectionStatus.DISCONNECTED,
+        )
+        fence = or_(ours, still_spent)
+    mine = ConnectionRow.refresh_lease_owner == lease_owner
+    result = await session.execute(
+        update(ConnectionRow)
+        .where(ConnectionRow.id == row.id, fence)
+        .values(
+            version=ConnectionRow.version + 1,
+            refresh_lease_owner=case((mine, None), else_=ConnectionRow.refresh_lease_owner),
+            refresh_lease_expires_at=case((mine, None), else_=ConnectionRow.refresh_lease_expires_at),
+            **values,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def store_spooled(
+    session: AsyncSession, connection_id: uuid.UUID, spent_refresh_token: str, values: dict[str, Any]
+) -> bool:
+    """Store tokens kept in the spool, if the row still holds the refresh token that was spent."""
     result = await session.execute(
         update(ConnectionRow)
         .where(
-            ConnectionRow.id == row.id,
-            ConnectionRow.version == row.version,
-            ConnectionRow.refresh_lease_owner == lease_owner,
+            ConnectionRow.id == connection_id,
+            ConnectionRow.refresh_token == spent_refresh_token,
+            ConnectionRow.status != ConnectionStatus.DISCONNECTED,
         )
-        .values(version=ConnectionRow.version + 1, refresh_lease_owner=None, refresh_lease_expires_at=None, **values)
+        .values(version=ConnectionRow.version + 1, **values)
+        .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -71,7 +112,8 @@ async def due_connections(
 ) -> Sequence[ConnectionRow]:
     """One page, in (refresh_due_at, id) order, of refreshable connections on ``platforms`` due
     by ``due_by`` and not requested since ``requested_before``. Keyset pagination over the
-    refresh_due index: pass the last row's (refresh_due_at, id) as ``after`` for the next page."""
+    refresh_due index: pass the last row's (refresh_due_at, id) as ``after`` for the next page.
+    A row under a hold (``refresh_not_before``) is left out until the hold ends."""
     query = select(ConnectionRow).where(
         ConnectionRow.status.in_([str(status) for status in REFRESHABLE_STATUSES]),
         ConnectionRow.refresh_due_at.is_not(None),
@@ -81,6 +123,8 @@ async def due_connections(
             ConnectionRow.refresh_requested_at.is_(None),
             ConnectionRow.refresh_requested_at < requested_before,
         ),
+        # Held back (failure backoff, a rate limit, an open circuit): not before the hold ends.
+        or_(ConnectionRow.refresh_not_before.is_(None), ConnectionRow.refresh_not_before <= db_now()),
     )
     if after is not None:
         due_at, row_id = after

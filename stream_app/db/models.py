@@ -90,6 +90,8 @@ class ConnectionRow(Base):
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     token_lifetime_seconds: Mapped[int | None] = mapped_column(Integer)
     refresh_due_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # No scheduled refresh before this (failure backoff, rate limit, open circuit); NULL: no hold.
+    refresh_not_before: Mapped[datetime | None] = mapped_column(DateTime)
     refresh_lease_owner: Mapped[str | None] = mapped_column(Text)
     refresh_lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
 

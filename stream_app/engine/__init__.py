@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from schemas import RefreshReason
@@ -25,13 +25,13 @@ from stream_app.crypto import TokenCipher
 from stream_app.db import ConnectionRow, ConnectionStatus, Database
 from stream_app.db.connections import get_connection
 from stream_app.decisions import Action, Decision, RefreshPolicy, decide_refresh
-from stream_app.engine.breaker import CircuitState
+from stream_app.engine.breaker import CircuitState, Permit
 from stream_app.engine.gates import PlatformGates
 from stream_app.engine.lease import Lease, LeaseLost, Leases
 from stream_app.engine.outcomes import LOST_RACE, OutcomeWriter, RefreshResult
+from stream_app.engine.spool import TokenSpool
 from stream_app.errors import (
     DecryptionError,
-    InvalidClientError,
     ProviderError,
     ProviderRateLimited,
     ReauthRequiredError,
@@ -41,13 +41,15 @@ from stream_app.failpoints import Failpoints
 from stream_app.keyed_lock import KeyedLocks
 from stream_app.metrics import record_refresh
 from stream_app.privacy import UserIdHasher
-from stream_app.providers import ProviderClient
+from stream_app.providers import ProviderClient, RefreshedTokens
 from stream_app.settings import Settings
 
-__all__ = ["RefreshEngine", "RefreshResult"]
+__all__ = ["REFRESHING_ELSEWHERE", "RefreshEngine", "RefreshResult"]
 
 log = logging.getLogger(__name__)
 
+# The reason a caller is given when another process is still refreshing past its deadline.
+REFRESHING_ELSEWHERE = "refreshing_elsewhere"
 # A provider that keeps answering 429 is given up on after this many waits (not attempts).
 MAX_RATE_LIMIT_WAITS = 5
 
@@ -72,12 +74,32 @@ class RefreshEngine:
         self._hash = hasher
         self._backoff = Backoff.from_settings(settings)
         self._policy = policy
-        self._leases = Leases(database, settings.refresh_lease_seconds, sleep)
+        self._sleep = sleep
+        self._leases = Leases(database, settings.refresh_lease_seconds)
         self._outcomes = OutcomeWriter(
-            database, cipher, policy, settings.topic_names(), on_outbox_write, Failpoints(settings.failpoints)
+            database,
+            cipher,
+            policy,
+            settings.topic_names(),
+            on_outbox_write,
+            Failpoints(settings.failpoints),
+            TokenSpool(settings.token_spool_dir),
         )
         self._gates = PlatformGates(settings)
         self._locks = KeyedLocks()
+
+    def in_flight(self, user_id: uuid.UUID, platform_key: str) -> bool:
+        """Whether this process is refreshing (or queued to refresh) the connection now."""
+        return self._locks.held((user_id, platform_key))
+
+    async def store_spooled_tokens(self) -> int:
+        """Store fresh tokens that a stopped process left in the spool (run at start)."""
+        return await self._outcomes.store_orphans()
+
+    def stuck_circuits(self) -> list[str]:
+        """Platforms whose circuit stayed open well past its cool-down (see CircuitBreaker.stuck)."""
+        grace = self._settings.scan_interval_seconds + 2 * self._settings.http_timeout_seconds
+        return self._gates.breaker.stuck(grace)
 
     async def refresh(self, user_id: uuid.UUID, platform_key: str, *, trigger: RefreshReason) -> RefreshResult:
         """Refresh the connection if ``decide_refresh`` says ``trigger`` should (a ``manual``
@@ -106,17 +128,24 @@ class RefreshEngine:
             if held is not None:
                 break
             log.debug("%s A refresh is in flight elsewhere; waiting for it", tag)
-            await self._leases.wait_for_release(row.id)
+            # A caller waits for it only as long as its deadline; a scheduled request as long as it takes.
+            patience = self._settings.on_demand_deadline_seconds if trigger == "on_demand" else None
+            try:
+                async with asyncio.timeout(patience):
+                    await self._leases.wait_for_release(row.id)
+            except TimeoutError:
+                return RefreshResult("skipped", REFRESHING_ELSEWHERE)
             # The refresh we waited for answers a manual request as well as a due one.
             deciding = "on_demand" if trigger == "manual" else trigger
             waited = True
         lease, row = held
         try:
-            # The row may have changed between the first read and the lease: decide again.
-            decision = decide_refresh(row, spec, utc_now(), self._policy, deciding)
-            if decision.action is Action.SKIP:
-                return RefreshResult("skipped", decision.reason)
-            return await self._refresh_held(row, lease, spec, decision, trigger, tag)
+            async with lease.kept_alive():
+                # The row may have changed between the first read and the lease: decide again.
+                decision = decide_refresh(row, spec, utc_now(), self._policy, deciding)
+                if decision.action is Action.SKIP:
+                    return RefreshResult("skipped", decision.reason)
+                return await self._refresh_held(row, lease, spec, decision, trigger, tag)
         except LeaseLost:
             log.warning("%s Refresh lease lost; another process owns this refresh now", tag)
             return RefreshResult("skipped", "lease_lost")
@@ -154,72 +183,116 @@ class RefreshEngine:
         self, row: ConnectionRow, lease: Lease, spec: PlatformSpec, refresh_token: str, trigger: RefreshReason, tag: str
     ) -> RefreshResult:
         started = time.monotonic()
-        attempts = rate_limit_waits = 0
+        failures = rate_limit_waits = 0
+        inline_limit = self._settings.rate_limit_max_inline_wait_seconds
         while True:
-            await lease.renew()  # still ours: never spend a refresh token under a lost lease
-            put_off = self._gates.breaker.before_call(spec.key)
-            if put_off is not None:
-                log.info("%s %s is failing most calls; next attempt in %.0fs", tag, spec.display_name, put_off)
-                until = utc_now() + timedelta(seconds=put_off)
-                return await self._outcomes.deferred(row, lease, until=until, reason="circuit_open")
             paused = self._gates.paused_for(spec.key)
             if paused > 0:  # another call was told the whole application must wait
-                await lease.sleep(paused)
+                if paused > inline_limit:
+                    return await self._hold(row, lease, paused, "rate_limited", tag)
+                await self._sleep(paused)
                 continue
-            try:
-                # A per-platform cap on calls in flight; the waits below happen outside it, so
-                # one rate-limited connection does not hold back the others of its platform.
-                async with self._gates.slot(spec.key):
-                    sent_at = utc_now()
-                    tokens = await self._providers.refresh(spec, refresh_token)
-            except ProviderRateLimited as exc:
-                self._gates.breaker.record(spec.key, ok=True)  # it answered: a wait, not an outage
-                rate_limit_waits += 1
-                if rate_limit_waits > MAX_RATE_LIMIT_WAITS:
-                    return await self._retryable_failure(row, lease, exc, tag)
-                wait = self._rate_limit_wait(exc)
-                if exc.platform_wide:
-                    self._gates.pause(spec.key, wait)
-                log.warning("⏳ %s Rate limited, waiting %dms before retry", tag, wait * 1000)
-                await lease.sleep(wait)
+            admitted = self._gates.breaker.admit(spec.key)
+            if not isinstance(admitted, Permit):
+                if self._gates.circuit_state(spec.key) is CircuitState.OPEN:
+                    log.info("%s %s is failing most calls; next attempt in %.0fs", tag, spec.display_name, admitted)
+                    return await self._hold(row, lease, admitted, "circuit_open", tag)
+                await self._sleep(admitted)  # a half-open trial call is in flight: its verdict comes soon
                 continue
-            except RetryableProviderError as exc:
-                self._gates.breaker.record(spec.key, ok=False)
-                attempts += 1
-                if attempts >= self._settings.refresh_max_attempts:
-                    return await self._retryable_failure(row, lease, exc, tag)
-                delay = self._backoff.delay(attempts)
-                log.warning("⏳ %s Temporary error (%s), retrying in %dms", tag, exc.error_class, delay * 1000)
-                await lease.sleep(delay)
-                continue
-            except ReauthRequiredError as exc:
-                self._gates.breaker.record(spec.key, ok=True)  # a clear answer about this grant
-                return await self._dead_grant(row, lease, refresh_token, exc, tag)
-            except InvalidClientError as exc:
-                self._gates.breaker.record(spec.key, ok=True)
-                log.error("❌ %s Client credentials refused: %s", tag, exc.description)
-                return await self._outcomes.failed(
-                    row,
-                    lease,
-                    error_class=exc.error_class,
-                    error=exc.description,
-                    status=ConnectionStatus.ERROR,
-                    will_retry=False,
+            with admitted as permit:
+                # Still ours: never spend a refresh token under a lost lease.
+                await lease.renew()
+                sent_at = utc_now()
+                answer = await self._one_call(spec, refresh_token, permit)
+            if isinstance(answer, RefreshedTokens):
+                return await self._refreshed(
+                    row, lease, answer, refresh_token, sent_at, failures, started, trigger, tag
                 )
-            self._gates.breaker.record(spec.key, ok=True)
-            result = await self._outcomes.refreshed(
+            error = answer
+            if isinstance(error, ProviderRateLimited):
+                rate_limit_waits += 1
+                wait = self._rate_limit_wait(error)
+                if error.platform_wide:
+                    self._gates.pause(spec.key, wait)
+                if rate_limit_waits > MAX_RATE_LIMIT_WAITS:
+                    return await self._retryable_failure(row, lease, error, tag)
+                if wait > inline_limit:
+                    return await self._hold(row, lease, wait, "rate_limited", tag)
+                log.warning("⏳ %s Rate limited, waiting %dms before retry", tag, wait * 1000)
+                await self._sleep(wait)
+                continue
+            if isinstance(error, RetryableProviderError):
+                failures += 1
+                if failures > self._settings.refresh_max_attempts:
+                    return await self._retryable_failure(row, lease, error, tag)
+                delay = self._backoff.delay(failures)
+                log.warning("⏳ %s Temporary error (%s), retrying in %dms", tag, error.error_class, delay * 1000)
+                await self._sleep(delay)
+                continue
+            if isinstance(error, ReauthRequiredError):
+                return await self._dead_grant(row, lease, refresh_token, error, tag)
+            log.error("❌ %s Client credentials refused: %s", tag, error.description)
+            return await self._outcomes.failed(
                 row,
                 lease,
-                tokens,
-                spent_refresh_token=refresh_token,
-                sent_at=sent_at,
-                attempts=attempts + 1,
-                duration_ms=int((time.monotonic() - started) * 1000),
-                trigger=trigger,
+                error_class=error.error_class,
+                error=error.description,
+                status=ConnectionStatus.ERROR,
+                will_retry=False,
             )
-            if result.outcome == "refreshed":
-                log.info("✅ %s Token refreshed successfully (expires in %ss)", tag, tokens.expires_in)
-            return result
+
+    async def _one_call(
+        self, spec: PlatformSpec, refresh_token: str, permit: Permit
+    ) -> RefreshedTokens | ProviderError:
+        """One call to the token endpoint: fresh tokens or the provider's error; its verdict
+        goes to the circuit breaker."""
+        try:
+            # A per-platform cap on calls in flight; waits happen outside it, so one
+            # rate-limited connection does not hold back the others of its platform.
+            async with self._gates.slot(spec.key):
+                tokens = await self._providers.refresh(spec, refresh_token)
+        except RetryableProviderError as exc:
+            # A 429 is an answer (a wait, not an outage); 5xx, timeouts and network errors are failures.
+            permit.succeeded() if isinstance(exc, ProviderRateLimited) else permit.failed()
+            return exc
+        except ProviderError as exc:  # a clear answer about this grant or our client
+            permit.succeeded()
+            return exc
+        permit.succeeded()
+        return tokens
+
+    async def _refreshed(
+        self,
+        row: ConnectionRow,
+        lease: Lease,
+        tokens: RefreshedTokens,
+        spent: str,
+        sent_at: datetime,
+        failures: int,
+        started: float,
+        trigger: RefreshReason,
+        tag: str,
+    ) -> RefreshResult:
+        result = await self._outcomes.refreshed(
+            row,
+            lease,
+            tokens,
+            spent_refresh_token=spent,
+            sent_at=sent_at,
+            attempts=failures + 1,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            trigger=trigger,
+        )
+        if result.outcome == "refreshed":
+            log.info("✅ %s Token refreshed successfully (expires in %ss)", tag, tokens.expires_in)
+        return result
+
+    async def _hold(self, row: ConnectionRow, lease: Lease, seconds: float, reason: str, tag: str) -> RefreshResult:
+        """A wait too long to sleep through: recorded on the row, lease and slot given back; the
+        scan brings the connection back when it ends."""
+        log.warning("⏳ %s Waiting %.0fs (%s): next attempt scheduled, not slept", tag, seconds, reason)
+        until = utc_now() + timedelta(seconds=seconds)
+        return await self._outcomes.deferred(row, lease, until=until, reason=reason)
 
     async def _dead_grant(
         self, row: ConnectionRow, lease: Lease, spent: str, exc: ReauthRequiredError, tag: str

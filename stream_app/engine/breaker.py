@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from types import TracebackType
 
 # How long callers are put off while a half-open trial call is in flight.
 _TRIAL_WAIT_SECONDS = 1.0
@@ -31,6 +32,8 @@ class _Circuit:
     state: CircuitState = CircuitState.CLOSED
     opened_at: float = 0.0
     trial_in_flight: bool = False
+    # Bumped on every change of state: a call admitted under an older one cannot settle this one.
+    generation: int = 0
     calls: deque[tuple[float, bool]] = field(default_factory=deque)
 
 
@@ -54,8 +57,10 @@ class CircuitBreaker:
     def state(self, platform: str) -> CircuitState:
         return self._circuit(platform).state
 
-    def before_call(self, platform: str) -> float | None:
-        """None when a call may go out now; otherwise the seconds to put it off by."""
+    def admit(self, platform: str) -> Permit | float:
+        """A permit to call now, or the seconds to put the call off by. The permit is a context
+        manager that always settles: a call that leaves it without a verdict (an unexpected
+        exception) counts as a failure; one cancelled gives a half-open trial back."""
         circuit = self._circuit(platform)
         now = self._clock()
         if circuit.state is CircuitState.OPEN:
@@ -63,22 +68,30 @@ class CircuitBreaker:
             if remaining > 0:
                 return remaining
             circuit.state = CircuitState.HALF_OPEN
+            circuit.generation += 1
         if circuit.state is CircuitState.HALF_OPEN:
             if circuit.trial_in_flight:
                 return _TRIAL_WAIT_SECONDS
             circuit.trial_in_flight = True
-        return None
+            return Permit(self, platform, circuit.generation, trial=True)
+        return Permit(self, platform, circuit.generation, trial=False)
 
-    def record(self, platform: str, *, ok: bool) -> None:
-        circuit = self._circuit(platform)
+    def _settle(self, permit: Permit, ok: bool | None) -> None:
+        """``ok`` None: no verdict (the call was abandoned)."""
+        circuit = self._circuit(permit.platform)
+        if permit.generation != circuit.generation:
+            return  # the circuit changed state since this call was admitted: it says nothing now
         now = self._clock()
-        if circuit.state is CircuitState.HALF_OPEN:
+        if permit.trial:
             circuit.trial_in_flight = False
-            if ok:
+            if ok is True:
                 circuit.state = CircuitState.CLOSED
+                circuit.generation += 1
                 circuit.calls.clear()
-            else:
+            elif ok is False:
                 self._open(circuit, now)
+            return
+        if ok is None or circuit.state is not CircuitState.CLOSED:
             return
         circuit.calls.append((now, ok))
         while circuit.calls and circuit.calls[0][0] < now - self._window:
@@ -87,10 +100,59 @@ class CircuitBreaker:
         if len(circuit.calls) >= self._min_calls and failures >= self._failure_ratio * len(circuit.calls):
             self._open(circuit, now)
 
+    def not_closed_for(self, platform: str) -> float:
+        """Seconds since the circuit opened (0 while closed)."""
+        circuit = self._circuit(platform)
+        return 0.0 if circuit.state is CircuitState.CLOSED else self._clock() - circuit.opened_at
+
+    def stuck(self, grace: float) -> list[str]:
+        """Platforms whose circuit is still not closed ``grace`` seconds after its cool-down
+        ended: no trial call has settled it, so nothing reaches that provider."""
+        return sorted(
+            platform
+            for platform, circuit in self._circuits.items()
+            if circuit.state is not CircuitState.CLOSED and self.not_closed_for(platform) > self._cool_down + grace
+        )
+
     def _open(self, circuit: _Circuit, now: float) -> None:
         circuit.state = CircuitState.OPEN
+        circuit.generation += 1
         circuit.opened_at = now
         circuit.calls.clear()
 
     def _circuit(self, platform: str) -> _Circuit:
         return self._circuits.setdefault(platform, _Circuit())
+
+
+class Permit:
+    """One admitted call. Record its verdict with ``succeeded()`` / ``failed()``; leaving the
+    ``with`` block without one settles it anyway."""
+
+    def __init__(self, breaker: CircuitBreaker, platform: str, generation: int, *, trial: bool) -> None:
+        self._breaker = breaker
+        self.platform = platform
+        self.generation = generation
+        self.trial = trial
+        self._settled = False
+
+    def succeeded(self) -> None:
+        self._settle(ok=True)
+
+    def failed(self) -> None:
+        self._settle(ok=False)
+
+    def _settle(self, *, ok: bool | None) -> None:
+        if not self._settled:
+            self._settled = True
+            self._breaker._settle(self, ok)
+
+    def __enter__(self) -> Permit:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if isinstance(error, Exception):
+            self._settle(ok=False)  # an unexpected failure of the call is the provider's, until shown otherwise
+        else:
+            self._settle(ok=None)  # finished without a verdict, or cancelled: no judgement

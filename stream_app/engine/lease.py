@@ -1,21 +1,24 @@
-"""Holding a refresh lease: taking it, keeping it alive through long waits, giving it back."""
+"""Holding a refresh lease: taking it, keeping it alive while the refresh runs, giving it back."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import AsyncIterator
 
-from stream_app.clock import utc_now
 from stream_app.db import ConnectionRow, Database
-from stream_app.db.leases import acquire_lease, lease_expiry, release_lease, renew_lease
+from stream_app.db.leases import acquire_lease, lease_held, release_lease, renew_lease
 from stream_app.errors import TokenRefreshError
 
+log = logging.getLogger(__name__)
+
 _POLL_SECONDS = 0.1
+# After a failed renewal (the database hiccupped), try again this soon.
+_RENEW_RETRY_SECONDS = 1.0
 
 
 class LeaseLost(TokenRefreshError):
@@ -23,68 +26,81 @@ class LeaseLost(TokenRefreshError):
 
 
 class Lease:
-    def __init__(
-        self,
-        database: Database,
-        connection_id: uuid.UUID,
-        owner: str,
-        ttl: float,
-        sleep: Callable[[float], Awaitable[Any]],
-    ) -> None:
+    def __init__(self, database: Database, connection_id: uuid.UUID, owner: str, ttl: float) -> None:
         self._db = database
         self.connection_id = connection_id
         self.owner = owner
         self._ttl = ttl
-        self._sleep = sleep
         # Set once a fenced write has cleared the lease along with the outcome.
         self.released = False
+        # Set when a renewal found someone else's lease (or none) on the row.
+        self.lost = False
 
     async def renew(self) -> None:
+        """Extend the lease now; raises LeaseLost if it is no longer ours."""
         async with self._db.transaction() as session:
-            if not await renew_lease(session, self.connection_id, self.owner, until=_until(self._ttl)):
-                raise LeaseLost("refresh lease expired and was not renewed")
+            if not await renew_lease(session, self.connection_id, self.owner, ttl=self._ttl):
+                self.lost = True
+        if self.lost:
+            raise LeaseLost("refresh lease expired and was not renewed")
 
-    async def sleep(self, seconds: float) -> None:
-        """Sleep while keeping the lease alive (renewed every third of its lifetime)."""
-        remaining = seconds
-        while remaining > 0:
-            chunk = min(remaining, self._ttl / 3)
-            await self._sleep(chunk)
-            remaining -= chunk
-            await self.renew()
+    @contextlib.asynccontextmanager
+    async def kept_alive(self) -> AsyncIterator[None]:
+        """Renew the lease every third of its lifetime in the background while the body runs:
+        a slow provider, a long wait for a slot or a commit that retries cannot outlive it."""
+        task = asyncio.create_task(self._keep_alive())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _keep_alive(self) -> None:
+        delay = self._ttl / 3
+        while not self.released:
+            await asyncio.sleep(delay)
+            try:
+                await self.renew()
+                delay = self._ttl / 3
+            except LeaseLost:
+                log.warning("Refresh lease lost while held; the outcome will be fenced on the spent token")
+                return
+            except Exception as exc:  # the database is unreachable: keep trying while it lasts
+                log.warning("Renewing a refresh lease failed (%s); retrying", type(exc).__name__)
+                delay = _RENEW_RETRY_SECONDS
 
     async def release(self) -> None:
+        """Give the lease back; best effort (an unreleased lease lapses at its expiry)."""
         if self.released:
             return
         self.released = True
-        async with self._db.transaction() as session:
-            await release_lease(session, self.connection_id, self.owner)
+        try:
+            async with self._db.transaction() as session:
+                await release_lease(session, self.connection_id, self.owner)
+        except Exception as exc:
+            log.warning("Releasing a refresh lease failed (%s); it lapses by itself", type(exc).__name__)
 
 
 class Leases:
-    def __init__(self, database: Database, ttl: float, sleep: Callable[[float], Awaitable[Any]]) -> None:
+    def __init__(self, database: Database, ttl: float) -> None:
         self._db = database
         self._ttl = ttl
-        self._sleep = sleep
         self._owner_prefix = f"{socket.gethostname()}:{os.getpid()}"
 
     async def acquire(self, connection_id: uuid.UUID) -> tuple[Lease, ConnectionRow] | None:
         """The lease and the row as it is once held, or None while someone else holds it."""
         owner = f"{self._owner_prefix}:{uuid.uuid4().hex[:8]}"
         async with self._db.transaction() as session:
-            row = await acquire_lease(session, connection_id, owner, now=utc_now(), until=_until(self._ttl))
+            row = await acquire_lease(session, connection_id, owner, ttl=self._ttl)
         if row is None:
             return None
-        return Lease(self._db, connection_id, owner, self._ttl, self._sleep), row
+        return Lease(self._db, connection_id, owner, self._ttl), row
 
     async def wait_for_release(self, connection_id: uuid.UUID) -> None:
         """Return once nobody holds the lease (released, or expired after a holder died)."""
         while True:
             async with self._db.sessions() as session:
-                if await lease_expiry(session, connection_id, utc_now()) is None:
+                if not await lease_held(session, connection_id):
                     return
             await asyncio.sleep(_POLL_SECONDS)
-
-
-def _until(ttl: float) -> datetime:
-    return utc_now() + timedelta(seconds=ttl)

@@ -1,5 +1,9 @@
 """Recording what a refresh came to: tokens, status columns and the outcome event, in one
-transaction that also releases the lease, fenced so a stale holder cannot overwrite."""
+transaction that also releases the lease, fenced so a stale holder cannot overwrite.
+
+Fresh tokens are never given up on while the process lives: their commit is retried until it
+succeeds, and from its first failure they are also kept in the local spool (sealed), so a
+process that must stop meanwhile leaves them for the next one to store."""
 
 from __future__ import annotations
 
@@ -10,23 +14,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError
-
 from schemas import Event, RefreshReason, TokenNeedsReauth, TokenRefreshed, TokenRefreshFailed
 from stream_app.backoff import Backoff
 from stream_app.clock import to_aware_utc, utc_now
 from stream_app.crypto import TokenCipher
-from stream_app.db import ConnectionRow, ConnectionStatus, Database
-from stream_app.db.connections import update_fenced
+from stream_app.db import ConnectionRow, ConnectionStatus, Database, OutboxRow
+from stream_app.db.connections import store_spooled, update_fenced
 from stream_app.db.outbox import add_event
 from stream_app.decisions import RefreshPolicy
 from stream_app.engine.lease import Lease
+from stream_app.engine.spool import SpooledOutcome, SpoolEntry, TokenSpool
 from stream_app.providers import RefreshedTokens
+from stream_app.transient import is_transient
 
 log = logging.getLogger(__name__)
 
-# Fresh tokens live only in memory until committed: a failing commit is retried this long.
-COMMIT_RETRY_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,10 @@ class OutcomeWriter:
         topics: dict[str, str],
         on_outbox_write: Callable[[], None],
         failpoint: Callable[[str], None],
+        spool: TokenSpool,
     ) -> None:
         self._db = database
+        self._spool = spool
         self._failpoint = failpoint
         self._cipher = cipher
         self._policy = policy
@@ -86,6 +90,7 @@ class OutcomeWriter:
             "updated_at": now,
             "last_refreshed_at": now,
             "refresh_requested_at": None,
+            "refresh_not_before": None,
             "consecutive_failures": 0,
         }
         # No refresh token in the answer, or the same one again: keep the one we have.
@@ -103,9 +108,10 @@ class OutcomeWriter:
             refresh_token_rotated=rotated,
             reason=trigger,
         )
-        return await self._store(
-            row, lease, values, event, RefreshResult("refreshed", "refreshed", tokens=tokens, event=event)
-        )
+        result = RefreshResult("refreshed", "refreshed", tokens=tokens, event=event)
+        if await self._commit(row, lease, values, event, spent=row.refresh_token):
+            return result
+        return LOST_RACE
 
     async def needs_reauth(self, row: ConnectionRow, lease: Lease, reason: str, error: str | None) -> RefreshResult:
         values = {
@@ -115,6 +121,7 @@ class OutcomeWriter:
             "updated_at": utc_now(),
             "refresh_requested_at": None,
             "refresh_due_at": None,
+            "refresh_not_before": None,
         }
         event = TokenNeedsReauth(user_id=row.user_id, platform=row.platform, reason=reason, error=error)
         return await self._store(row, lease, values, event, RefreshResult("needs_reauth", reason, event=event))
@@ -131,6 +138,7 @@ class OutcomeWriter:
     ) -> RefreshResult:
         now = utc_now()
         failures = row.consecutive_failures + 1
+        retry_at = self._policy.retry_at(now, failures) if will_retry else None
         values = {
             "status": status,
             "last_sync_status": "error",
@@ -139,7 +147,8 @@ class OutcomeWriter:
             "refresh_requested_at": None,
             "consecutive_failures": failures,
             # Retried on a backoff schedule, or not at all (status error waits for an operator).
-            "refresh_due_at": self._policy.retry_at(now, failures) if will_retry else None,
+            "refresh_due_at": retry_at,
+            "refresh_not_before": retry_at,
         }
         event = TokenRefreshFailed(
             user_id=row.user_id,
@@ -152,9 +161,9 @@ class OutcomeWriter:
         return await self._store(row, lease, values, event, RefreshResult("failed", error_class, event=event))
 
     async def deferred(self, row: ConnectionRow, lease: Lease, *, until: datetime, reason: str) -> RefreshResult:
-        """Put the next scheduled attempt off without calling the provider; the connection's
-        status is untouched, so nothing is published."""
-        values = {"refresh_due_at": until, "refresh_requested_at": None}
+        """Hold the next scheduled attempt until ``until`` without calling the provider; the
+        connection's status is untouched, so nothing is published."""
+        values = {"refresh_due_at": until, "refresh_not_before": until, "refresh_requested_at": None}
         return await self._store(row, lease, values, None, RefreshResult("deferred", reason))
 
     async def _store(
@@ -163,27 +172,95 @@ class OutcomeWriter:
         """``result`` once stored; if the row changed or the lease was lost, nothing is stored."""
         return result if await self._commit(row, lease, values, event) else LOST_RACE
 
-    async def _commit(self, row: ConnectionRow, lease: Lease, values: dict[str, Any], event: Event | None) -> bool:
-        """One transaction: the row (fenced on version and lease) and the outbox event."""
-        deadline = asyncio.get_running_loop().time() + COMMIT_RETRY_SECONDS
+    async def _commit(
+        self,
+        row: ConnectionRow,
+        lease: Lease,
+        values: dict[str, Any],
+        event: Event | None,
+        *,
+        spent: str | None = None,
+    ) -> bool:
+        """One transaction: the row (fenced) and the outbox event. Retried while the database
+        is unreachable; fresh tokens (``spent`` given) are retried whatever the error, and
+        spooled from the first failure on."""
         failures = 0
-        while True:
-            try:
-                async with self._db.transaction() as session:
-                    if not await update_fenced(session, row, lease.owner, values):
-                        log.warning("Connection changed or lease lost during refresh; result not stored")
-                        return False
-                    if event is not None:
-                        add_event(session, self._topics[event.default_topic], event, utc_now())
-                lease.released = True  # the fenced update cleared it
-                break
-            except (DBAPIError, OSError) as exc:
-                failures += 1
-                if asyncio.get_running_loop().time() > deadline:
-                    raise
-                log.warning("Storing a refresh outcome failed (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(self._retry.delay(min(failures, 6)))
+        spooled: SpoolEntry | None = None
+        try:
+            while True:
+                try:
+                    async with self._db.transaction() as session:
+                        stored = await update_fenced(session, row, lease.owner, values, spent_refresh_token=spent)
+                        if stored and event is not None:
+                            add_event(session, self._topics[event.default_topic], event, utc_now())
+                    break
+                except Exception as exc:
+                    if spent is None and not is_transient(exc):
+                        raise
+                    failures += 1
+                    if spent is not None and spooled is None:
+                        spooled = self._spool_tokens(row, spent, values, event)
+                    log.warning("Storing a refresh outcome failed (%s); retrying", type(exc).__name__)
+                    await asyncio.sleep(self._retry.delay(min(failures, 6)))
+        except BaseException:
+            if spooled is not None:
+                spooled.release()  # stopping: the next process on this spool stores them
+            raise
+        if spooled is not None:
+            spooled.discard()
+        if not stored:
+            log.warning("Connection changed or lease lost during refresh; result not stored")
+            return False
+        lease.released = True  # the fenced update cleared it
         if event is not None:
             self._failpoint("after_outbox_commit")
             self._on_outbox_write()
         return True
+
+    def _spool_tokens(
+        self, row: ConnectionRow, spent: str, values: dict[str, Any], event: Event | None
+    ) -> SpoolEntry | None:
+        if event is None:
+            return None
+        outcome = SpooledOutcome(
+            connection_id=row.id,
+            spent_refresh_token=spent,
+            values=values,
+            topic=self._topics[event.default_topic],
+            event_id=event.event_id,
+            key=event.key.encode(),
+            payload=event.to_bytes(),
+        )
+        try:
+            return self._spool.write(outcome)
+        except OSError as exc:  # the retries go on; only a crash now could lose these tokens
+            log.error("Spooling fresh tokens failed (%s); they stay in memory until stored", type(exc).__name__)
+            return None
+
+    async def store_orphans(self) -> int:
+        """Store what processes that stopped left in the spool; returns how many were stored."""
+        stored = 0
+        for entry, outcome in self._spool.orphans():
+            async with self._db.transaction() as session:
+                applied = await store_spooled(
+                    session, outcome.connection_id, outcome.spent_refresh_token, outcome.values
+                )
+                if applied:
+                    session.add(
+                        OutboxRow(
+                            event_id=outcome.event_id,
+                            topic=outcome.topic,
+                            key=outcome.key,
+                            payload=outcome.payload,
+                            created_at=utc_now(),
+                        )
+                    )
+            if applied:
+                stored += 1
+                log.warning("Stored fresh tokens a stopped process left in the spool (%s)", entry.path.name)
+            else:
+                log.warning("Spooled tokens for a connection that has moved on since; dropped (%s)", entry.path.name)
+            entry.discard()
+        if stored:
+            self._on_outbox_write()
+        return stored

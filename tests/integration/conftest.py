@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -86,7 +87,11 @@ ServiceFactory = Callable[..., TokenService]
 
 @pytest.fixture
 async def make_service(
-    postgres_url: str, sandbox: SandboxServer, encryption_key: str, monkeypatch: pytest.MonkeyPatch
+    postgres_url: str,
+    sandbox: SandboxServer,
+    encryption_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> AsyncIterator[ServiceFactory]:
     """Builds in-process TokenServices on the test database, pointed at the sandbox; settings
     may be overridden. Cleans up the services and the sandbox's faults and latency."""
@@ -95,7 +100,8 @@ async def make_service(
     built: list[TokenService] = []
 
     def make(**overrides: Any) -> TokenService:
-        settings = load_settings(**{"encryption_key": encryption_key, "database_url": postgres_url, **overrides})
+        defaults = {"encryption_key": encryption_key, "database_url": postgres_url}
+        settings = load_settings(**{**defaults, "token_spool_dir": tmp_path / "spool", **overrides})
         built.append(TokenService(settings))
         return built[-1]
 
@@ -133,12 +139,14 @@ def stack(
         "LOG_LEVEL": "DEBUG",
         "KAFKA_SESSION_TIMEOUT_SECONDS": "6",
         "REFRESH_LEASE_SECONDS": "8",
+        "HTTP_TIMEOUT_SECONDS": "2.5",  # a lease outlives three provider calls
         "METRICS_HOST": "127.0.0.1",
         "METRICS_PORT": str(free_port()),  # a killed worker's leases lapse quickly
         **{f"TOPIC_{name.upper().replace('.', '_')}": topic for name, topic in topics.items()},
         **sandbox.service_env(),
     }
     workdir = tmp_path_factory.mktemp("worker")
+    env["TOKEN_SPOOL_DIR"] = str(workdir / "spool")
     worker = WorkerProcess(env, workdir / "worker.log").start()
     stack = Stack(kafka_bootstrap, postgres_url, sandbox, TokenCipher(encryption_key), topics, worker)
     try:

@@ -22,7 +22,7 @@ COOL_DOWN = 2.0
 
 @pytest.fixture
 def service(make_service: ServiceFactory) -> TokenService:
-    return make_service(refresh_max_attempts=1, circuit_min_calls=3, circuit_cool_down_seconds=COOL_DOWN)
+    return make_service(refresh_max_attempts=0, circuit_min_calls=3, circuit_cool_down_seconds=COOL_DOWN)
 
 
 def requests_to(sandbox: SandboxServer, platform: str) -> int:

@@ -61,13 +61,11 @@ async def test_a_holder_that_stalled_past_its_lease_cannot_overwrite(
         row = await get_connection(session, user_id, "spotify")
     assert row is not None
     async with service.database.transaction() as session:
-        stale = await acquire_lease(
-            session, row.id, "stalled-holder", now=utc_now(), until=utc_now() + timedelta(seconds=30)
-        )
+        stale = await acquire_lease(session, row.id, "stalled-holder", ttl=30)
     assert stale is not None
     # Another process may not refresh while the lease is live ...
     async with service.database.transaction() as session:
-        assert await acquire_lease(session, row.id, "other", now=utc_now(), until=utc_now()) is None
+        assert await acquire_lease(session, row.id, "other", ttl=0) is None
     # ... but once it has lapsed the engine takes over and refreshes.
     async with service.database.transaction() as session:
         await session.execute(

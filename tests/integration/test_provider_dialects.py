@@ -483,12 +483,12 @@ async def test_one_server_error_is_retried(h: Harness, platform: str) -> None:
 @each_platform
 async def test_server_errors_on_every_attempt_give_up_for_now(h: Harness, platform: str) -> None:
     conn = await h.connect(platform)
-    attempts = h.service.settings.refresh_max_attempts
-    h.fault(platform, "server_error", count=attempts)
+    calls = 1 + h.service.settings.refresh_max_attempts  # the first call, then the retries
+    h.fault(platform, "server_error", count=calls)
     obs = await h.refresh(conn)
 
     assert (obs.result.outcome, obs.result.reason) == ("failed", "server_error")
-    assert obs.answers == [500] * attempts
+    assert obs.answers == [500] * calls
     assert h.sandbox.state.pending_faults() == []
     assert (obs.row.status, obs.row.last_sync_status) == ("connected", "error")
     assert h.decrypt(obs.row, "refresh_token") == conn.grant["live_refresh_token"]

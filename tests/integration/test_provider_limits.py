@@ -12,7 +12,9 @@ import pytest
 from sqlalchemy import select
 
 from stream_app import TokenService
+from stream_app.clock import utc_now
 from stream_app.db import OutboxRow
+from stream_app.db.connections import get_connection
 from stream_app.engine import RefreshEngine
 from stream_app.providers import ProviderClient
 from stream_app.sandbox import SandboxServer
@@ -43,8 +45,15 @@ class RecordingSleep:
     ids=["retry-after-seconds", "retry-after-date", "discord-body", "x-reset", "unsaid-429", "google-403-html"],
 )
 async def test_the_wait_asked_for_is_the_wait_taken_and_is_not_an_attempt(
-    service: TokenService, sandbox: SandboxServer, platform: str, fault: dict[str, object], low: float, high: float
+    make_service: ServiceFactory,
+    sandbox: SandboxServer,
+    platform: str,
+    fault: dict[str, object],
+    low: float,
+    high: float,
 ) -> None:
+    """Here waits up to 100 s are taken in memory (RATE_LIMIT_MAX_INLINE_WAIT_SECONDS)."""
+    service = make_service(rate_limit_max_inline_wait_seconds=100)
     sleep = RecordingSleep()
     engine = RefreshEngine(
         service.settings,
@@ -63,11 +72,60 @@ async def test_the_wait_asked_for_is_the_wait_taken_and_is_not_an_attempt(
     result = await engine.refresh(user_id, platform, trigger="scheduled")
 
     assert result.outcome == "refreshed"
-    assert low <= sum(sleep.waits) <= high  # the lease is renewed along the way: several chunks
+    assert low <= sum(sleep.waits) <= high
     async with service.database.sessions() as session:
         key = f"{user_id}:{platform}".encode()
         payloads = (await session.scalars(select(OutboxRow.payload).where(OutboxRow.key == key))).all()
     assert [json.loads(p)["attempts"] for p in payloads] == [1]
+
+
+@pytest.mark.parametrize(
+    ("platform", "fault", "low", "high"),
+    [
+        ("spotify", {"mode": "rate_limit", "retry_after": 300, "rate_limit_style": "retry_after_seconds"}, 300, 300),
+        ("x", {"mode": "rate_limit", "retry_after": 300, "rate_limit_style": "x_reset"}, 299, 301),
+        ("youtube", {"mode": "forbidden_html"}, 60, 60),
+    ],
+    ids=["retry-after-seconds", "x-reset", "google-403-html"],
+)
+async def test_a_long_wait_is_recorded_on_the_row_not_slept(
+    service: TokenService, sandbox: SandboxServer, platform: str, fault: dict[str, object], low: float, high: float
+) -> None:
+    """A wait longer than a few seconds holds no lease, no slot and no partition: it becomes the
+    row's hold, the scan brings the connection back when it ends, and duplicates skip it."""
+    sleep = RecordingSleep()
+    engine = RefreshEngine(
+        service.settings,
+        service.database,
+        ProviderClient(service.http, service.settings),
+        service.cipher,
+        service.policy,
+        hasher=service.hash_user_id,
+        sleep=sleep,
+    )
+    user_id, grant = await seed_connection(
+        service.database, service.cipher, sandbox, platform, expires_in=timedelta(minutes=2)
+    )
+    sandbox.state.add_fault({"platform": platform, **fault})
+    asked_at = utc_now()
+
+    result = await engine.refresh(user_id, platform, trigger="scheduled")
+
+    assert (result.outcome, result.reason) == ("deferred", "rate_limited")
+    assert sleep.waits == []
+    async with service.database.sessions() as session:
+        row = await get_connection(session, user_id, platform)
+        events = (await session.scalars(select(OutboxRow.id).where(OutboxRow.key == f"{user_id}:{platform}".encode())))
+        assert events.all() == []  # still connected: nothing to announce
+    assert row is not None and row.refresh_not_before is not None and row.refresh_lease_owner is None
+    assert row.status == "connected" and row.refresh_due_at == row.refresh_not_before
+    hold = (row.refresh_not_before - asked_at).total_seconds()
+    assert low - 1 <= hold <= high + 1
+    # A duplicate request meanwhile does not call the provider again.
+    again = await engine.refresh(user_id, platform, trigger="scheduled")
+    assert (again.outcome, again.reason) == ("skipped", "backing_off")
+    assert sandbox.state.grant(grant["grant_id"]).refresh_count == 0
+    assert len([r for r in sandbox.state.history() if r.get("grant_id") == grant["grant_id"]]) == 1
 
 
 class CountingProviders(ProviderClient):

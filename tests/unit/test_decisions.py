@@ -30,6 +30,7 @@ def row(
     expires_in: timedelta | None = timedelta(hours=1),
     lifetime: int | None = None,
     refresh_due_at: datetime | None = None,
+    refresh_not_before: datetime | None = None,
 ) -> ConnectionRow:
     """A transient row (never added to a session), as the repository would load it."""
     return ConnectionRow(
@@ -40,6 +41,7 @@ def row(
         token_expires_at=None if expires_in is None else NOW + expires_in,
         token_lifetime_seconds=lifetime,
         refresh_due_at=refresh_due_at,
+        refresh_not_before=refresh_not_before,
         status=status,
     )
 
@@ -219,11 +221,26 @@ def test_the_buffer_is_at_most_half_a_short_tokens_lifetime(expires_in: timedelt
 
 
 def test_a_connection_backing_off_is_left_to_its_retry_time_except_by_callers() -> None:
-    failing = row(expires_in=timedelta(seconds=100), refresh_due_at=NOW + timedelta(minutes=10))
+    hold = NOW + timedelta(minutes=10)
+    failing = row(expires_in=timedelta(seconds=100), refresh_due_at=hold, refresh_not_before=hold)
     spotify = platform("spotify")
     assert decide_refresh(failing, spotify, NOW, POLICY, "scheduled") == Decision(Action.SKIP, "backing_off")
+    assert decide_refresh(failing, spotify, NOW, POLICY, "bulk") == Decision(Action.SKIP, "backing_off")
     assert decide_refresh(failing, spotify, NOW, POLICY, "on_demand") == Decision(Action.REFRESH, "expiring")
     assert decide_refresh(failing, spotify, NOW, POLICY, "manual") == Decision(Action.REFRESH, "manual")
+
+
+def test_a_hold_of_one_scan_interval_still_stops_a_queued_duplicate() -> None:
+    """After one failure the next attempt is one backoff base (60 s, as long as the scan's
+    look-ahead) away: a duplicate request already queued must not refresh again at once."""
+    retry_at = POLICY.retry_at(NOW, 1)
+    assert retry_at == NOW + timedelta(seconds=POLICY.scan_interval_seconds)
+    failing = row(expires_in=timedelta(seconds=100), refresh_due_at=retry_at, refresh_not_before=retry_at)
+    assert decide_refresh(failing, platform("spotify"), NOW, POLICY, "scheduled") == Decision(
+        Action.SKIP, "backing_off"
+    )
+    later = retry_at + timedelta(seconds=1)
+    assert decide_refresh(failing, platform("spotify"), later, POLICY, "scheduled").action is Action.REFRESH
 
 
 @pytest.mark.parametrize(("lifetime", "buffer"), [(None, 300), (3600, 300), (600, 300), (60, 30), (0, 300)])
