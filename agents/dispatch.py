@@ -76,6 +76,10 @@ class Dispatcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def settled(self, event: Any) -> None:
+        """An event with nothing left to do: acked in its turn, without taking a slot."""
+        await self._acks.finished(self._acks.started(event))
+
     async def _run(self, entry: _Pending, job: Callable[[], Awaitable[None]]) -> None:
         REFRESHES_IN_FLIGHT.inc()
         try:

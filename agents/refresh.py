@@ -41,4 +41,17 @@ def attach(context: WorkerContext) -> None:
             on_escape=context.last_resort,
         )
         async for record in manual.events():
+            if _already_in_flight(record):
+                await dispatcher.settled(record)
+                continue
             await dispatcher.submit(record, functools.partial(context.guarded, record, handle))
+
+    def _already_in_flight(record: EventT[bytes]) -> bool:
+        """A scan's repeat request for a connection this process is refreshing (or waiting to,
+        e.g. through a short rate limit) needs no slot: that refresh answers it, and a crash
+        re-delivers the earlier event, which is acked in offset order before this one."""
+        try:
+            event = parse_event(TokenExpiring, record.value)
+        except InvalidEvent:
+            return False  # the job dead-letters it
+        return event.reason in ("scheduled", "bulk") and engine.in_flight(event.user_id, event.platform)

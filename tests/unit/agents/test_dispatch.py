@@ -153,3 +153,16 @@ async def test_a_cancelled_job_is_never_acked_nor_is_anything_after_it() -> None
     gate.set()
     await dispatcher.drain()
     assert recorder.acked == [("p0", 0)]
+
+
+async def test_a_settled_duplicate_takes_no_slot_and_is_acked_after_the_work_before_it() -> None:
+    recorder = Recorder()
+    dispatcher = Dispatcher(InOrderAcks(recorder), max_in_flight=1, on_escape=never_escapes())
+    release = asyncio.Event()
+    await dispatcher.submit(event("p0", 1), release.wait)  # the one slot: a refresh in flight
+    for offset in (2, 3, 4):  # the scan's repeats for the same connection
+        await asyncio.wait_for(dispatcher.settled(event("p0", offset)), 1)  # no slot needed
+    assert recorder.acked == []  # never committed past the refresh still running
+    release.set()
+    await dispatcher.drain()
+    assert recorder.acked == [("p0", 1), ("p0", 2), ("p0", 3), ("p0", 4)]

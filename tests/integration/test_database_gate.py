@@ -1,0 +1,39 @@
+"""Hundreds of refreshes in flight share a pool of a few connections: sessions queue for a
+connection at the gate instead of failing with the pool's checkout timeout."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import text
+
+from stream_app.db import Database
+from stream_app.settings import load_settings
+
+pytestmark = pytest.mark.postgres
+
+
+async def test_more_transactions_than_connections_all_complete(postgres_url: str) -> None:
+    database = Database(postgres_url, pool_size=2, max_overflow=0, pool_timeout=0.2)
+
+    async def one() -> int:
+        async with database.transaction() as session:
+            await session.execute(text("SELECT pg_sleep(0.05)"))
+            return 1
+
+    try:
+        done = await asyncio.gather(*(one() for _ in range(60)))  # 1.5 s of work through 2 connections
+    finally:
+        await database.dispose()
+    assert sum(done) == 60
+
+
+@pytest.mark.parametrize(
+    ("in_flight", "pool"), [(500, (20, 10)), (100, (5, 2)), (250, (10, 5)), (10_000, (20, 10))]
+)
+def test_the_pool_is_sized_from_the_refreshes_in_flight(in_flight: int, pool: tuple[int, int]) -> None:
+    settings = load_settings(encryption_key="ab" * 32, max_refreshes_in_flight=in_flight)
+    assert settings.pool_size() == pool
+    explicit = load_settings(encryption_key="ab" * 32, database_pool_size=7, database_max_overflow=0)
+    assert explicit.pool_size() == (7, 0)
