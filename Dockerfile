@@ -13,7 +13,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --home-dir /home/app --create-home \
-       --shell /usr/sbin/nologin app
+       --shell /usr/sbin/nologin app \
+    && install -d -o app -g app -m 0700 /var/lib/token-refresh/spool
 
 # Only what the wheel needs: the packages listed in pyproject's [tool.setuptools.packages.find].
 # `README.m[d]`: pyproject names README.md as the long description; the pattern copies it when

@@ -44,7 +44,7 @@ PLATFORM_SUFFIXES = ("_CLIENT_ID", "_CLIENT_SECRET", "_TOKEN_URL")
 REQUIRED_OUTSIDE_SETTINGS = {"POSTGRES_PASSWORD"}
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - what the sandbox container must bind
 # Settings wired to the other services of the file rather than left to the operator.
-WIRING = {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"}
+WIRING = {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "TOKEN_SPOOL_DIR"}
 
 _INTERPOLATION = re.compile(
     r"\$(?:(?P<escaped>\$)"
@@ -244,6 +244,18 @@ def test_stateful_services_use_named_volumes(compose: dict[str, Any], services: 
         assert target in by_target, f"{name}: no volume at {target}"
         assert by_target[target] in declared, f"{name}: {by_target[target]} is not a named volume"
     assert services["kafka"]["environment"]["KAFKA_LOG_DIRS"] == "/var/lib/kafka/data"
+
+
+def test_the_worker_keeps_its_token_spool_on_a_named_volume(
+    compose: dict[str, Any], services: dict[str, Any], worker_env: dict[str, str]
+) -> None:
+    spool = worker_env["TOKEN_SPOOL_DIR"]
+    mounts = {target: source for source, target in (volume.split(":", 1) for volume in services["worker"]["volumes"])}
+    holding = [target for target in mounts if spool == target or spool.startswith(target.rstrip("/") + "/")]
+    assert holding, f"no volume holds TOKEN_SPOOL_DIR={spool}"
+    assert mounts[holding[0]] in set(compose.get("volumes") or {})
+    dockerfile = DOCKERFILE.read_text()
+    assert f"-o app -g app -m 0700 {spool}" in dockerfile  # writable by the unprivileged user
 
 
 # --- compose: interpolation --------------------------------------------------------------
