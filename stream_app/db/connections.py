@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stream_app.db.clock import db_now
-from stream_app.db.models import REFRESHABLE_STATUSES, ConnectionRow, ConnectionStatus
+from stream_app.db.models import REFRESHABLE_STATUSES, ConnectionRow
 
 
 async def get_connection(session: AsyncSession, user_id: uuid.UUID, platform: str) -> ConnectionRow | None:
@@ -46,59 +46,47 @@ async def upsert_connection(session: AsyncSession, values: dict[str, Any]) -> bo
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def update_fenced(
-    session: AsyncSession,
-    row: ConnectionRow,
-    lease_owner: str,
-    values: dict[str, Any],
-    *,
-    spent_refresh_token: str | None = None,
-) -> bool:
-    """Apply ``values`` and release our lease, only if nobody changed the row since it was read
-    and the lease is still ours (a holder that stalled past its lease cannot overwrite).
-
-    Fresh tokens (``spent_refresh_token`` given: the ciphertext the row held when the refresh
-    began) are also stored when the row still holds that spent token, whoever holds the lease
-    now: the provider has already rotated it, so ours are the only tokens that still work.
-    """
-    ours = and_(ConnectionRow.version == row.version, ConnectionRow.refresh_lease_owner == lease_owner)
-    fence = ours
-    if spent_refresh_token is not None:
-        still_spent = and_(
-            ConnectionRow.refresh_token == spent_refresh_token,
-            ConnectionRow.status != ConnectionStatus.DISCONNECTED,
-        )
-        fence = or_(ours, still_spent)
-    mine = ConnectionRow.refresh_lease_owner == lease_owner
-    result = await session.execute(
-        update(ConnectionRow)
-        .where(ConnectionRow.id == row.id, fence)
-        .values(
-            version=ConnectionRow.version + 1,
-            refresh_lease_owner=case((mine, None), else_=ConnectionRow.refresh_lease_owner),
-            refresh_lease_expires_at=case((mine, None), else_=ConnectionRow.refresh_lease_expires_at),
-            **values,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-async def store_spooled(
-    session: AsyncSession, connection_id: uuid.UUID, spent_refresh_token: str, values: dict[str, Any]
-) -> bool:
-    """Store tokens kept in the spool, if the row still holds the refresh token that was spent."""
+async def update_fenced(session: AsyncSession, row: ConnectionRow, lease_owner: str, values: dict[str, Any]) -> bool:
+    """Apply ``values`` and release the lease, only if nobody changed the row since it was read
+    and the lease is still ours (a holder that stalled past its lease cannot overwrite)."""
     result = await session.execute(
         update(ConnectionRow)
         .where(
-            ConnectionRow.id == connection_id,
-            ConnectionRow.refresh_token == spent_refresh_token,
-            ConnectionRow.status != ConnectionStatus.DISCONNECTED,
+            ConnectionRow.id == row.id,
+            ConnectionRow.version == row.version,
+            ConnectionRow.refresh_lease_owner == lease_owner,
         )
-        .values(version=ConnectionRow.version + 1, **values)
-        .execution_options(synchronize_session=False)
+        .values(version=ConnectionRow.version + 1, refresh_lease_owner=None, refresh_lease_expires_at=None, **values)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def update_if(
+    session: AsyncSession,
+    connection_id: uuid.UUID,
+    condition: Callable[[ConnectionRow], bool],
+    values: dict[str, Any],
+    *,
+    lease_owner: str | None = None,
+) -> bool:
+    """Apply ``values`` if the row, locked as it is now, meets ``condition`` (a check the database
+    cannot make, such as which token a ciphertext holds); releases the lease if ``lease_owner``
+    holds it, and leaves anyone else's alone."""
+    current = (
+        await session.scalars(select(ConnectionRow).where(ConnectionRow.id == connection_id).with_for_update())
+    ).one_or_none()
+    if current is None or not condition(current):
+        return False
+    lease = {}
+    if lease_owner is not None and current.refresh_lease_owner == lease_owner:
+        lease = {"refresh_lease_owner": None, "refresh_lease_expires_at": None}
+    await session.execute(
+        update(ConnectionRow)
+        .where(ConnectionRow.id == connection_id, ConnectionRow.version == current.version)
+        .values(version=ConnectionRow.version + 1, **lease, **values)
+        .execution_options(synchronize_session=False)
+    )
+    return True
 
 
 async def due_connections(

@@ -17,13 +17,14 @@ from typing import Any
 from schemas import Event, RefreshReason, TokenNeedsReauth, TokenRefreshed, TokenRefreshFailed
 from stream_app.backoff import Backoff
 from stream_app.clock import to_aware_utc, utc_now
-from stream_app.crypto import TokenCipher
+from stream_app.crypto import TokenBinding, TokenCipher
 from stream_app.db import ConnectionRow, ConnectionStatus, Database, OutboxRow
-from stream_app.db.connections import store_spooled, update_fenced
+from stream_app.db.connections import update_fenced, update_if
 from stream_app.db.outbox import add_event
 from stream_app.decisions import RefreshPolicy
 from stream_app.engine.lease import Lease
 from stream_app.engine.spool import SpooledOutcome, SpoolEntry, TokenSpool
+from stream_app.errors import DecryptionError
 from stream_app.providers import RefreshedTokens
 from stream_app.transient import is_transient
 
@@ -109,7 +110,7 @@ class OutcomeWriter:
             reason=trigger,
         )
         result = RefreshResult("refreshed", "refreshed", tokens=tokens, event=event)
-        if await self._commit(row, lease, values, event, spent=row.refresh_token):
+        if await self._commit(row, lease, values, event, spent=spent_refresh_token):
             return result
         return LOST_RACE
 
@@ -182,15 +183,19 @@ class OutcomeWriter:
         spent: str | None = None,
     ) -> bool:
         """One transaction: the row (fenced) and the outbox event. Retried while the database
-        is unreachable; fresh tokens (``spent`` given) are retried whatever the error, and
-        spooled from the first failure on."""
+        is unreachable; fresh tokens (``spent``: the refresh token they replace) are retried
+        whatever the error, spooled from the first failure on, and stored even past a lapsed
+        lease while the row still holds the spent token."""
         failures = 0
         spooled: SpoolEntry | None = None
         try:
             while True:
                 try:
                     async with self._db.transaction() as session:
-                        stored = await update_fenced(session, row, lease.owner, values, spent_refresh_token=spent)
+                        stored = await update_fenced(session, row, lease.owner, values)
+                        if not stored and spent is not None:
+                            still_spent = self._holds(spent)
+                            stored = await update_if(session, row.id, still_spent, values, lease_owner=lease.owner)
                         if stored and event is not None:
                             add_event(session, self._topics[event.default_topic], event, utc_now())
                     break
@@ -199,7 +204,7 @@ class OutcomeWriter:
                         raise
                     failures += 1
                     if spent is not None and spooled is None:
-                        spooled = self._spool_tokens(row, spent, values, event)
+                        spooled = self._spool_tokens(row, values, event)
                     log.warning("Storing a refresh outcome failed (%s); retrying", type(exc).__name__)
                     await asyncio.sleep(self._retry.delay(min(failures, 6)))
         except BaseException:
@@ -217,14 +222,28 @@ class OutcomeWriter:
             self._on_outbox_write()
         return True
 
-    def _spool_tokens(
-        self, row: ConnectionRow, spent: str, values: dict[str, Any], event: Event | None
-    ) -> SpoolEntry | None:
-        if event is None:
+    def _holds(self, refresh_token: str) -> Callable[[ConnectionRow], bool]:
+        """Whether a row (still connected or waiting for a retry) holds ``refresh_token``,
+        however it is encrypted now (a key rotation may have re-encrypted it)."""
+
+        def holds(current: ConnectionRow) -> bool:
+            if current.status == ConnectionStatus.DISCONNECTED or current.refresh_token is None:
+                return False
+            try:
+                return self._cipher.decrypt_column(current, "refresh_token") == refresh_token
+            except DecryptionError:
+                return False
+
+        return holds
+
+    def _spool_tokens(self, row: ConnectionRow, values: dict[str, Any], event: Event | None) -> SpoolEntry | None:
+        if event is None or row.refresh_token is None:
             return None
         outcome = SpooledOutcome(
             connection_id=row.id,
-            spent_refresh_token=spent,
+            user_id=row.user_id,
+            platform=row.platform,
+            spent_refresh_token=row.refresh_token,  # the ciphertext it was read as: sealed
             values=values,
             topic=self._topics[event.default_topic],
             event_id=event.event_id,
@@ -241,10 +260,15 @@ class OutcomeWriter:
         """Store what processes that stopped left in the spool; returns how many were stored."""
         stored = 0
         for entry, outcome in self._spool.orphans():
+            binding = TokenBinding(outcome.user_id, outcome.platform, "refresh_token")
+            try:
+                spent = self._cipher.decrypt(outcome.spent_refresh_token, binding)
+            except DecryptionError:
+                log.error("Spool entry %s is under a key no longer configured; left for an operator", entry.path.name)
+                entry.release()
+                continue
             async with self._db.transaction() as session:
-                applied = await store_spooled(
-                    session, outcome.connection_id, outcome.spent_refresh_token, outcome.values
-                )
+                applied = await update_if(session, outcome.connection_id, self._holds(spent), outcome.values)
                 if applied:
                     session.add(
                         OutboxRow(

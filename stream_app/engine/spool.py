@@ -35,6 +35,8 @@ class SpooledOutcome:
     """A refresh outcome waiting to be stored: sealed tokens and columns, and its event."""
 
     connection_id: uuid.UUID
+    user_id: uuid.UUID
+    platform: str
     spent_refresh_token: str  # the ciphertext the row held when the refresh began
     values: dict[str, Any]  # the row's new columns; tokens are bound ciphertexts
     topic: str
@@ -46,6 +48,8 @@ class SpooledOutcome:
         return json.dumps(
             {
                 "connection_id": str(self.connection_id),
+                "user_id": str(self.user_id),
+                "platform": self.platform,
                 "spent_refresh_token": self.spent_refresh_token,
                 "values": {name: _encode(value) for name, value in self.values.items()},
                 "topic": self.topic,
@@ -60,6 +64,8 @@ class SpooledOutcome:
         data = json.loads(raw)
         return cls(
             connection_id=uuid.UUID(data["connection_id"]),
+            user_id=uuid.UUID(data["user_id"]),
+            platform=data["platform"],
             spent_refresh_token=data["spent_refresh_token"],
             values={name: _decode(value) for name, value in data["values"].items()},
             topic=data["topic"],

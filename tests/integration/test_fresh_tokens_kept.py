@@ -129,7 +129,9 @@ async def test_spooled_tokens_for_a_connection_that_moved_on_are_not_stored(
     row = await row_of(service, user_id, "spotify")
     stale = SpooledOutcome(
         connection_id=row.id,
-        spent_refresh_token="not the ciphertext the row holds now",
+        user_id=user_id,
+        platform="spotify",
+        spent_refresh_token=service.cipher.encrypt_column(row, "refresh_token", "a token the row no longer holds"),
         values={"access_token": row.access_token, "last_sync_error": "from the spool"},
         topic=service.settings.topic_token_refreshed,
         event_id=uuid.uuid4(),
@@ -154,7 +156,7 @@ def test_an_entry_whose_writer_still_lives_is_left_to_it(tmp_path: Path) -> None
                 from pathlib import Path
                 from stream_app.engine.spool import SpooledOutcome, TokenSpool
                 TokenSpool(Path({str(tmp_path)!r})).write(SpooledOutcome(
-                    uuid.uuid4(), "spent", {{}}, "topic", uuid.uuid4(), b"k", b"{{}}"))
+                    uuid.uuid4(), uuid.uuid4(), "spotify", "spent", {{}}, "topic", uuid.uuid4(), b"k", b"{{}}"))
                 print("written", flush=True)
                 time.sleep(60)
                 """
@@ -179,8 +181,9 @@ async def test_fresh_tokens_are_stored_though_the_lease_lapsed_while_the_row_hol
     make_service: ServiceFactory, sandbox: SandboxServer
 ) -> None:
     """The worst case of a slow provider: our lease lapsed, another process took it, spent the
-    same (already rotated) refresh token, was refused and marked the connection needs_reauth.
-    Our answer holds the only working tokens: they must still be stored."""
+    same (already rotated) refresh token, was refused and marked the connection needs_reauth;
+    meanwhile `rotate-keys` re-encrypted the row. Our answer holds the only working tokens:
+    they must still be stored."""
     service = make_service()
     user_id, grant = await seed_connection(service.database, service.cipher, sandbox, "discord", expires_in=DUE)
     sandbox.state.latency = 1.0
@@ -190,11 +193,15 @@ async def test_fresh_tokens_are_stored_though_the_lease_lapsed_while_the_row_hol
         if truth is not None and truth.in_flight:
             break
         await asyncio.sleep(0.01)
+    before = await row_of(service, user_id, "discord")
+    reencrypted = service.cipher.encrypt_column(before, "refresh_token", grant["live_refresh_token"])
+    assert reencrypted != before.refresh_token
     async with service.database.transaction() as session:  # what the other process did meanwhile
         await session.execute(
             update(ConnectionRow)
             .where(ConnectionRow.user_id == user_id, ConnectionRow.platform == "discord")
             .values(
+                refresh_token=reencrypted,
                 refresh_lease_owner="other-process",
                 status="needs_reauth",
                 last_sync_error="invalid_grant",
