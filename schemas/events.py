@@ -3,15 +3,22 @@
 Every event shares an envelope (`event_id`, `event_type`, `schema_version`,
 `occurred_at`, `user_id`, `platform`). Tokens only ever travel encrypted, in the
 storage format `iv:authTag:ciphertext` (lower-case hex).
+
+An input event (one the service consumes) is refused here, with a reason naming the field,
+rather than by the database or a consumer further on: timestamps within 2000-2200, bounded
+strings and lists, no control character in any string. Invalid UTF-8 and lone surrogates
+(``"\\ud800"``) never get this far: the JSON parser refuses them.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -23,16 +30,33 @@ ENCRYPTED_TOKEN_PATTERN = r"^(?:v2:[0-9a-f]{8}:)?(?:[0-9a-f]{24}|[0-9a-f]{32}):[
 EncryptedToken = Annotated[str, StringConstraints(pattern=ENCRYPTED_TOKEN_PATTERN, max_length=64 * 1024)]
 PlatformKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 
+# Unicode's control characters (category Cc: C0, DEL, C1). PostgreSQL refuses NUL in text
+# (SQLSTATE 22021); the others have no place in an identifier or a scope, and break log lines
+# and consumers' parsers. Python and ECMA-262 read the pattern alike; the published schemas
+# say `"not": {"pattern": ...}`, which needs no anchor (Python's `$` also matches before a
+# final newline).
+CONTROL_CHARACTER_PATTERN = r"[\u0000-\u001f\u007f-\u009f]"
+_CONTROL_CHARACTER = re.compile(CONTROL_CHARACTER_PATTERN)
+_NO_CONTROL_CHARACTER = Field(json_schema_extra={"not": {"pattern": CONTROL_CHARACTER_PATTERN}})
+# An OAuth scope: the service stores a connection's scopes space-separated. (Input events
+# refuse control characters in every string: InputEvent; this only publishes the rule.)
+Scope = Annotated[str, StringConstraints(max_length=512), _NO_CONTROL_CHARACTER]
+MAX_SCOPES = 256
+
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+_OUT_OF_RANGE = "timestamp outside 2000-01-01 .. 2200-01-01"
 
 
 def _plausible_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("timestamp must carry a UTC offset (RFC 3339)")
-    value = value.astimezone(UTC)
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00: no such moment in UTC
+        raise ValueError(_OUT_OF_RANGE) from None
     if not _EARLIEST <= value < _LATEST:
-        raise ValueError("timestamp outside 2000-01-01 .. 2200-01-01")
+        raise ValueError(_OUT_OF_RANGE)
     return value
 
 
@@ -70,7 +94,36 @@ class Event(BaseModel):
         return self.model_dump_json().encode()
 
 
-class ConnectionCreated(Event):
+class InputEvent(Event):
+    """An event the service consumes: besides its own type, no field may hold a string with a
+    control character, at any depth (a list's items included)."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _refuse_control_characters(cls, value: Any) -> Any:
+        for text in _strings(value):
+            found = _CONTROL_CHARACTER.search(text)
+            if found is not None:
+                raise ValueError(f"control character U+{ord(found.group()):04X} not allowed")
+        return value
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in a decoded JSON value (keys included), without recursion: nesting is
+    bounded only by the JSON parser."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+
+
+class ConnectionCreated(InputEvent):
     """Published by the product's OAuth callback when a user connects a platform."""
 
     default_topic: ClassVar[str] = "connection.created"
@@ -78,10 +131,10 @@ class ConnectionCreated(Event):
     access_token: EncryptedToken
     refresh_token: EncryptedToken | None
     token_expires_at: Timestamp | None
-    scopes: list[Annotated[str, StringConstraints(max_length=512)]] | None = Field(default=None, max_length=256)
+    scopes: list[Scope] | None = Field(default=None, max_length=MAX_SCOPES)
 
 
-class TokenExpiring(Event):
+class TokenExpiring(InputEvent):
     """A request to refresh one connection (from the scheduler or a trigger)."""
 
     default_topic: ClassVar[str] = "token.expiring"

@@ -4,12 +4,15 @@ and `parse_event` turns refusals into dead-letter reasons that name the field, n
 from __future__ import annotations
 
 import json
+import unicodedata
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from schemas import (
@@ -219,6 +222,8 @@ _ENVELOPE_CASES: list[tuple[str, str, Any]] = [
     ("occurred-at-naive", "occurred_at", "2025-03-01T12:00:00"),
     ("occurred-at-1970", "occurred_at", "1970-01-01T00:00:00Z"),
     ("occurred-at-9999", "occurred_at", "9999-12-31T23:59:59Z"),
+    ("occurred-at-before-year-1-in-utc", "occurred_at", "0001-01-01T00:00:00+05:00"),
+    ("occurred-at-after-year-9999-in-utc", "occurred_at", "9999-12-31T23:59:59-05:00"),
     ("occurred-at-garbage", "occurred_at", "yesterday"),
     ("event-id-not-uuid", "event_id", "evt-1"),
 ]
@@ -258,6 +263,8 @@ _SPECIFIC_CASES: list[tuple[type[Event], str, str, Any]] = [
     (ConnectionCreated, "expires-naive", "token_expires_at", "2025-03-01T13:00:00"),
     (ConnectionCreated, "expires-1970", "token_expires_at", "1970-01-01T00:00:00Z"),
     (ConnectionCreated, "expires-9999", "token_expires_at", "9999-01-01T00:00:00Z"),
+    (ConnectionCreated, "expires-before-year-1-in-utc", "token_expires_at", "0001-01-01T00:00:00+05:00"),
+    (TokenExpiring, "expires-after-year-9999-in-utc", "token_expires_at", "9999-12-31T23:59:59-05:00"),
     (ConnectionCreated, "scopes-oversized-list", "scopes", ["s"] * 257),
     (ConnectionCreated, "scopes-oversized-item", "scopes", ["s" * 513]),
     (ConnectionCreated, "scopes-string", "scopes", "user-read-email"),
@@ -389,6 +396,85 @@ def test_dead_letter_reason_is_bounded_for_a_record_full_of_errors() -> None:
 
     assert len(str(caught.value)) < 1000
     assert PLAINTEXT_TOKEN not in str(caught.value)
+
+
+# --- what the database or a consumer would choke on ----------------------------------------
+
+INPUT_MODELS: list[type[Event]] = [ConnectionCreated, TokenExpiring]  # the events the service consumes
+# Unicode's control characters (category Cc): C0, DEL, C1. NUL is what PostgreSQL refuses.
+CONTROL_CHARACTERS = ["\x00", "\x01", "\t", "\n", "\r", "\x1b", "\x1f", "\x7f", "\x80", "\x85", "\x9f"]
+
+
+def _with_control_character(value: Any, character: str) -> Any:
+    """A field's valid value with ``character`` inside it (a string in its place if it has none)."""
+    if isinstance(value, str):
+        return value[:1] + character + value[1:]
+    if isinstance(value, list):
+        return [*value, f"read{character}write"]
+    return f"1{character}"
+
+
+def _control_character_cases() -> list[Any]:
+    return [
+        pytest.param(model, field, character, id=f"{model.__name__}-{field}-U+{ord(character):04X}")
+        for model in INPUT_MODELS
+        for field in model.model_fields
+        for character in CONTROL_CHARACTERS
+    ]
+
+
+@pytest.mark.parametrize(("model", "field", "character"), _control_character_cases())
+def test_a_control_character_in_any_string_of_an_input_event_is_refused_naming_the_field(
+    model: type[Event], field: str, character: str
+) -> None:
+    payload = VALID[model]
+    raw = as_json({**payload, field: _with_control_character(payload.get(field), character)})
+
+    with pytest.raises(InvalidEvent) as caught:
+        parse_event(model, raw)
+
+    assert str(caught.value) == f"{field}: Value error, control character U+{ord(character):04X} not allowed"
+
+
+@given(st.lists(st.text(max_size=512), max_size=8))
+@settings(max_examples=300, deadline=None)
+def test_scopes_are_refused_exactly_when_one_holds_a_control_character(scopes: list[str]) -> None:
+    raw = changed(ConnectionCreated, scopes=scopes)
+    has_control = any(unicodedata.category(char) == "Cc" for scope in scopes for char in scope)
+
+    if has_control:
+        with pytest.raises(InvalidEvent, match=r"^scopes: Value error, control character U\+"):
+            parse_event(ConnectionCreated, raw)
+    else:
+        assert parse_event(ConnectionCreated, raw).scopes == scopes
+
+
+def test_scopes_keep_any_printable_text() -> None:
+    scopes = ["https://www.googleapis.com/auth/gmail.readonly", "chat:write", "", "é ☃ 😀", "\xa0", "\u2028"]
+
+    assert parse_event(ConnectionCreated, changed(ConnectionCreated, scopes=scopes)).scopes == scopes
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"scopes": ["\\ud800"]}',  # a lone surrogate: not UTF-8 once decoded
+        b'{"scopes": ["\xff\xfe"]}',  # invalid UTF-8
+    ],
+    ids=["lone-surrogate", "invalid-utf8"],
+)
+def test_strings_that_are_not_unicode_are_refused_by_the_json_parser(raw: bytes) -> None:
+    with pytest.raises(InvalidEvent, match="Invalid JSON"):
+        parse_event(ConnectionCreated, raw)
+
+
+@pytest.mark.parametrize("field", ["occurred_at", "token_expires_at"])
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
+def test_a_timestamp_with_no_utc_equivalent_is_out_of_range(field: str, moment: str) -> None:
+    with pytest.raises(InvalidEvent) as caught:
+        parse_event(TokenExpiring, changed(TokenExpiring, **{field: moment}))
+
+    assert str(caught.value) == f"{field}: Value error, timestamp outside 2000-01-01 .. 2200-01-01"
 
 
 # --- keys and bytes -----------------------------------------------------------------------

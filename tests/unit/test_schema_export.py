@@ -79,6 +79,20 @@ def test_published_schema_rejects_what_the_service_would_dead_letter(mutation: d
         validate(payload, json_schemas()["connection.created"])
 
 
+@pytest.mark.parametrize("scope", ["repo\u0000", "a\tb", "line\n", "\u001b[31m", "del\u007f", "c1\u0085"], ids=repr)
+def test_published_schema_rejects_a_scope_with_a_control_character(scope: str) -> None:
+    payload = json.loads(_events()[0].to_bytes()) | {"scopes": ["user-read-email", scope]}  # type: ignore[attr-defined]
+    with pytest.raises(jsonschema.ValidationError):
+        validate(payload, json_schemas()["connection.created"])
+
+
+def test_published_schema_accepts_the_scopes_the_service_accepts() -> None:
+    scopes = ["https://www.googleapis.com/auth/gmail.readonly", "chat:write", "", "é ☃ 😀", "\u00a0"]
+    payload = json.loads(_events()[0].to_bytes()) | {"scopes": scopes}  # type: ignore[attr-defined]
+    validate(payload, json_schemas()["connection.created"])
+    assert ConnectionCreated.model_validate(payload).scopes == scopes
+
+
 def test_asyncapi_describes_every_topic_and_its_direction() -> None:
     document = asyncapi_document()
     addresses = {channel["address"] for channel in document["channels"].values()}
