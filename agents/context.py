@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import faust
@@ -16,7 +16,7 @@ from schemas import DeadLetter, Event
 from stream_app.backoff import Backoff
 from stream_app.ingest import MAX_EVENT_BYTES, redact_plaintext_tokens
 from stream_app.metrics import DEAD_LETTERS
-from stream_app.publisher import KafkaPublisher
+from stream_app.publisher import KafkaPublisher, OutgoingRecord
 from stream_app.service import TokenService
 from stream_app.transient import is_transient
 
@@ -50,6 +50,11 @@ class WorkerContext:
 
     async def publish(self, default_topic: str, event: Event) -> None:
         await self.send(self.topic_names[default_topic], event.key.encode(), event.to_bytes())
+
+    async def publish_many(self, default_topic: str, events: Sequence[Event]) -> None:
+        """Queue every event at once, in order, then wait for every acknowledgement."""
+        topic = self.topic_names[default_topic]
+        await self.publisher.send_many([OutgoingRecord(topic, e.key.encode(), e.to_bytes()) for e in events])
 
     async def dead_letter(self, event: EventT[bytes], reason: str) -> None:
         """Send the record to ``<topic>.dlq`` with its bytes (tokens redacted), position and reason.

@@ -9,20 +9,15 @@ from agents.context import WorkerContext
 from schemas import TokenExpiring
 from stream_app.clock import utc_now
 from stream_app.db.processed import forget_processed_before
-from stream_app.publisher import OutgoingRecord
 from stream_app.scheduler import scan_expiring
 
 log = logging.getLogger(__name__)
 
 
 def attach(context: WorkerContext) -> None:
-    topic = context.topic_names["token.expiring"]
-
     async def emit_many(events: list[TokenExpiring]) -> None:
-        # The whole page queued at once, then every acknowledgement awaited (not one round trip
-        # per record). A WorkerContext.publish_many would be the natural home for this.
-        records = [OutgoingRecord(topic, event.key.encode(), event.to_bytes()) for event in events]
-        await context.publisher.send_many(records)
+        # The whole page queued at once, then every acknowledgement awaited (not one round trip per record).
+        await context.publish_many("token.expiring", events)
 
     @context.app.timer(context.settings.scan_interval_seconds, on_leader=True, name="expiry_scan")
     async def expiry_scan() -> None:

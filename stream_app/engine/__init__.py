@@ -10,12 +10,13 @@ from a Faust agent, the CLI and the Python API.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from schemas import RefreshReason
 from stream_app.backoff import Backoff
@@ -47,6 +48,7 @@ from stream_app.settings import Settings
 __all__ = ["REFRESHING_ELSEWHERE", "RefreshEngine", "RefreshResult"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # The reason a caller is given when another process is still refreshing past its deadline.
 REFRESHING_ELSEWHERE = "refreshing_elsewhere"
@@ -87,6 +89,7 @@ class RefreshEngine:
         )
         self._gates = PlatformGates(settings)
         self._locks = KeyedLocks()
+        self._spending: set[asyncio.Future[Any]] = set()
 
     def in_flight(self, user_id: uuid.UUID, platform_key: str) -> bool:
         """Whether this process is refreshing (or queued to refresh) the connection now."""
@@ -192,6 +195,8 @@ class RefreshEngine:
                     return await self._hold(row, lease, paused, "rate_limited", tag)
                 await self._sleep(paused)
                 continue
+            # Still ours: never spend a refresh token under a lost lease.
+            await lease.renew()
             admitted = self._gates.breaker.admit(spec.key)
             if not isinstance(admitted, Permit):
                 if self._gates.circuit_state(spec.key) is CircuitState.OPEN:
@@ -200,14 +205,14 @@ class RefreshEngine:
                 await self._sleep(admitted)  # a half-open trial call is in flight: its verdict comes soon
                 continue
             with admitted as permit:
-                # Still ours: never spend a refresh token under a lost lease.
-                await lease.renew()
                 sent_at = utc_now()
-                answer = await self._one_call(spec, refresh_token, permit)
-            if isinstance(answer, RefreshedTokens):
-                return await self._refreshed(
-                    row, lease, answer, refresh_token, sent_at, failures, started, trigger, tag
+                answer = await self._spend(
+                    self._call_and_store(
+                        row, lease, spec, refresh_token, permit, sent_at, failures, started, trigger, tag
+                    )
                 )
+            if isinstance(answer, RefreshResult):
+                return answer
             error = answer
             if isinstance(error, ProviderRateLimited):
                 rate_limit_waits += 1
@@ -240,6 +245,40 @@ class RefreshEngine:
                 status=ConnectionStatus.ERROR,
                 will_retry=False,
             )
+
+    async def _spend(self, spending: Coroutine[Any, Any, T]) -> T:
+        """Run the part of a refresh that spends the refresh token (the call, then the commit
+        of what it returned) to its end even if the caller is cancelled (a worker stopping):
+        the provider may already have rotated the token, and its answer must be stored. A
+        cancelled caller waits for it up to twice HTTP_TIMEOUT_SECONDS; a commit still failing
+        then has its tokens in the spool."""
+        task = asyncio.ensure_future(spending)
+        self._spending.add(task)
+        task.add_done_callback(self._spending.discard)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(task, timeout=2 * self._settings.http_timeout_seconds)
+            raise
+
+    async def _call_and_store(
+        self,
+        row: ConnectionRow,
+        lease: Lease,
+        spec: PlatformSpec,
+        refresh_token: str,
+        permit: Permit,
+        sent_at: datetime,
+        failures: int,
+        started: float,
+        trigger: RefreshReason,
+        tag: str,
+    ) -> RefreshResult | ProviderError:
+        answer = await self._one_call(spec, refresh_token, permit)
+        if isinstance(answer, RefreshedTokens):
+            return await self._refreshed(row, lease, answer, refresh_token, sent_at, failures, started, trigger, tag)
+        return answer
 
     async def _one_call(
         self, spec: PlatformSpec, refresh_token: str, permit: Permit

@@ -217,3 +217,26 @@ async def test_fresh_tokens_are_stored_though_the_lease_lapsed_while_the_row_hol
     assert truth is not None and row.status == "connected"
     assert service.cipher.decrypt_column(row, "refresh_token") == truth.live_refresh_token
     assert row.refresh_lease_owner == "other-process"  # not ours to clear
+
+
+async def test_a_refresh_cancelled_mid_call_still_stores_what_the_provider_rotated(
+    make_service: ServiceFactory, sandbox: SandboxServer
+) -> None:
+    """A worker stopping (SIGTERM, a rolling deploy) cancels the refreshes in flight; a call the
+    provider is already answering has spent a single-use refresh token, so its answer is kept."""
+    service = make_service()
+    user_id, grant = await seed_connection(service.database, service.cipher, sandbox, "discord", expires_in=DUE)
+    sandbox.state.latency = 1.0
+    try:
+        refreshing = asyncio.create_task(service.engine.refresh(user_id, "discord", trigger="scheduled"))
+        while not (truth := sandbox.state.grant(grant["grant_id"])) or not truth.in_flight:
+            await asyncio.sleep(0.01)
+        refreshing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await refreshing
+    finally:
+        sandbox.state.latency = 0.0
+    truth = sandbox.state.grant(grant["grant_id"])
+    assert truth is not None and truth.refresh_count == 1
+    row = await row_of(service, user_id, "discord")
+    assert service.cipher.decrypt_column(row, "refresh_token") == truth.live_refresh_token
