@@ -7,6 +7,13 @@ crash re-sends at most one batch (which the service tolerates: a `connection.cre
 than its row is ignored, a repeated refresh request finds the token fresh). Replayed records
 arrive after newer events of the same connection; the same rules keep that harmless.
 
+A dead letter that does not carry its record (``value_omitted``: too large for a dead letter,
+or a minimal one; ``redacted`` with an empty value: withheld as it may hold a plain-text
+token) is never re-sent as an empty record. Its record is read again at its topic, partition
+and offset and replayed from there, if the topic still retains it (and it has the dead
+letter's size and key); if not, it is reported as not replayed, with its position and why,
+and passed like the rest.
+
 Record values may carry (encrypted) tokens: nothing here logs them, only positions and reasons.
 """
 
@@ -16,17 +23,19 @@ import asyncio
 import base64
 import binascii
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 from pydantic import ValidationError
 
 from schemas import DeadLetter
 from stream_app.errors import TokenRefreshError
+from stream_app.ingest import MAX_EVENT_BYTES
 from stream_app.kafka_client import cap_client_logging, client_options, idempotent_producer
 from stream_app.settings import Settings
 
@@ -34,6 +43,9 @@ log = logging.getLogger(__name__)
 
 DLQ_SUFFIX = ".dlq"
 BATCH_SIZE = 500
+# How long reading one retained record back from its topic may take before the run fails
+# (and can be run again): the broker has it, so only a broker in trouble takes this long.
+FETCH_TIMEOUT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -46,20 +58,44 @@ class ReplayEntry:
     reason: str
 
 
+@dataclass(frozen=True)
+class NotReplayed:
+    """A dead letter whose record could not be sent back: the record's position, why it was
+    dead-lettered (``reason``), why it is not replayed (``why``), and the dead letter's own
+    position in the DLQ."""
+
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+    why: str
+    dead_letter_partition: int
+    dead_letter_offset: int
+
+
 @dataclass
 class ReplayReport:
-    """``replayed`` counts what was re-produced (in a dry run: what would be, listed in ``entries``)."""
+    """``replayed`` counts what was re-produced (in a dry run: what would be, listed in
+    ``entries``), ``reread`` those of them read back from their topic; ``not_replayed`` lists
+    the dead letters whose record could not be had (in a dry run too)."""
 
     dry_run: bool = False
     replayed: int = 0
+    reread: int = 0
     skipped_unreadable: int = 0
     skipped_foreign: int = 0
     by_reason: Counter[str] = field(default_factory=Counter)
     entries: list[ReplayEntry] = field(default_factory=list)
+    not_replayed: list[NotReplayed] = field(default_factory=list)
 
     @property
     def processed(self) -> int:
-        return self.replayed + self.skipped_unreadable + self.skipped_foreign
+        return self.replayed + len(self.not_replayed) + self.skipped_unreadable + self.skipped_foreign
+
+    @property
+    def all_replayed(self) -> bool:
+        """Whether every DLQ record handled was (or, in a dry run, would be) replayed."""
+        return not (self.not_replayed or self.skipped_unreadable or self.skipped_foreign)
 
 
 def replay_group(settings: Settings) -> str:
@@ -79,8 +115,9 @@ async def replay_dead_letters(
     offsets at the time of the call, to their original topic.
 
     ``limit`` caps the DLQ records handled (skipped ones included); ``progress(done, total)`` is
-    called at the start and after each batch. A dry run sends and commits nothing. Raises
-    TokenRefreshError (one line) if a topic is missing or Kafka fails; a rerun resumes."""
+    called at the start and after each batch. A dry run sends and commits nothing (it does read
+    records back from their topic, to tell which can be replayed). Raises TokenRefreshError
+    (one line) if a topic is missing or Kafka fails; a rerun resumes."""
     if not dlq_topic.endswith(DLQ_SUFFIX):
         raise TokenRefreshError(f"{dlq_topic!r} is not a dead-letter topic (its name must end in {DLQ_SUFFIX!r})")
     if limit is not None and limit < 0:
@@ -95,10 +132,12 @@ async def replay_dead_letters(
             "(run it again: it resumes after the last acknowledged batch)"
         ) from None
     log.info(
-        "DLQ %s: %s %d, unreadable %d, foreign %d; by reason: %s",
+        "DLQ %s: %s %d (%d read back from their topic), not replayed %d, unreadable %d, foreign %d; by reason: %s",
         dlq_topic,
         "would replay" if dry_run else "replayed",
         report.replayed,
+        report.reread,
+        len(report.not_replayed),
         report.skipped_unreadable,
         report.skipped_foreign,
         dict(report.by_reason),
@@ -113,11 +152,12 @@ async def _replay(
     progress: Callable[[int, int], None] | None,
     report: ReplayReport,
 ) -> None:
-    partitions = await _partitions(settings, dlq_topic)
+    partitions, source_partitions = await _partitions(settings, dlq_topic)
     options = client_options(settings)
     consumer = AIOKafkaConsumer(
         group_id=replay_group(settings), enable_auto_commit=False, auto_offset_reset="earliest", **options
     )
+    originals = _Originals(settings, source_partitions)
     producer = None if report.dry_run else idempotent_producer(settings)
     try:
         await consumer.start()
@@ -135,16 +175,17 @@ async def _replay(
                 batch = (await consumer.getmany(tp, timeout_ms=1000, max_records=BATCH_SIZE)).get(tp, [])
                 batch = [r for r in batch if r.offset < ends[tp]][: total - report.processed]
                 if batch:
-                    await _replay_batch(producer, consumer, tp, batch, report)
+                    await _replay_batch(producer, consumer, originals, tp, batch, report)
                     _notify(progress, report.processed, total)
     finally:
         await consumer.stop()
+        await originals.close()
         if producer is not None:
             await producer.stop()
 
 
-async def _partitions(settings: Settings, dlq_topic: str) -> list[TopicPartition]:
-    """The DLQ's partitions, once it and the topic it replays to are known to exist."""
+async def _partitions(settings: Settings, dlq_topic: str) -> tuple[list[TopicPartition], set[TopicPartition]]:
+    """The DLQ's partitions and those of the topic it replays to, once both are known to exist."""
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
@@ -155,12 +196,17 @@ async def _partitions(settings: Settings, dlq_topic: str) -> list[TopicPartition
     for name in (dlq_topic, source):
         if name not in topics:
             raise TokenRefreshError(f"topic {name!r} does not exist")
-    return sorted(TopicPartition(dlq_topic, p["partition"]) for p in topics[dlq_topic]["partitions"])
+
+    def partitions(name: str) -> list[TopicPartition]:
+        return sorted(TopicPartition(name, p["partition"]) for p in topics[name]["partitions"])
+
+    return partitions(dlq_topic), set(partitions(source))
 
 
 async def _replay_batch(
     producer: AIOKafkaProducer | None,
     consumer: AIOKafkaConsumer,
+    originals: _Originals,
     tp: TopicPartition,
     batch: list[ConsumerRecord],
     report: ReplayReport,
@@ -173,21 +219,49 @@ async def _replay_batch(
             report.skipped_unreadable += 1
             log.warning("Skipped %s[%d]@%d: not a readable dead letter", tp.topic, tp.partition, record.offset)
             continue
-        dead, value = parsed
+        dead, kept = parsed
         if tp.topic != f"{dead.topic}{DLQ_SUFFIX}":
             report.skipped_foreign += 1
             log.warning("Skipped %s[%d]@%d: dead letter of another topic", tp.topic, tp.partition, record.offset)
             continue
-        report.replayed += 1
-        report.by_reason[dead.reason] += 1
-        if producer is None:
-            report.entries.append(ReplayEntry(dead.topic, dead.partition, dead.offset, dead.reason))
+        missing = _value_not_kept(dead, kept)
+        original = (_original_key(record, dead), kept) if missing is None else await originals.read(dead)
+        if isinstance(original, str):
+            _not_replayed(report, dead, record, f"{missing}; {original}")
+            continue
+        key, value = original
+        if producer is not None:
+            try:
+                sent.append(await producer.send(dead.topic, value, key=key))
+            except MessageSizeTooLargeError:  # raised before anything is sent
+                _not_replayed(report, dead, record, "too large to send (MessageSizeTooLargeError)")
+                continue
         else:
-            sent.append(await producer.send(dead.topic, value, key=_original_key(record, dead)))
+            report.entries.append(ReplayEntry(dead.topic, dead.partition, dead.offset, dead.reason))
+        report.replayed += 1
+        if missing is not None:
+            report.reread += 1
+        report.by_reason[dead.reason] += 1
         log.debug("Replaying %s[%d]@%d (%s)", dead.topic, dead.partition, dead.offset, dead.reason)
     if producer is not None:
         await asyncio.gather(*sent)
         await consumer.commit({tp: batch[-1].offset + 1})
+
+
+def _not_replayed(report: ReplayReport, dead: DeadLetter, record: ConsumerRecord, why: str) -> None:
+    report.not_replayed.append(
+        NotReplayed(dead.topic, dead.partition, dead.offset, dead.reason, why, record.partition, record.offset)
+    )
+    log.warning(
+        "Not replayed %s[%d]@%d (dead letter %s[%d]@%d): %s",
+        dead.topic,
+        dead.partition,
+        dead.offset,
+        record.topic,
+        record.partition,
+        record.offset,
+        why,
+    )
 
 
 def _dead_letter(record: ConsumerRecord) -> tuple[DeadLetter, bytes] | None:
@@ -199,6 +273,16 @@ def _dead_letter(record: ConsumerRecord) -> tuple[DeadLetter, bytes] | None:
         return None
 
 
+def _value_not_kept(dead: DeadLetter, value: bytes) -> str | None:
+    """Why the dead letter does not carry its record's value, or None if it does (an empty
+    value that was not withheld is the record's own: an empty record is replayed as one)."""
+    if dead.value_omitted:
+        return "value omitted from the dead letter"
+    if dead.redacted and not value:
+        return "value withheld from the dead letter (redacted)"
+    return None
+
+
 def _original_key(record: ConsumerRecord, dead: DeadLetter) -> bytes | None:
     """The original key's bytes: the DLQ record's own key (written from them) when it matches the
     recorded text, which is lossy for keys that are not UTF-8."""
@@ -207,6 +291,75 @@ def _original_key(record: ConsumerRecord, dead: DeadLetter) -> bytes | None:
     if isinstance(record.key, bytes) and record.key.decode("utf-8", errors="replace") == dead.key:
         return record.key
     return dead.key.encode()
+
+
+class _Originals:
+    """Reads dead-lettered records back from their topic by position (no consumer group)."""
+
+    def __init__(self, settings: Settings, partitions: set[TopicPartition]) -> None:
+        self._settings = settings
+        self._partitions = partitions
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def read(self, dead: DeadLetter) -> tuple[bytes | None, bytes | None] | str:
+        """The dead-lettered record's key and value, or why they cannot be had."""
+        if dead.value_size > MAX_EVENT_BYTES:
+            return f"{dead.value_size} bytes, over the input limit ({MAX_EVENT_BYTES}): it would be dead-lettered again"
+        tp = TopicPartition(dead.topic, dead.partition)
+        if tp not in self._partitions:
+            return f"{dead.topic} has no partition {dead.partition}"
+        consumer = await self._started()
+        first = (await consumer.beginning_offsets([tp]))[tp]
+        end = (await consumer.end_offsets([tp]))[tp]
+        if not first <= dead.offset < end:
+            retained = f"offsets {first}..{end - 1}" if first < end else "no record"
+            return f"no longer retained in {dead.topic}[{dead.partition}] (it holds {retained})"
+        record = await self._record_at(consumer, tp, dead.offset)
+        if record.offset != dead.offset:
+            return f"no longer in {dead.topic}[{dead.partition}] (compacted away)"
+        if not _same_record(record, dead):
+            return f"{dead.topic}[{dead.partition}]@{dead.offset} now holds another record (its size or key differ)"
+        key: bytes | None = record.key
+        value: bytes | None = record.value
+        return key, value
+
+    async def _started(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",  # past the log's start: the next record, which is then refused
+                **client_options(self._settings),
+            )
+            await consumer.start()
+            self._consumer = consumer
+        return self._consumer
+
+    @staticmethod
+    async def _record_at(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> ConsumerRecord:
+        """The record at ``offset``, or the first after it if that one is gone."""
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        deadline = time.monotonic() + FETCH_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            records = (await consumer.getmany(tp, timeout_ms=1000, max_records=1)).get(tp, [])
+            if records:
+                return records[0]
+        raise KafkaTimeoutError(f"reading {tp.topic}[{tp.partition}]@{offset} back")
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+def _same_record(record: ConsumerRecord, dead: DeadLetter) -> bool:
+    """Whether ``record`` is the one ``dead`` was written for: same value size and key (a
+    minimal dead letter keeps the key's start only)."""
+    if len(record.value or b"") != dead.value_size:
+        return False
+    if dead.key is None:
+        return record.key is None
+    return isinstance(record.key, bytes) and record.key.decode("utf-8", errors="replace").startswith(dead.key)
 
 
 def _notify(progress: Callable[[int, int], None] | None, done: int, total: int) -> None:

@@ -12,7 +12,9 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+from aiokafka.structs import RecordMetadata
 
 from schemas import DeadLetter
 from stream_app.crypto import TokenCipher, generate_key
@@ -209,3 +211,133 @@ async def test_missing_or_non_dlq_topic_is_one_clear_error(stack: Stack, encrypt
         await replay_dead_letters(settings, f"no-such-topic.{uuid.uuid4().hex[:8]}.dlq")
     with pytest.raises(TokenRefreshError, match="not a dead-letter topic"):
         await replay_dead_letters(settings, stack.topics["connection.created"])
+
+
+# --- dead letters that do not carry their record ------------------------------------------------
+
+
+async def _produce_at(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> list[RecordMetadata]:
+    """Produce in order; where each record landed."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        return [await producer.send_and_wait(topic, value, key=key) for key, value in records]
+    finally:
+        await producer.stop()
+
+
+def _valueless(
+    source: str, at: tuple[int, int], key: bytes | None, reason: str, size: int, *, withheld: bool = False
+) -> bytes:
+    """A dead letter as the worker writes it when it does not keep the value: omitted (too large
+    for a dead letter, or a minimal dead letter) or, ``withheld``, redacted whole."""
+    return DeadLetter(
+        topic=source,
+        partition=at[0],
+        offset=at[1],
+        key=None if key is None else key.decode("utf-8", errors="replace"),
+        value_base64="",
+        reason=reason,
+        value_size=size,
+        value_omitted=not withheld,
+        redacted=withheld,
+    ).to_bytes()
+
+
+async def test_a_dead_letter_without_its_record_replays_it_from_its_topic_never_as_an_empty_record(
+    stack: Stack, encryption_key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    source, dlq = await _private_topics(stack.bootstrap)
+    settings = _settings(stack, encryption_key)
+    secret = f"sbx_plain_{uuid.uuid4().hex}"
+    originals: list[tuple[bytes | None, bytes]] = [
+        (b"user-1:spotify", b'{"padding": "' + b"x" * 800_000 + b'"}'),  # too large for a dead letter
+        (b"user-2:spotify", b'{"access_token": "' + secret.encode() + b'", '),  # unparsable, names a token
+        (b"\xff not utf-8", b'{"minimal": true}'),  # its full dead letter could not be built
+    ]
+    at = [(m.partition, m.offset) for m in await _produce_at(stack.bootstrap, source, originals)]
+    reasons = ["processing error: OperationalError", "Invalid JSON: EOF", "unknown platform [record not copied: X]"]
+    letters = [
+        _valueless(source, at[0], originals[0][0], reasons[0], len(originals[0][1])),
+        _valueless(source, at[1], originals[1][0], reasons[1], len(originals[1][1]), withheld=True),
+        _valueless(source, at[2], originals[2][0], reasons[2], len(originals[2][1])),
+    ]
+    await produce(stack.bootstrap, dlq, [(key, letter) for (key, _v), letter in zip(originals, letters, strict=True)])
+
+    caplog.clear()  # from here on, no record value may be logged (the helpers above log what they send)
+    dry = await replay_dead_letters(settings, dlq, dry_run=True)
+    assert sorted(await _records(stack.bootstrap, source), key=repr) == sorted(originals, key=repr)
+    report = await replay_dead_letters(settings, dlq)
+
+    # Each record went back once, byte for byte, under its own key (a non-UTF-8 one included).
+    assert sorted(await _records(stack.bootstrap, source), key=repr) == sorted(originals * 2, key=repr)
+    assert (report.replayed, report.reread, report.not_replayed, report.all_replayed) == (3, 3, [], True)
+    assert report.by_reason == Counter(reasons)
+    assert (dry.replayed, dry.reread, dry.not_replayed, dry.all_replayed) == (3, 3, [], True)
+    assert sorted(dry.entries, key=lambda e: e.reason) == sorted(
+        (ReplayEntry(source, *position, reason) for position, reason in zip(at, reasons, strict=True)),
+        key=lambda e: e.reason,
+    )
+    assert secret not in caplog.text
+
+
+async def test_a_dead_letter_whose_record_is_gone_is_listed_and_passed_never_replayed_empty(
+    stack: Stack, encryption_key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = f"dlq-replay-gone.{uuid.uuid4().hex[:8]}"
+    dlq = f"{source}.dlq"
+    await create_topics(stack.bootstrap, [source, dlq], partitions=1)
+    settings = _settings(stack, encryption_key)
+    originals: list[tuple[bytes | None, bytes]] = [(f"k{n}".encode(), f'{{"n": {n}}}'.encode()) for n in range(3)]
+    at = [(m.partition, m.offset) for m in await _produce_at(stack.bootstrap, source, originals)]
+    await _delete_records_before(stack.bootstrap, TopicPartition(source, 0), at[2][1])  # as retention would
+    beyond, no_partition = (0, at[2][1] + 50), (7, 0)
+    size = len(originals[2][1])
+    letters = [  # (DLQ record, why it cannot be replayed: a phrase of it)
+        (_valueless(source, at[0], b"k0", "r0", size), "value omitted from the dead letter; no longer retained"),
+        (_valueless(source, at[1], b"k1", "r1", size, withheld=True), "(redacted); no longer retained"),
+        (_valueless(source, at[2], b"k2", "r2", size + 1), "now holds another record"),
+        (_valueless(source, at[2], b"other", "r3", size), "now holds another record"),
+        (_valueless(source, beyond, b"k9", "r4", size), "no longer retained"),
+        (_valueless(source, no_partition, b"k9", "r5", size), "has no partition 7"),
+        (_valueless(source, at[2], b"k2", "r6", 2 * 1024 * 1024), "over the input limit"),
+        (_dead_letter(source, "k8", b'{"kept": true}', "r7", offset=at[2][1] + 1), None),
+    ]
+    await produce(stack.bootstrap, dlq, [(b"", letter) for letter, _why in letters])
+
+    dry = await replay_dead_letters(settings, dlq, dry_run=True)
+    dry_log = caplog.text
+    caplog.clear()
+    real = await replay_dead_letters(settings, dlq)
+
+    # Only the dead letter that kept its record was sent: nothing empty, nothing twice.
+    assert await _records(stack.bootstrap, source) == [originals[2], (b"k8", b'{"kept": true}')]
+    for report, log_text in ((dry, dry_log), (real, caplog.text)):
+        assert (report.replayed, report.reread, report.all_replayed) == (1, 0, False)
+        assert len(report.not_replayed) == len(letters) - 1
+        for dlq_offset, (entry, (letter, why)) in enumerate(zip(report.not_replayed, letters, strict=False)):
+            dead = DeadLetter.model_validate_json(letter)
+            assert (entry.topic, entry.partition, entry.offset, entry.reason) == (
+                source,
+                dead.partition,
+                dead.offset,
+                dead.reason,
+            )
+            assert (entry.dead_letter_partition, entry.dead_letter_offset) == (0, dlq_offset)
+            assert why is not None and why in entry.why, entry.why
+            assert f"Not replayed {source}[{dead.partition}]@{dead.offset} (dead letter {dlq}[0]@{dlq_offset})" in (
+                log_text
+            )
+    # Passed for good, like unreadable ones: the next run has nothing left.
+    again = await replay_dead_letters(settings, dlq)
+    assert (again.processed, again.all_replayed) == (0, True)
+
+
+async def _delete_records_before(bootstrap: str, tp: TopicPartition, offset: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_records({tp: RecordsToDelete(before_offset=offset)})
+    finally:
+        await admin.close()
