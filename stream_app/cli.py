@@ -253,12 +253,16 @@ def dlq_replay(topic: str, dry_run: bool, limit: int | None) -> None:
     for entry in report.entries:
         click.echo(f"{entry.topic}[{entry.partition}]@{entry.offset}\t{entry.reason}")
     click.echo(
-        f"{'would replay' if dry_run else 'replayed'} {report.replayed}; skipped "
-        f"{report.skipped_unreadable} unreadable, {report.skipped_foreign} foreign",
+        f"{'would replay' if dry_run else 'replayed'} {report.replayed} ({report.reread} read back from their "
+        f"topic); not replayed {len(report.not_replayed)}; skipped {report.skipped_unreadable} unreadable, "
+        f"{report.skipped_foreign} foreign",
         err=True,
     )
     for reason, count in report.by_reason.most_common():
         click.echo(f"  {count}\t{reason}", err=True)
+    # Each record not replayed was logged with its position and why (the record is gone from its topic).
+    if not report.all_replayed:
+        sys.exit(EXIT_FAILURE)
 
 
 class _ProgressBar:

@@ -72,9 +72,16 @@ async def record_connection(
                 return Recorded.DUPLICATE
             mark_processed(session, event.event_id, event.default_topic, utc_now())
             changed = await upsert_connection(session, values)
-    except IntegrityError:  # the same event applied concurrently by another consumer
-        return Recorded.DUPLICATE
+    except IntegrityError as exc:
+        if _is_duplicate_event_id(exc):  # the same event applied concurrently by another consumer
+            return Recorded.DUPLICATE
+        raise  # any other constraint refuses this record for good: it is dead-lettered
     return Recorded.STORED if changed else Recorded.STALE
+
+
+def _is_duplicate_event_id(exc: IntegrityError) -> bool:
+    """The processed_events key, and only it (PostgreSQL and SQLite both name it)."""
+    return "processed_events" in str(exc.orig)
 
 
 def bound_tokens(cipher: TokenCipher, event: ConnectionCreated) -> dict[str, str | None]:

@@ -196,7 +196,7 @@ class RefreshEngine:
                 await self._sleep(paused)
                 continue
             # Still ours: never spend a refresh token under a lost lease.
-            await lease.renew()
+            await lease.ensure_held()
             admitted = self._gates.breaker.admit(spec.key)
             if not isinstance(admitted, Permit):
                 if self._gates.circuit_state(spec.key) is CircuitState.OPEN:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -35,6 +36,8 @@ class Lease:
         self.released = False
         # Set when a renewal found someone else's lease (or none) on the row.
         self.lost = False
+        # When the database last confirmed it (taken or renewed), by this process's clock.
+        self._confirmed_at = time.monotonic()
 
     async def renew(self) -> None:
         """Extend the lease now; raises LeaseLost if it is no longer ours."""
@@ -43,6 +46,16 @@ class Lease:
                 self.lost = True
         if self.lost:
             raise LeaseLost("refresh lease expired and was not renewed")
+        self._confirmed_at = time.monotonic()
+
+    async def ensure_held(self) -> None:
+        """Before spending the refresh token: raise LeaseLost unless the lease is surely ours. One
+        confirmed less than a third of its lifetime ago still has two thirds to run; an older
+        one is renewed (and so checked) now."""
+        if self.lost:
+            raise LeaseLost("refresh lease lost while held")
+        if time.monotonic() - self._confirmed_at > self._ttl / 3:
+            await self.renew()
 
     @contextlib.asynccontextmanager
     async def kept_alive(self) -> AsyncIterator[None]:

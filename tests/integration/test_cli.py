@@ -118,3 +118,29 @@ async def test_dlq_replay_from_the_shell(kafka_bootstrap: str, encryption_key: s
     assert "replayed 0" in run("dlq", "replay", f"{source}.dlq", env=env).stderr  # resumes
     replayed = run("replay", source, "--since", "beginning", env=env)
     assert [json.loads(line) for line in replayed.stdout.splitlines()] == [{"a": 1}]
+
+
+@pytest.mark.kafka
+async def test_dlq_replay_exits_non_zero_when_a_record_cannot_be_replayed(
+    kafka_bootstrap: str, encryption_key: str
+) -> None:
+    source = f"events.{uuid.uuid4().hex[:8]}"
+    await create_topics(kafka_bootstrap, [source, f"{source}.dlq"], partitions=1)
+    # Its value was not kept, and its topic no longer holds offset 7: nothing to send back.
+    letter = DeadLetter(
+        topic=source,
+        partition=0,
+        offset=7,
+        key="k",
+        value_base64="",
+        reason="why",
+        value_size=900_000,
+        value_omitted=True,
+    )
+    await produce(kafka_bootstrap, f"{source}.dlq", [(b"k", letter.to_bytes())])
+    env = {"ENCRYPTION_KEY": encryption_key, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+
+    result = run("dlq", "replay", f"{source}.dlq", env=env)
+    assert result.returncode == 1
+    assert "replayed 0" in result.stderr and "not replayed 1" in result.stderr
+    assert f"{source}[0]@7" in result.stderr

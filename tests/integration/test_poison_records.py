@@ -16,7 +16,9 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import RecordMetadata
+from sqlalchemy import text
 
+from stream_app.db import Database
 from tests.integration.conftest import Stack
 from tests.support.kafka import TopicReader
 
@@ -104,25 +106,43 @@ async def test_a_record_too_large_to_copy_is_dead_lettered_without_its_value_and
 
 
 async def test_a_record_the_database_refuses_is_dead_lettered_not_retried_forever(stack: Stack) -> None:
-    """A NUL character passes validation but not PostgreSQL (SQLSTATE 22021): retrying it would
-    fail the same way for ever, holding every record behind it."""
+    """A record valid by the schema that the database refuses (here: a CHECK constraint the
+    operator added, SQLSTATE 23514) would fail the same way for ever if retried, holding every
+    record behind it."""
     topic = stack.topics["connection.created"]
-    refused = _github(stack) | {"scopes": ["repo\u0000"]}
+    refused = _github(stack) | {"scopes": ["refused-by-the-database"]}
     valid = _github(stack)
     key = f"{refused['user_id']}:github"
-    await _produce(
-        stack.bootstrap,
-        topic,
-        [
-            (key.encode(), json.dumps(refused).encode()),
-            (f"{valid['user_id']}:github".encode(), json.dumps(valid).encode()),
-        ],
+    await _administer(
+        stack,
+        "ALTER TABLE platform_connections ADD CONSTRAINT test_refuses_scope "
+        "CHECK (scopes IS NULL OR scopes NOT LIKE '%refused-by-the-database%')",
     )
-    await _wait_for_rows(stack, [valid])
-    async with TopicReader(stack.bootstrap, [f"{topic}.dlq"]) as dead:
-        letter = await dead.wait_for(lambda _t, r: r.get("key") == key, timeout=WAIT)
-    assert letter["reason"] == "processing error: DBAPIError"
+    try:
+        await _produce(
+            stack.bootstrap,
+            topic,
+            [
+                (key.encode(), json.dumps(refused).encode()),
+                (f"{valid['user_id']}:github".encode(), json.dumps(valid).encode()),
+            ],
+        )
+        await _wait_for_rows(stack, [valid])
+        async with TopicReader(stack.bootstrap, [f"{topic}.dlq"]) as dead:
+            letter = await dead.wait_for(lambda _t, r: r.get("key") == key, timeout=WAIT)
+    finally:
+        await _administer(stack, "ALTER TABLE platform_connections DROP CONSTRAINT test_refuses_scope")
+    assert letter["reason"] == "processing error: IntegrityError"
     assert json.loads(base64.b64decode(letter["value_base64"])) == refused
+
+
+async def _administer(stack: Stack, statement: str) -> None:
+    database = Database(stack.database_url)
+    try:
+        async with database.transaction() as session:
+            await session.execute(text(statement))
+    finally:
+        await database.dispose()
 
 
 async def test_a_deeply_nested_refresh_request_is_dead_lettered_and_its_offset_committed(stack: Stack) -> None:

@@ -56,7 +56,7 @@ def test_parse_event_refuses_hostile_bytes_with_an_invalid_event(model: type[Eve
 @pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
 @pytest.mark.parametrize("field", ["occurred_at", "token_expires_at"])
 def test_a_timestamp_that_overflows_in_utc_is_an_invalid_event(field: str, moment: str) -> None:
-    with pytest.raises(InvalidEvent, match="OverflowError"):
+    with pytest.raises(InvalidEvent, match=rf"^{field}: Value error, timestamp outside 2000-01-01"):
         parse_event(TokenExpiring, json.dumps(_event(**{field: moment})).encode())
 
 
