@@ -25,7 +25,10 @@ def attach(context: WorkerContext) -> None:
             await context.dead_letter(record, str(exc))
             return
         result = await context.until_done(
-            functools.partial(engine.refresh, event.user_id, event.platform, trigger=event.reason),
+            # Never wait for another process's refresh: it answers this request, and a job that
+            # waits would hold its partition's acks, a rebalance and a shutdown (a holder that
+            # died lets its lease lapse, and the scan asks again).
+            functools.partial(engine.refresh, event.user_id, event.platform, trigger=event.reason, wait_for_others=0),
             "refreshing a token",
         )
         if result.reason == "decryption_error":

@@ -113,6 +113,8 @@ async def due_connections(
         ),
         # Held back (failure backoff, a rate limit, an open circuit): not before the hold ends.
         or_(ConnectionRow.refresh_not_before.is_(None), ConnectionRow.refresh_not_before <= db_now()),
+        # Being refreshed right now; if its holder died, the lease lapses and the row is due again.
+        or_(ConnectionRow.refresh_lease_expires_at.is_(None), ConnectionRow.refresh_lease_expires_at < db_now()),
     )
     if after is not None:
         due_at, row_id = after
@@ -124,6 +126,14 @@ async def due_connections(
         )
     query = query.order_by(ConnectionRow.refresh_due_at, ConnectionRow.id).limit(limit)
     return (await session.execute(query)).scalars().all()
+
+
+async def forget_refresh_request(session: AsyncSession, connection_id: uuid.UUID) -> None:
+    """The request was left to a refresh in flight elsewhere: the next scan after that refresh's
+    lease ends (a holder that died) asks again, instead of waiting out the requeue delay."""
+    await session.execute(
+        update(ConnectionRow).where(ConnectionRow.id == connection_id).values(refresh_requested_at=None)
+    )
 
 
 async def mark_refresh_requested(session: AsyncSession, ids: Sequence[uuid.UUID], now: datetime) -> None:

@@ -24,7 +24,7 @@ from stream_app.catalog import PlatformSpec, platform
 from stream_app.clock import utc_now
 from stream_app.crypto import TokenCipher
 from stream_app.db import ConnectionRow, ConnectionStatus, Database
-from stream_app.db.connections import get_connection
+from stream_app.db.connections import forget_refresh_request, get_connection
 from stream_app.decisions import Action, Decision, RefreshPolicy, decide_refresh
 from stream_app.engine.breaker import CircuitState, Permit
 from stream_app.engine.gates import PlatformGates
@@ -104,17 +104,32 @@ class RefreshEngine:
         grace = self._settings.scan_interval_seconds + 2 * self._settings.http_timeout_seconds
         return self._gates.breaker.stuck(grace)
 
-    async def refresh(self, user_id: uuid.UUID, platform_key: str, *, trigger: RefreshReason) -> RefreshResult:
+    async def refresh(
+        self,
+        user_id: uuid.UUID,
+        platform_key: str,
+        *,
+        trigger: RefreshReason,
+        wait_for_others: float | None = None,
+    ) -> RefreshResult:
         """Refresh the connection if ``decide_refresh`` says ``trigger`` should (a ``manual``
-        trigger: whatever its expiry)."""
+        trigger: whatever its expiry).
+
+        While another process holds the connection's refresh, wait for it and share its result
+        at most ``wait_for_others`` seconds (default: ON_DEMAND_DEADLINE_SECONDS for an on-demand
+        caller, as long as it takes otherwise), then return skipped/refreshing_elsewhere."""
+        if wait_for_others is None and trigger == "on_demand":
+            wait_for_others = self._settings.on_demand_deadline_seconds
         started = time.monotonic()
         async with self._locks.hold((user_id, platform_key)):
-            result = await self._refresh_exclusive(user_id, platform_key, trigger)
+            result = await self._refresh_exclusive(user_id, platform_key, trigger, wait_for_others)
         circuit_open = self._gates.circuit_state(platform_key) is CircuitState.OPEN
         record_refresh(platform_key, result.outcome, result.reason, time.monotonic() - started, circuit_open)
         return result
 
-    async def _refresh_exclusive(self, user_id: uuid.UUID, platform_key: str, trigger: RefreshReason) -> RefreshResult:
+    async def _refresh_exclusive(
+        self, user_id: uuid.UUID, platform_key: str, trigger: RefreshReason, wait_for_others: float | None
+    ) -> RefreshResult:
         spec = platform(platform_key)
         tag = f"[{platform_key}][{self._hash(user_id)}]"
         deciding: RefreshReason = trigger
@@ -131,12 +146,12 @@ class RefreshEngine:
             if held is not None:
                 break
             log.debug("%s A refresh is in flight elsewhere; waiting for it", tag)
-            # A caller waits for it only as long as its deadline; a scheduled request as long as it takes.
-            patience = self._settings.on_demand_deadline_seconds if trigger == "on_demand" else None
             try:
-                async with asyncio.timeout(patience):
+                async with asyncio.timeout(wait_for_others):
                     await self._leases.wait_for_release(row.id)
             except TimeoutError:
+                async with self._db.transaction() as session:
+                    await forget_refresh_request(session, row.id)
                 return RefreshResult("skipped", REFRESHING_ELSEWHERE)
             # The refresh we waited for answers a manual request as well as a due one.
             deciding = "on_demand" if trigger == "manual" else trigger

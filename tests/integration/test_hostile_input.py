@@ -127,14 +127,27 @@ async def _run(stack: Stack, hostile: list[bytes]) -> None:
     await produce(stack.bootstrap, stack.topics["connection.created"], records)
 
     dlq = f"{stack.topics['connection.created']}.dlq"
+    # Partitions are dead-lettered in parallel: the last record produced is not the last to
+    # arrive, so wait for every one of them (a missing one fails with the count seen).
+    seen: set[str] = set()
+
+    def every_hostile_record(_topic: str, letter: dict[str, Any]) -> bool:
+        if str(letter.get("key", "")).startswith("hostile-"):
+            seen.add(letter["key"])
+        return len(seen) == HOSTILE_COUNT
+
     async with TopicReader(stack.bootstrap, [dlq]) as dead:
-        await dead.wait_for(lambda _t, r: r.get("key") == f"hostile-{HOSTILE_COUNT - 1}", timeout=300)
-        await dead.drain(2)
-    lettered = {}
+        await dead.wait_for(every_hostile_record, timeout=300)
+        await dead.drain(2)  # and nothing twice
+    lettered: dict[str, dict[str, Any]] = {}
+    twice = []
     for _topic, _key, value in dead.records:
         letter = json.loads(value or b"")
         if str(letter.get("key", "")).startswith("hostile-"):
+            if letter["key"] in lettered:
+                twice.append(letter["key"])
             lettered[letter["key"]] = letter
+    assert twice == []
     assert len(lettered) == HOSTILE_COUNT  # every hostile record, once
     for index in (0, HOSTILE_COUNT // 2, HOSTILE_COUNT - 1):
         letter = lettered[f"hostile-{index}"]

@@ -62,6 +62,7 @@ async def test_a_lease_outlives_a_long_wait_for_the_provider_slot(
                     (
                         await session.scalars(
                             select(ConnectionRow.id).where(
+                                ConnectionRow.user_id.in_([user for user, _ in seeded]),
                                 ConnectionRow.refresh_lease_owner.is_not(None),
                                 ConnectionRow.refresh_lease_expires_at < db_now(),
                             )
