@@ -18,7 +18,11 @@ def attach(context: WorkerContext) -> None:
     stuck_before: set[str] = set()
 
     @context.app.task
-    async def store_spooled_tokens_at_start() -> None:
+    async def at_start() -> None:
+        try:
+            await context.service.database.warm_up()
+        except Exception as exc:  # the database is away: connections open on first use instead
+            log.warning("Opening the database pool failed (%s)", type(exc).__name__)
         await _store_spooled_tokens()
 
     @context.app.timer(UPKEEP_INTERVAL_SECONDS, name="upkeep")

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -73,6 +73,17 @@ class Database:
         """A session inside one transaction: committed on success, rolled back on error."""
         async with self.sessions() as session, session.begin():
             yield session
+
+    async def warm_up(self) -> None:
+        """Open the pool's connections now rather than in the middle of the first burst."""
+        if self.is_sqlite:
+            return
+
+        async def one() -> None:
+            async with self.sessions() as session:
+                await session.execute(text("SELECT 1"))
+
+        await asyncio.gather(*(one() for _ in range(self.engine.pool.size())))  # type: ignore[attr-defined]
 
     async def dispose(self) -> None:
         await self.engine.dispose()

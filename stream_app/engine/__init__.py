@@ -135,14 +135,18 @@ class RefreshEngine:
         deciding: RefreshReason = trigger
         waited = False
         while True:
-            async with self._db.sessions() as session:
+            # One transaction reads, decides and takes the lease (one connection checkout).
+            async with self._db.transaction() as session:
                 row = await get_connection(session, user_id, platform_key)
-            decision = decide_refresh(row, spec, utc_now(), self._policy, deciding)
-            if decision.action is Action.SKIP or row is None:
+                decision = decide_refresh(row, spec, utc_now(), self._policy, deciding)
+                due = decision.action is not Action.SKIP and row is not None
+                held = await self._leases.acquire(session, row.id) if due and row is not None else None
+                if due and held is None and wait_for_others == 0 and row is not None:
+                    await forget_refresh_request(session, row.id)
+            if not due or row is None:
                 reason = "refreshed_concurrently" if waited and decision.reason == "fresh" else decision.reason
                 log.debug("%s No refresh: %s", tag, reason)
                 return RefreshResult("skipped", reason)
-            held = await self._leases.acquire(row.id)
             if held is not None:
                 break
             log.debug("%s A refresh is in flight elsewhere; waiting for it", tag)
@@ -150,8 +154,9 @@ class RefreshEngine:
                 async with asyncio.timeout(wait_for_others):
                     await self._leases.wait_for_release(row.id)
             except TimeoutError:
-                async with self._db.transaction() as session:
-                    await forget_refresh_request(session, row.id)
+                if wait_for_others != 0:
+                    async with self._db.transaction() as session:
+                        await forget_refresh_request(session, row.id)
                 return RefreshResult("skipped", REFRESHING_ELSEWHERE)
             # The refresh we waited for answers a manual request as well as a due one.
             deciding = "on_demand" if trigger == "manual" else trigger

@@ -11,6 +11,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from stream_app.db import ConnectionRow, Database
 from stream_app.db.leases import acquire_lease, lease_held, release_lease, renew_lease
 from stream_app.errors import TokenRefreshError
@@ -101,11 +103,11 @@ class Leases:
         self._ttl = ttl
         self._owner_prefix = f"{socket.gethostname()}:{os.getpid()}"
 
-    async def acquire(self, connection_id: uuid.UUID) -> tuple[Lease, ConnectionRow] | None:
-        """The lease and the row as it is once held, or None while someone else holds it."""
+    async def acquire(self, session: AsyncSession, connection_id: uuid.UUID) -> tuple[Lease, ConnectionRow] | None:
+        """The lease and the row as it is once held (in ``session``'s transaction, held once it
+        commits), or None while someone else holds it."""
         owner = f"{self._owner_prefix}:{uuid.uuid4().hex[:8]}"
-        async with self._db.transaction() as session:
-            row = await acquire_lease(session, connection_id, owner, ttl=self._ttl)
+        row = await acquire_lease(session, connection_id, owner, ttl=self._ttl)
         if row is None:
             return None
         return Lease(self._db, connection_id, owner, self._ttl), row
