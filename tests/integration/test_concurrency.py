@@ -103,7 +103,7 @@ async def test_worker_killed_with_refreshes_in_flight_loses_none(stack: Stack) -
 
 
 async def test_provider_latency_not_the_agent_loop_bounds_throughput(stack: Stack) -> None:
-    """With every token request taking 2 s, one worker has (nearly) all 200 requests in flight."""
+    """With every token request taking 3 s, one worker has (nearly) all 200 requests in flight."""
     database = Database(stack.database_url)
     try:
         seeded = [
@@ -123,7 +123,7 @@ async def test_provider_latency_not_the_agent_loop_bounds_throughput(stack: Stac
     requests = [
         TokenExpiring(user_id=user_id, platform=grant["platform"], token_expires_at=None) for user_id, grant in seeded
     ]
-    state.latency = 2.0
+    state.latency = 3.0
     peak = 0
     try:
         await produce(
