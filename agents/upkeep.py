@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from agents.context import WorkerContext
-from stream_app.metrics import CIRCUIT_STUCK
+from stream_app.metrics import CIRCUIT_STUCK, report_readiness
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ def attach(context: WorkerContext) -> None:
             CIRCUIT_STUCK.labels(platform).set(1 if platform in stuck else 0)
         stuck_before.clear()
         stuck_before.update(stuck)
+        report_readiness(sorted(stuck))
 
     async def _store_spooled_tokens() -> None:
         try:

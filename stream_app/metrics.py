@@ -3,7 +3,14 @@ classes and topics only: never a user id, never a token."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+import json
+import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
 
 REFRESH_SUCCESS = Counter("token_refresh_success", "Refreshes that stored new tokens", ["platform"])
 REFRESH_FAILED = Counter(
@@ -31,9 +38,41 @@ CIRCUIT_STUCK = Gauge(
 )
 
 
+# What /ready answers, replaced whole by the worker's upkeep (read from the server's thread).
+_readiness: dict[str, Any] = {"ready": True, "stuck_circuits": []}
+
+
+def report_readiness(stuck_circuits: list[str]) -> None:
+    """Not ready while a platform's circuit stays open past its cool-down: nothing reaches it."""
+    global _readiness
+    _readiness = {"ready": not stuck_circuits, "stuck_circuits": sorted(stuck_circuits)}
+
+
 def serve(host: str, port: int) -> None:
-    """Expose /metrics from a background thread (the worker's event loop stays free)."""
-    start_http_server(port, addr=host)
+    """Expose /metrics (Prometheus) and /ready (JSON; 503 when not ready) from a background
+    thread, so the worker's event loop stays free."""
+    metrics = make_wsgi_app()
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/ready":
+            return metrics(environ, start_response)  # type: ignore[no-any-return]
+        readiness = _readiness
+        body = json.dumps(readiness).encode()
+        status = "200 OK" if readiness["ready"] else "503 Service Unavailable"
+        start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    server = make_server(host, port, app, _ThreadingServer, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not worth a log line."""
 
 
 def record_refresh(platform: str, outcome: str, reason: str, seconds: float, circuit_open: bool) -> None:
