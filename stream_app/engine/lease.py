@@ -14,7 +14,14 @@ from collections.abc import AsyncIterator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stream_app.db import ConnectionRow, Database
-from stream_app.db.leases import acquire_lease, lease_held, release_lease, renew_lease
+from stream_app.db.leases import (
+    acquire_lease,
+    lease_held,
+    lease_owner,
+    release_lease,
+    renew_lease,
+    take_over_lease,
+)
 from stream_app.errors import TokenRefreshError
 
 log = logging.getLogger(__name__)
@@ -109,6 +116,13 @@ class Leases:
         owner = f"{self._owner_prefix}:{uuid.uuid4().hex[:8]}"
         row = await acquire_lease(session, connection_id, owner, ttl=self._ttl)
         if row is None:
+            holder = await lease_owner(session, connection_id)
+            if holder is not None and _died_on_this_host(holder):
+                # A process of this host that was killed (kill -9, OOM) while refreshing: its
+                # lease would block the connection until it lapsed; take it over now.
+                log.warning("Taking over the refresh lease of a process that died on this host")
+                row = await take_over_lease(session, connection_id, holder, owner, ttl=self._ttl)
+        if row is None:
             return None
         return Lease(self._db, connection_id, owner, self._ttl), row
 
@@ -119,3 +133,30 @@ class Leases:
                 if not await lease_held(session, connection_id):
                     return
             await asyncio.sleep(_POLL_SECONDS)
+
+
+def _died_on_this_host(owner: str) -> bool:
+    """Whether a lease owner (``host:pid:nonce``) is a process of this host that no longer runs.
+    Only a process that surely is gone counts; anything unclear waits for the lease to lapse."""
+    parts = owner.rsplit(":", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return False
+    host, pid = parts[0], int(parts[1])
+    if host != socket.gethostname() or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, under another user
+    return _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """A killed process its parent has not reaped yet still answers signal 0."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False

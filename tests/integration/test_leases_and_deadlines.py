@@ -4,6 +4,7 @@ is judged by the database's clock, and never lets a caller wait past its deadlin
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
 import textwrap
@@ -204,3 +205,49 @@ async def test_the_async_with_form_closes_its_pools(
     async with service.database.sessions() as session:
         row = await get_connection(session, user_id, "spotify")
     assert row is not None and row.token_expires_at is not None and row.token_expires_at > utc_now()
+
+
+async def test_the_lease_of_a_process_that_died_on_this_host_is_taken_over_at_once(
+    service: TokenService, sandbox: SandboxServer
+) -> None:
+    """A worker killed (kill -9, OOM) while refreshing leaves its lease behind; its successor on
+    the same host does not wait for it to lapse."""
+    user_id, grant = await seed_connection(
+        service.database, service.cipher, sandbox, "spotify", expires_in=timedelta(minutes=2)
+    )
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    async with service.database.transaction() as session:
+        await session.execute(
+            update(ConnectionRow)
+            .where(ConnectionRow.user_id == user_id)
+            .values(
+                refresh_lease_owner=f"{socket.gethostname()}:{dead.pid}:0badf00d", refresh_lease_expires_at=db_now(300)
+            )
+        )
+    result = await service.engine.refresh(user_id, "spotify", trigger="scheduled", wait_for_others=0)
+    assert result.outcome == "refreshed"
+    assert sandbox.state.grant(grant["grant_id"]).refresh_count == 1  # type: ignore[union-attr]
+
+
+async def test_the_lease_of_a_live_process_or_another_host_is_left_alone(
+    service: TokenService, sandbox: SandboxServer
+) -> None:
+    user_id, grant = await seed_connection(
+        service.database, service.cipher, sandbox, "spotify", expires_in=timedelta(minutes=2)
+    )
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        for holder in (f"{socket.gethostname()}:{alive.pid}:1", f"another-host:{alive.pid + 1}:2", "garbage"):
+            async with service.database.transaction() as session:
+                await session.execute(
+                    update(ConnectionRow)
+                    .where(ConnectionRow.user_id == user_id)
+                    .values(refresh_lease_owner=holder, refresh_lease_expires_at=db_now(300))
+                )
+            result = await service.engine.refresh(user_id, "spotify", trigger="scheduled", wait_for_others=0)
+            assert (result.outcome, result.reason) == ("skipped", "refreshing_elsewhere"), holder
+    finally:
+        alive.kill()
+        alive.wait()
+    assert sandbox.state.grant(grant["grant_id"]).refresh_count == 0  # type: ignore[union-attr]
