@@ -20,6 +20,8 @@ ConnectionKey = tuple[str, str]  # (user_id, platform)
 TOKEN_PATTERN = re.compile(rb"sbx_(?:at|rt)_[A-Za-z0-9_-]{32}")
 EVENT_TIME_TOLERANCE = 0.002  # seconds: database microseconds vs the event's RFC 3339 text
 OUTAGE_RECOVERY_SECONDS = 30.0  # after a window ends: breaker cool-down and backoff catch up
+# An answer the provider sent this shortly before a kill -9 may not have been committed yet.
+KILL_WINDOW_BEFORE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ class Evidence:
     issued: set[str]
     clean_started_at: float
     excused: list[tuple[str, float, float]] = field(default_factory=list)  # (platform or *, from, to)
+    kills: list[float] = field(default_factory=list)  # when a worker was killed with kill -9
+    call_deadline: float = 0.0  # the workers' HTTP_TIMEOUT_SECONDS
 
 
 @dataclass
@@ -83,17 +87,54 @@ class Figure:
     count: int
     examples: list[str] = field(default_factory=list)
     note: str = ""
+    # Shown, but not held against the service (the exit code ignores it).
+    informational: bool = False
 
 
 def _alive(evidence: Evidence, connection: Connection) -> bool:
     return connection.grant_id not in evidence.revoked_by_run
 
 
+def _rotation_lost(grant: dict[str, Any], row: StoredRow | None) -> bool:
+    rotated = bool(grant["spent_refresh_tokens"]) or len(grant["valid_refresh_tokens"]) > 1
+    return rotated and (row is None or row.refresh_token != grant["live_refresh_token"])
+
+
+def lost_at_a_kill(evidence: Evidence) -> set[str]:
+    """Grants whose lost rotation the provider answered while the worker that asked was being
+    killed (kill -9): from KILL_WINDOW_BEFORE_SECONDS before the kill to one call deadline
+    after it. The provider rotated, the answer reached no process: no client can keep it, so
+    this loss and what follows from it (the spent token presented again, needs_reauth, the
+    token expiring) are reported on their own row instead of the figures below."""
+    found = set()
+    for connection in evidence.connections:
+        grant, row = evidence.grants[connection.grant_id], evidence.rows.get(connection.key)
+        if not _rotation_lost(grant, row) or not grant["refreshed_at"]:
+            continue
+        rotated_at = max(grant["refreshed_at"])
+        if any(k - KILL_WINDOW_BEFORE_SECONDS <= rotated_at <= k + evidence.call_deadline for k in evidence.kills):
+            found.add(connection.grant_id)
+    return found
+
+
+def _held_against_the_service(evidence: Evidence) -> list[Connection]:
+    excused = lost_at_a_kill(evidence)
+    return [c for c in evidence.connections if c.grant_id not in excused]
+
+
+def in_flight_at_a_kill(evidence: Evidence) -> Figure:
+    """Rotations lost because the worker was killed while the provider answered (see lost_at_a_kill)."""
+    found = sorted(lost_at_a_kill(evidence))
+    return Figure(
+        "rotations in flight at a kill -9 (no client can keep them)", len(found), found, informational=True
+    )
+
+
 def stranded(evidence: Evidence) -> Figure:
     """Alive grants whose connection is missing, not `connected`, holds a refresh token the
     sandbox no longer accepts, or was not refreshed during the clean round."""
     found = []
-    for connection in evidence.connections:
+    for connection in _held_against_the_service(evidence):
         if not _alive(evidence, connection):
             continue
         grant, row = evidence.grants[connection.grant_id], evidence.rows.get(connection.key)
@@ -112,7 +153,7 @@ def stranded(evidence: Evidence) -> Figure:
 def false_needs_reauth(evidence: Evidence) -> Figure:
     """Connections marked needs_reauth (final status, or a token.needs_reauth event) while
     their grant was alive: never revoked by the run, or the event came before the revocation."""
-    by_key = {c.key: c for c in evidence.connections}
+    by_key = {c.key: c for c in _held_against_the_service(evidence)}
     found: dict[ConnectionKey, str] = {}
     for record in _records(evidence, "token.needs_reauth"):
         event = record.json() or {}
@@ -122,7 +163,7 @@ def false_needs_reauth(evidence: Evidence) -> Figure:
         revoked_at = evidence.revoked_by_run.get(connection.grant_id)
         if revoked_at is None or _time(event.get("occurred_at")) < revoked_at:
             found.setdefault(connection.key, f"{connection.grant_id}:event {event.get('reason')}")
-    for connection in evidence.connections:
+    for connection in by_key.values():
         row = evidence.rows.get(connection.key)
         if _alive(evidence, connection) and row is not None and row.status == "needs_reauth":
             found.setdefault(connection.key, f"{connection.grant_id}:status needs_reauth")
@@ -131,17 +172,19 @@ def false_needs_reauth(evidence: Evidence) -> Figure:
 
 def double_spends(evidence: Evidence) -> Figure:
     """Presentations of a spent single-use refresh token, as the sandbox counted them."""
-    spent = {gid: g["double_spends"] for gid, g in evidence.grants.items() if g["double_spends"]}
+    excused = lost_at_a_kill(evidence)
+    spent = {
+        gid: g["double_spends"] for gid, g in evidence.grants.items() if g["double_spends"] and gid not in excused
+    }
     return Figure("double spends", sum(spent.values()), [f"{gid}:x{n}" for gid, n in spent.items()])
 
 
 def rotated_tokens_lost(evidence: Evidence) -> Figure:
     """Grants that rotated whose live refresh token is not the one the database holds."""
     found = []
-    for connection in evidence.connections:
+    for connection in _held_against_the_service(evidence):
         grant, row = evidence.grants[connection.grant_id], evidence.rows.get(connection.key)
-        rotated = bool(grant["spent_refresh_tokens"]) or len(grant["valid_refresh_tokens"]) > 1
-        if rotated and (row is None or row.refresh_token != grant["live_refresh_token"]):
+        if _rotation_lost(grant, row):
             found.append(connection.grant_id)
     return Figure("rotated tokens lost", len(found), found)
 
@@ -171,7 +214,7 @@ def expired_while_healthy(evidence: Evidence) -> Figure:
     """Alive connections whose stored access token was seen expired (by more than the grace)
     at an expiry time outside every excused window of its platform."""
     found = []
-    for connection in evidence.connections:
+    for connection in _held_against_the_service(evidence):
         if not _alive(evidence, connection):
             continue
         for expires_at in sorted(evidence.expiries.get(connection.key, {})):
@@ -259,6 +302,7 @@ FIGURES = (
     events_without_outcome,
     stopped_partitions,
     plaintext_found,
+    in_flight_at_a_kill,
 )
 
 
@@ -267,9 +311,12 @@ def compute(evidence: Evidence) -> list[Figure]:
 
 
 def table(figures: list[Figure], examples: int = 3) -> str:
-    width = max(len(f.name) for f in figures)
+    width = max(len(f.name) + 2 for f in figures)
     lines = [f"| {'figure':<{width}} | count | examples |", f"|{'-' * (width + 2)}|------:|----------|"]
     for figure in figures:
         shown = ", ".join(figure.examples[:examples]) + (" ..." if len(figure.examples) > examples else "")
-        lines.append(f"| {figure.name:<{width}} | {figure.count:>5} | {shown or '-'} |")
+        name = figure.name + (" *" if figure.informational else "")
+        lines.append(f"| {name:<{width}} | {figure.count:>5} | {shown or '-'} |")
+    if any(figure.informational for figure in figures):
+        lines.append("\n\\* informational: not held against the service (see docs/reliability.md)")
     return "\n".join(lines)

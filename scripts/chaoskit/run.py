@@ -267,6 +267,8 @@ class ChaosRun:
             issued=set(issued["access_tokens"]) | set(issued["refresh_tokens"]),
             clean_started_at=clean_started,
             excused=figures.excused_windows(rules, (pool.started_at, pool.ended_at) if pool else None),
+            kills=[h.started_at for h in self.happened if h.name.startswith("kill -9")],
+            call_deadline=self.plan.http_timeout,
         )
 
     # -- the whole run --------------------------------------------------------------------
