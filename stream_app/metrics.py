@@ -29,6 +29,11 @@ REFRESH_DURATION = Histogram(
 )
 EXPIRING_SOON = Gauge("tokens_expiring_soon", "Connections the last expiry scan requested a refresh for")
 REFRESHES_IN_FLIGHT = Gauge("token_refresh_in_flight", "Refreshes running in this worker")
+LOCAL_REFRESHES = Counter(
+    "token_refresh_local_requests",
+    "Due connections the scanning worker refreshed itself: broker_unavailable, lost_request",
+    ["why"],
+)
 DEAD_LETTERS = Counter("token_refresh_dead_letters", "Input records sent to a dead-letter topic", ["topic"])
 CIRCUIT_OPEN = Gauge("token_refresh_circuit_open", "1 while a platform's circuit is open", ["platform"])
 CIRCUIT_STUCK = Gauge(

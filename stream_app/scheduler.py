@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from schemas import TokenExpiring
 from stream_app.catalog import REFRESHABLE_PLATFORMS
 from stream_app.clock import to_aware_utc, utc_now
-from stream_app.db import Database
+from stream_app.db import ConnectionRow, Database
 from stream_app.db.connections import due_connections, mark_refresh_requested
 from stream_app.metrics import EXPIRING_SOON
 from stream_app.settings import Settings
@@ -29,8 +29,14 @@ log = logging.getLogger(__name__)
 EmitMany = Callable[[list[TokenExpiring]], Awaitable[object]]
 
 
-async def scan_expiring(database: Database, settings: Settings, emit_many: EmitMany) -> int:
-    """Emit one ``token.expiring`` per due connection; returns how many were emitted."""
+async def scan_expiring(
+    database: Database, settings: Settings, emit_many: EmitMany, *, repeat_here: EmitMany | None = None
+) -> int:
+    """Emit one ``token.expiring`` per due connection; returns how many were emitted.
+
+    A request sent before and not done since was presumably lost (its worker died with it, the
+    broker was away): given ``repeat_here``, its repeat goes there instead (the scanning
+    process refreshes it itself) rather than through the topic again."""
     now = utc_now()
     # Due within one interval: the next scan would be too late for them.
     due_by = now + timedelta(seconds=settings.scan_interval_seconds)
@@ -51,17 +57,13 @@ async def scan_expiring(database: Database, settings: Settings, emit_many: EmitM
             )
             if not rows:
                 break
-            await emit_many(
-                [
-                    TokenExpiring(
-                        user_id=row.user_id,
-                        platform=row.platform,
-                        token_expires_at=to_aware_utc(row.token_expires_at),
-                        reason="scheduled",
-                    )
-                    for row in rows
-                ]
-            )
+            repeated = repeat_here is not None
+            repeats = [row for row in rows if repeated and row.refresh_requested_at is not None]
+            first = [row for row in rows if not repeated or row.refresh_requested_at is None]
+            if first:
+                await emit_many([_request(row) for row in first])
+            if repeats and repeat_here is not None:
+                await repeat_here([_request(row) for row in repeats])
             await mark_refresh_requested(session, [row.id for row in rows], now)
         emitted += len(rows)
         if len(rows) < settings.scan_page_size:
@@ -77,3 +79,12 @@ async def scan_expiring(database: Database, settings: Settings, emit_many: EmitM
         emitted,
     )
     return emitted
+
+
+def _request(row: ConnectionRow) -> TokenExpiring:
+    return TokenExpiring(
+        user_id=row.user_id,
+        platform=row.platform,
+        token_expires_at=to_aware_utc(row.token_expires_at),
+        reason="scheduled",
+    )

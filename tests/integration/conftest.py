@@ -138,8 +138,8 @@ def stack(
         "RETRY_BASE_DELAY_SECONDS": "0.05",
         "LOG_LEVEL": "DEBUG",
         "KAFKA_SESSION_TIMEOUT_SECONDS": "6",
-        "REFRESH_LEASE_SECONDS": "12",
-        "HTTP_TIMEOUT_SECONDS": "4",  # a lease outlives three provider calls
+        "REFRESH_LEASE_SECONDS": "30",
+        "HTTP_TIMEOUT_SECONDS": "10",  # a lease outlives three provider calls
         "METRICS_HOST": "127.0.0.1",
         "METRICS_PORT": str(free_port()),  # a killed worker's leases lapse quickly
         **{f"TOPIC_{name.upper().replace('.', '_')}": topic for name, topic in topics.items()},

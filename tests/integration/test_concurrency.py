@@ -103,7 +103,9 @@ async def test_worker_killed_with_refreshes_in_flight_loses_none(stack: Stack) -
 
 
 async def test_provider_latency_not_the_agent_loop_bounds_throughput(stack: Stack) -> None:
-    """With every token request taking 3 s, one worker has (nearly) all 200 requests in flight."""
+    """With every token request taking 3 s, one worker has (nearly) all 200 requests in flight.
+    The tokens are not due (manual requests force the refresh), so the worker's own scan
+    refreshes none of them first."""
     database = Database(stack.database_url)
     try:
         seeded = [
@@ -112,7 +114,7 @@ async def test_provider_latency_not_the_agent_loop_bounds_throughput(stack: Stac
                 stack.cipher,
                 stack.sandbox,
                 ("spotify", "youtube", "gmail", "linkedin")[n % 4],
-                expires_in=timedelta(minutes=2),
+                expires_in=timedelta(hours=1),
             )
             for n in range(200)
         ]
@@ -121,7 +123,8 @@ async def test_provider_latency_not_the_agent_loop_bounds_throughput(stack: Stac
     state = stack.sandbox.state
     grants = [state.grant(grant["grant_id"]) for _, grant in seeded]
     requests = [
-        TokenExpiring(user_id=user_id, platform=grant["platform"], token_expires_at=None) for user_id, grant in seeded
+        TokenExpiring(user_id=user_id, platform=grant["platform"], token_expires_at=None, reason="manual")
+        for user_id, grant in seeded
     ]
     state.latency = 3.0
     peak = 0

@@ -8,10 +8,12 @@ from datetime import timedelta
 
 import pytest
 from aiokafka.errors import KafkaTimeoutError
+from sqlalchemy import update
 
 from schemas import TokenExpiring
+from stream_app.clock import utc_now
 from stream_app.crypto import TokenCipher
-from stream_app.db import Database
+from stream_app.db import ConnectionRow, Database
 from stream_app.sandbox import SandboxServer
 from stream_app.scheduler import scan_expiring
 from stream_app.settings import Settings, load_settings
@@ -85,5 +87,44 @@ async def test_a_page_whose_delivery_failed_stays_unmarked(
         # The first page was marked, the failed one was not.
         assert [event.user_id for event in retried] == [event.user_id for event in pages[1]]
         assert await scan_expiring(database, settings, emit_many) == 0
+    finally:
+        await database.dispose()
+
+
+async def test_a_lost_request_is_repeated_by_the_scanning_process_not_through_the_topic(
+    own_database_url: str, encryption_key: str, sandbox: SandboxServer
+) -> None:
+    """A request still not done half a buffer later was lost with the worker that had it (or
+    the broker): its repeat is refreshed by the scanning process itself."""
+    settings = load_settings(encryption_key=encryption_key, refresh_buffer_seconds=300, scan_interval_seconds=60)
+    database = Database(own_database_url)
+    cipher = TokenCipher(encryption_key)
+    try:
+        lost, _ = await seed_connection(database, cipher, sandbox, "spotify", expires_in=timedelta(minutes=4))
+        new, _ = await seed_connection(database, cipher, sandbox, "spotify", expires_in=timedelta(minutes=4))
+        async with database.transaction() as session:
+            await session.execute(
+                update(ConnectionRow)
+                .where(ConnectionRow.user_id == lost)
+                .values(refresh_requested_at=utc_now() - timedelta(seconds=200))  # more than half the buffer ago
+            )
+        emitted: list[TokenExpiring] = []
+        repeated: list[TokenExpiring] = []
+
+        async def emit_many(events: list[TokenExpiring]) -> None:
+            emitted.extend(events)
+
+        async def repeat_here(events: list[TokenExpiring]) -> None:
+            repeated.extend(events)
+
+        assert await scan_expiring(database, settings, emit_many, repeat_here=repeat_here) == 2
+        assert [e.user_id for e in emitted] == [new]
+        assert [e.user_id for e in repeated] == [lost]
+        # Without a local path (the service's own scan), everything goes through emit_many.
+        async with database.transaction() as session:
+            await session.execute(update(ConnectionRow).values(refresh_requested_at=None))
+        emitted.clear()
+        await scan_expiring(database, settings, emit_many)
+        assert {e.user_id for e in emitted} == {lost, new}
     finally:
         await database.dispose()
