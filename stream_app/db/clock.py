@@ -25,8 +25,11 @@ class db_now(FunctionElement[Any]):  # named like the SQL function it stands for
 
 @compiles(db_now, "postgresql")
 def _postgresql(element: db_now, compiler: Any, **kw: Any) -> str:
-    # AT TIME ZONE 'UTC' keeps the value naive UTC whatever the session's time zone.
-    return f"((now() AT TIME ZONE 'UTC') + make_interval(secs => {compiler.process(element.clauses, **kw)}))"
+    # clock_timestamp(), not now(): now() is when the transaction began, and a statement that
+    # waited on a lock (a lease renewal queued behind a long table lock) would set or judge a
+    # lease by a moment long gone. AT TIME ZONE 'UTC' keeps the value naive UTC.
+    seconds = compiler.process(element.clauses, **kw)
+    return f"((clock_timestamp() AT TIME ZONE 'UTC') + make_interval(secs => {seconds}))"
 
 
 @compiles(db_now, "sqlite")

@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from stream_app import TokenService
 from stream_app.clock import utc_now
@@ -251,3 +251,15 @@ async def test_the_lease_of_a_live_process_or_another_host_is_left_alone(
         alive.kill()
         alive.wait()
     assert sandbox.state.grant(grant["grant_id"]).refresh_count == 0  # type: ignore[union-attr]
+
+
+async def test_the_database_clock_is_the_moment_a_statement_runs_not_its_transactions_start(
+    service: TokenService,
+) -> None:
+    """A lease renewal queued behind a long lock must extend the lease from when it runs."""
+    async with service.database.transaction() as session:
+        began = await session.scalar(select(db_now()))
+        await session.execute(text("SELECT pg_sleep(1.2)"))
+        later = await session.scalar(select(db_now()))
+    assert began is not None and later is not None
+    assert (later - began).total_seconds() >= 1.1
