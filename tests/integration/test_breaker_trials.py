@@ -15,7 +15,7 @@ from stream_app.engine.breaker import CircuitState
 from stream_app.providers import ProviderClient
 from stream_app.sandbox import SandboxServer
 from tests.integration.conftest import ServiceFactory
-from tests.support.connections import seed_connection
+from tests.support.connections import engine_for, seed_connection
 
 pytestmark = pytest.mark.postgres
 
@@ -35,14 +35,7 @@ class Providers(ProviderClient):
 
 
 def engine_of(service: TokenService) -> RefreshEngine:
-    return RefreshEngine(
-        service.settings,
-        service.database,
-        Providers(service.http, service.settings),
-        service.cipher,
-        service.policy,
-        hasher=service.hash_user_id,
-    )
+    return engine_for(service, providers=Providers)
 
 
 async def tripped(service: TokenService, sandbox: SandboxServer, engine: RefreshEngine) -> list[Any]:

@@ -15,11 +15,10 @@ from stream_app import TokenService
 from stream_app.clock import utc_now
 from stream_app.db import OutboxRow
 from stream_app.db.connections import get_connection
-from stream_app.engine import RefreshEngine
 from stream_app.providers import ProviderClient
 from stream_app.sandbox import SandboxServer
 from tests.integration.conftest import ServiceFactory
-from tests.support.connections import seed_connection
+from tests.support.connections import engine_for, seed_connection
 
 pytestmark = pytest.mark.postgres
 
@@ -55,15 +54,7 @@ async def test_the_wait_asked_for_is_the_wait_taken_and_is_not_an_attempt(
     """Here waits up to 100 s are taken in memory (RATE_LIMIT_MAX_INLINE_WAIT_SECONDS)."""
     service = make_service(rate_limit_max_inline_wait_seconds=100)
     sleep = RecordingSleep()
-    engine = RefreshEngine(
-        service.settings,
-        service.database,
-        ProviderClient(service.http, service.settings),
-        service.cipher,
-        service.policy,
-        hasher=service.hash_user_id,
-        sleep=sleep,
-    )
+    engine = engine_for(service, sleep=sleep)
     user_id, _ = await seed_connection(
         service.database, service.cipher, sandbox, platform, expires_in=timedelta(minutes=2)
     )
@@ -94,15 +85,7 @@ async def test_a_long_wait_is_recorded_on_the_row_not_slept(
     """A wait longer than a few seconds holds no lease, no slot and no partition: it becomes the
     row's hold, the scan brings the connection back when it ends, and duplicates skip it."""
     sleep = RecordingSleep()
-    engine = RefreshEngine(
-        service.settings,
-        service.database,
-        ProviderClient(service.http, service.settings),
-        service.cipher,
-        service.policy,
-        hasher=service.hash_user_id,
-        sleep=sleep,
-    )
+    engine = engine_for(service, sleep=sleep)
     user_id, grant = await seed_connection(
         service.database, service.cipher, sandbox, platform, expires_in=timedelta(minutes=2)
     )
@@ -115,7 +98,7 @@ async def test_a_long_wait_is_recorded_on_the_row_not_slept(
     assert sleep.waits == []
     async with service.database.sessions() as session:
         row = await get_connection(session, user_id, platform)
-        events = (await session.scalars(select(OutboxRow.id).where(OutboxRow.key == f"{user_id}:{platform}".encode())))
+        events = await session.scalars(select(OutboxRow.id).where(OutboxRow.key == f"{user_id}:{platform}".encode()))
         assert events.all() == []  # still connected: nothing to announce
     assert row is not None and row.refresh_not_before is not None and row.refresh_lease_owner is None
     assert row.status == "connected" and row.refresh_due_at == row.refresh_not_before
@@ -145,14 +128,7 @@ class CountingProviders(ProviderClient):
 
 async def test_calls_in_flight_per_platform_are_capped(make_service: ServiceFactory, sandbox: SandboxServer) -> None:
     service = make_service(platform_max_concurrency=3)
-    engine = RefreshEngine(
-        service.settings,
-        service.database,
-        CountingProviders(service.http, service.settings),
-        service.cipher,
-        service.policy,
-        hasher=service.hash_user_id,
-    )
+    engine = engine_for(service, providers=CountingProviders)
     due = timedelta(minutes=2)
     users = [
         (await seed_connection(service.database, service.cipher, sandbox, "gmail", expires_in=due))[0]
