@@ -12,15 +12,14 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.structs import RecordMetadata
 from sqlalchemy import text
 
 from stream_app.db import Database
 from tests.integration.conftest import Stack
-from tests.support.kafka import TopicReader
+from tests.support.kafka import TopicReader, committed_offset, produce_at
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
@@ -48,16 +47,6 @@ def _github(stack: Stack) -> dict[str, object]:
     return _connection(platform="github", access_token=stack.cipher.encrypt("ghp_" + uuid.uuid4().hex))
 
 
-async def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> list[RecordMetadata]:
-    """Produce in order and return where each record landed."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
-    await producer.start()
-    try:
-        return [await producer.send_and_wait(topic, value, key=key) for key, value in records]
-    finally:
-        await producer.stop()
-
-
 async def _wait_for_rows(stack: Stack, events: list[dict[str, object]]) -> None:
     deadline = time.monotonic() + WAIT
     missing = list(events)
@@ -66,17 +55,6 @@ async def _wait_for_rows(stack: Stack, events: list[dict[str, object]]) -> None:
         if missing and time.monotonic() > deadline:
             raise AssertionError(f"{len(missing)} valid connection(s) not stored within {WAIT}s")
         await asyncio.sleep(0.2)
-
-
-async def _committed(bootstrap: str, group: str, tp: TopicPartition) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group, partitions=[tp])
-    finally:
-        await admin.close()
-    found = offsets.get(tp)
-    return found.offset if found is not None else -1
 
 
 async def test_a_record_too_large_to_copy_is_dead_lettered_without_its_value_and_ingestion_goes_on(
@@ -90,7 +68,7 @@ async def test_a_record_too_large_to_copy_is_dead_lettered_without_its_value_and
     records = [(f"oversized-{tag}".encode(), oversized), (f"nested-{tag}".encode(), nested)]
     records += [(f"{event['user_id']}:github".encode(), json.dumps(event).encode()) for event in valid]
 
-    sent = await _produce(stack.bootstrap, topic, records)
+    sent = await produce_at(stack.bootstrap, topic, records)
 
     await _wait_for_rows(stack, valid)  # the records after the poison ones were processed
     async with TopicReader(stack.bootstrap, [f"{topic}.dlq"]) as dead:
@@ -119,7 +97,7 @@ async def test_a_record_the_database_refuses_is_dead_lettered_not_retried_foreve
         "CHECK (scopes IS NULL OR scopes NOT LIKE '%refused-by-the-database%')",
     )
     try:
-        await _produce(
+        await produce_at(
             stack.bootstrap,
             topic,
             [
@@ -145,12 +123,12 @@ async def _administer(stack: Stack, statement: str) -> None:
         await database.dispose()
 
 
-async def test_a_deeply_nested_refresh_request_is_dead_lettered_and_its_offset_committed(stack: Stack) -> None:
+async def test_a_deeply_nested_refresh_request_is_dead_lettered_and_its_offsetcommitted_offset(stack: Stack) -> None:
     topic = stack.topics["token.expiring"]
     key = f"nested-{uuid.uuid4().hex[:8]}".encode()
     nested = b"[" * 200_000
 
-    [sent] = await _produce(stack.bootstrap, topic, [(key, nested)])
+    [sent] = await produce_at(stack.bootstrap, topic, [(key, nested)])
 
     async with TopicReader(stack.bootstrap, [f"{topic}.dlq"]) as dead:
         letter = await dead.wait_for(lambda _t, r: r.get("key") == key.decode(), timeout=WAIT)
@@ -161,7 +139,7 @@ async def test_a_deeply_nested_refresh_request_is_dead_lettered_and_its_offset_c
     tp = TopicPartition(topic, sent.partition)
     group = stack.worker.env["KAFKA_APP_ID"]
     deadline = time.monotonic() + WAIT
-    while (committed := await _committed(stack.bootstrap, group, tp)) <= sent.offset:
+    while (committed := await committed_offset(stack.bootstrap, group, tp)) <= sent.offset:
         assert time.monotonic() < deadline, f"committed offset {committed} never passed {sent.offset}"
         await asyncio.sleep(0.5)
 
@@ -174,7 +152,7 @@ async def test_a_dead_letter_the_broker_refuses_as_too_large_goes_out_minimal(st
     try:
         key = f"refused-{uuid.uuid4().hex[:8]}".encode()
         value = json.dumps({"event_type": "token.expiring", "padding": "x" * 100_000}).encode()
-        [sent] = await _produce(stack.bootstrap, topic, [(key, value)])
+        [sent] = await produce_at(stack.bootstrap, topic, [(key, value)])
         async with TopicReader(stack.bootstrap, [f"{topic}.dlq"]) as dead:
             letter = await dead.wait_for(lambda _t, r: r.get("key") == key.decode(), timeout=WAIT)
     finally:

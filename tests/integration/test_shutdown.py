@@ -16,7 +16,7 @@ from schemas import TokenExpiring
 from stream_app.db import ConnectionRow, Database
 from stream_app.db.clock import db_now
 from tests.integration.conftest import Stack
-from tests.integration.test_poison_records import _committed, _produce
+from tests.support.kafka import committed_offset, produce_at
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
@@ -38,14 +38,14 @@ async def test_a_request_for_a_connection_leased_elsewhere_holds_neither_offsets
     finally:
         await database.dispose()
     request = TokenExpiring(user_id=user_id, platform="spotify", token_expires_at=None, reason="manual")
-    [sent] = await _produce(
+    [sent] = await produce_at(
         stack.bootstrap, stack.topics["token.expiring"], [(request.key.encode(), request.to_bytes())]
     )
 
     tp = TopicPartition(sent.topic, sent.partition)
     group = stack.worker.env["KAFKA_APP_ID"]
     deadline = time.monotonic() + 30
-    while (committed := await _committed(stack.bootstrap, group, tp)) <= sent.offset:
+    while (committed := await committed_offset(stack.bootstrap, group, tp)) <= sent.offset:
         assert time.monotonic() < deadline, f"committed offset {committed} never passed {sent.offset}"
         await asyncio.sleep(0.5)
     assert stack.sandbox.state.grant(grant["grant_id"]).refresh_count == 0  # type: ignore[index, union-attr]

@@ -8,9 +8,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.structs import RecordMetadata
 
 
 async def create_topics(bootstrap: str, names: list[str], partitions: int = 4) -> None:
@@ -76,6 +77,28 @@ class TopicReader:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             await self._poll(200)
+
+
+async def produce_at(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> list[RecordMetadata]:
+    """Produce in order and return where each record landed."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        return [await producer.send_and_wait(topic, value, key=key) for key, value in records]
+    finally:
+        await producer.stop()
+
+
+async def committed_offset(bootstrap: str, group: str, tp: TopicPartition) -> int:
+    """The consumer group's committed offset on ``tp`` (-1: none yet)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group, partitions=[tp])
+    finally:
+        await admin.close()
+    found = offsets.get(tp)
+    return found.offset if found is not None else -1
 
 
 def _json(value: bytes | None) -> dict[str, Any] | None:
