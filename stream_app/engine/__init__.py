@@ -67,6 +67,7 @@ class RefreshEngine:
         *,
         hasher: UserIdHasher,
         on_outbox_write: Callable[[], None] = lambda: None,
+        on_stored: Callable[[uuid.UUID, str], None] = lambda *_: None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ) -> None:
         self._settings = settings
@@ -86,6 +87,7 @@ class RefreshEngine:
             on_outbox_write,
             Failpoints(settings.failpoints),
             TokenSpool(settings.token_spool_dir),
+            on_stored,
         )
         self._gates = PlatformGates(settings)
         self._locks = KeyedLocks()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,7 +30,6 @@ from stream_app.providers import RefreshedTokens
 from stream_app.transient import is_transient
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,10 @@ class OutcomeWriter:
         on_outbox_write: Callable[[], None],
         failpoint: Callable[[str], None],
         spool: TokenSpool,
+        on_stored: Callable[[uuid.UUID, str], None] = lambda *_: None,
     ) -> None:
         self._db = database
+        self._on_stored = on_stored
         self._spool = spool
         self._failpoint = failpoint
         self._cipher = cipher
@@ -217,6 +219,7 @@ class OutcomeWriter:
             log.warning("Connection changed or lease lost during refresh; result not stored")
             return False
         lease.released = True  # the fenced update cleared it
+        self._on_stored(row.user_id, row.platform)
         if event is not None:
             self._failpoint("after_outbox_commit")
             self._on_outbox_write()
@@ -281,6 +284,7 @@ class OutcomeWriter:
                     )
             if applied:
                 stored += 1
+                self._on_stored(outcome.user_id, outcome.platform)
                 log.warning("Stored fresh tokens a stopped process left in the spool (%s)", entry.path.name)
             else:
                 log.warning("Spooled tokens for a connection that has moved on since; dropped (%s)", entry.path.name)
