@@ -9,7 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from sqlalchemy.exc import DBAPIError
+
 from schemas import TokenExpiring
+from stream_app.catalog import PlatformSpec
 from stream_app.catalog import platform as platform_spec
 from stream_app.clock import utc_now
 from stream_app.crypto import TokenCipher
@@ -22,6 +25,7 @@ from stream_app.privacy import UserIdHasher
 from stream_app.providers import ProviderClient, build_http_client
 from stream_app.scheduler import scan_expiring
 from stream_app.settings import Settings
+from stream_app.token_cache import TokenCache
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,7 @@ class TokenService:
         self.cipher = TokenCipher(key, settings.retired_keys())
         self.hash_user_id = UserIdHasher(settings.log_hash_secret())
         self.policy = RefreshPolicy.from_settings(settings)
+        self.token_cache = TokenCache(settings.token_cache_ttl_seconds, settings.token_cache_max_entries)
         self.engine = RefreshEngine(
             settings,
             self.database,
@@ -54,6 +59,7 @@ class TokenService:
             self.policy,
             hasher=self.hash_user_id,
             on_outbox_write=self._outbox_written,
+            on_stored=self.token_cache.invalidate,
         )
         self._wake_relay: Callable[[], None] = lambda: None
         self._background: dict[tuple[uuid.UUID, str], asyncio.Task[RefreshResult]] = {}
@@ -76,6 +82,7 @@ class TokenService:
             )
             for task in unfinished:
                 task.cancel()
+        await self.token_cache.aclose(grace_seconds=self.settings.database_pool_timeout_seconds)
         await self.http.aclose()
         await self.database.dispose()
 
@@ -93,10 +100,16 @@ class TokenService:
         Waits at most ON_DEMAND_DEADLINE_SECONDS for a refresh (another process may hold it, the
         provider may be throttling): then a stored token that is still valid is returned, and
         one that has expired or is about to raises TokenUnavailableError. The refresh itself
-        goes on in the background either way, so a rotated token is never abandoned."""
+        goes on in the background either way, so a rotated token is never abandoned.
+
+        A fresh token is answered from the process-local cache of its sealed row when one is
+        held (TOKEN_CACHE_TTL_SECONDS): no database round trip."""
         user_id = _as_uuid(user_id)
         spec = platform_spec(platform)
-        row = await self._read(user_id, platform)
+        token = self._cached_fresh_token(user_id, platform, spec)
+        if token is not None:
+            return token
+        row = await self.token_cache.read((user_id, platform), lambda: self._read(user_id, platform))
         decision = decide_refresh(row, spec, utc_now(), self.policy, "on_demand")
         if decision.action is not Action.SKIP:
             refresh = self._refresh_in_background(user_id, platform)
@@ -110,6 +123,17 @@ class TokenService:
             if result.reason == REFRESHING_ELSEWHERE:
                 return self._stored_token_before_deadline(row, user_id, platform)
         return self._usable_token(row, user_id, platform)
+
+    def _cached_fresh_token(self, user_id: uuid.UUID, platform: str, spec: PlatformSpec) -> str | None:
+        """The token of the cached row if it needs no refresh and is valid; None sends the caller
+        to the database (nothing cached, or anything to do: due, expired, dead)."""
+        cached = self.token_cache.get((user_id, platform), lambda: self._read(user_id, platform))
+        if (
+            cached is None
+            or decide_refresh(cached, spec, utc_now(), self.policy, "on_demand").action is not Action.SKIP
+        ):
+            return None
+        return self._usable_token(cached, user_id, platform)
 
     def _refresh_in_background(self, user_id: uuid.UUID, platform: str) -> asyncio.Task[RefreshResult]:
         """One background refresh per connection; callers that come while it runs share it."""
@@ -145,6 +169,18 @@ class TokenService:
             return None
 
     async def _read(self, user_id: uuid.UUID, platform: str) -> ConnectionRow | None:
+        """The row as stored now. A read on a connection the server dropped (a restart, a
+        terminated backend) is tried once more: the pool has discarded its stale connections by then."""
+        try:
+            return await self._read_once(user_id, platform)
+        except DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+            tag = f"[{platform}][{self.hash_user_id(user_id)}]"
+            log.warning("%s Database connection lost during a read; reading again", tag)
+            return await self._read_once(user_id, platform)
+
+    async def _read_once(self, user_id: uuid.UUID, platform: str) -> ConnectionRow | None:
         async with self.database.sessions() as session:
             return await get_connection(session, user_id, platform)
 
@@ -157,8 +193,7 @@ class TokenService:
             return RefreshedAccessToken(result.tokens.access_token, result.tokens.expires_in)
         if result.reason != "refreshed_concurrently":
             return None
-        async with self.database.sessions() as session:
-            row = await get_connection(session, user_id, platform)
+        row = await self._read(user_id, platform)
         if row is None or row.access_token is None:
             return None
         remaining = None

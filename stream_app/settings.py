@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     database_pool_size: int | None = Field(default=None, ge=1)
     database_max_overflow: int | None = Field(default=None, ge=0)
     database_pool_timeout_seconds: float = Field(default=30, gt=0)
+    # get_valid_access_token answers a fresh token from a process-local cache of the sealed row
+    # (ciphertexts, expiry, status) for at most this long; what another process changes (a
+    # disconnect, a re-connect) is seen this late at most. 0 turns the cache off.
+    token_cache_ttl_seconds: float = Field(default=5, ge=0, le=300)
+    token_cache_max_entries: int = Field(default=10_000, ge=1)
     # Where fresh tokens that could not be stored yet are kept, sealed, until they are (replayed
     # at start). Keep it on a persistent volume.
     token_spool_dir: Path = Path("token_refresh_spool")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -10,9 +11,19 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from stream_app.settings import Settings
+
+# A pooled connection returned less than this long ago is taken to be alive and handed out
+# without a ping (HikariCP's "alive bypass window"): a busy pool pays no round trip per
+# checkout. One idle longer, which a server restart or an idle timeout may have closed
+# meanwhile, is pinged first, as pool_pre_ping would. A connection that dies within the window
+# fails its first statement: the pool then discards every connection older than the failure,
+# and TokenService reads once more.
+PING_AFTER_IDLE_SECONDS = 1.0
+_RETURNED_AT = "token_refresh_returned_at"
 
 
 class Database:
@@ -24,7 +35,13 @@ class Database:
     """
 
     def __init__(
-        self, url: str, *, pool_size: int = 10, max_overflow: int | None = None, pool_timeout: float = 30.0
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        max_overflow: int | None = None,
+        pool_timeout: float = 30.0,
+        ping_after_idle_seconds: float = PING_AFTER_IDLE_SECONDS,
     ) -> None:
         self.url = make_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
@@ -32,6 +49,8 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(url, **self._engine_options(pool_size, overflow, pool_timeout))
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        else:
+            _ping_after_idle(self.engine, ping_after_idle_seconds)
         self._sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         self._gate = asyncio.Semaphore(pool_size + overflow)
 
@@ -54,7 +73,6 @@ class Database:
             "pool_size": pool_size,
             "max_overflow": max_overflow,
             "pool_timeout": pool_timeout,
-            "pool_pre_ping": True,
         }
         if self.url.get_driver_name() == "asyncpg":
             # Timestamps are stored as UTC without zone (the seed's types): pin the session zone
@@ -87,6 +105,29 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def _ping_after_idle(engine: AsyncEngine, idle_seconds: float) -> None:
+    """Ping a pooled connection at checkout only when it has been idle ``idle_seconds`` or more
+    (0: at every checkout); one the server has closed invalidates the pool and is replaced."""
+    dialect = engine.dialect
+
+    def returned(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_RETURNED_AT] = time.monotonic()
+
+    def checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        returned_at = record.info.get(_RETURNED_AT)
+        if returned_at is None or time.monotonic() - returned_at < idle_seconds:
+            return  # just opened, or in use a moment ago
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as error:
+            if dialect.is_disconnect(error, dbapi_connection, None):
+                raise InvalidatePoolError("the server closed a pooled connection") from error
+            raise
+
+    event.listen(engine.sync_engine, "checkin", returned)
+    event.listen(engine.sync_engine, "checkout", checked_out)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
