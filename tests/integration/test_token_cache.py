@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -25,6 +27,8 @@ from tests.integration.conftest import ServiceFactory
 from tests.support.connections import seed_connection
 
 pytestmark = pytest.mark.postgres
+
+BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_api.py"
 
 
 class FakeClock:
@@ -301,3 +305,26 @@ async def test_a_connection_used_within_the_idle_window_is_not_pinged(
             await service.get_valid_access_token(user_id, "spotify")
 
         assert (len(pings) >= 9) if pinged else (pings == [])
+
+
+async def test_the_api_benchmark_measures_and_leaves_no_connection_behind(
+    own_database_url: str, encryption_key: str
+) -> None:
+    spec = importlib.util.spec_from_file_location("bench_api", BENCHMARK)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # dataclasses look their module up here
+    try:
+        spec.loader.exec_module(bench)
+        result = await bench.measure_api(own_database_url, encryption_key, calls=40, concurrency=4, connections=4)
+    finally:
+        sys.modules.pop(spec.name, None)
+
+    assert set(result) >= {"p50_ms", "p99_ms", "calls_per_second"}
+    assert 0 < result["p50_ms"] <= result["p99_ms"] and result["calls_per_second"] > 0
+    database = Database(own_database_url)
+    try:
+        async with database.sessions() as session:
+            assert (await session.execute(text("SELECT count(*) FROM platform_connections"))).scalar_one() == 0
+    finally:
+        await database.dispose()
