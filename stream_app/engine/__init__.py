@@ -27,6 +27,7 @@ from stream_app.db import ConnectionRow, ConnectionStatus, Database
 from stream_app.db.connections import forget_refresh_request, get_connection
 from stream_app.decisions import Action, Decision, RefreshPolicy, decide_refresh
 from stream_app.engine.breaker import CircuitState, Permit
+from stream_app.engine.claims import ClaimRequest, Claims
 from stream_app.engine.gates import PlatformGates
 from stream_app.engine.lease import Lease, LeaseLost, Leases
 from stream_app.engine.outcomes import LOST_RACE, OutcomeWriter, RefreshResult
@@ -79,6 +80,7 @@ class RefreshEngine:
         self._policy = policy
         self._sleep = sleep
         self._leases = Leases(database, settings.refresh_lease_seconds)
+        self._claims = Claims(database, self._leases, policy)
         self._outcomes = OutcomeWriter(
             database,
             cipher,
@@ -137,14 +139,11 @@ class RefreshEngine:
         deciding: RefreshReason = trigger
         waited = False
         while True:
-            # One transaction reads, decides and takes the lease (one connection checkout).
-            async with self._db.transaction() as session:
-                row = await get_connection(session, user_id, platform_key)
-                decision = decide_refresh(row, spec, utc_now(), self._policy, deciding)
-                due = decision.action is not Action.SKIP and row is not None
-                held = await self._leases.acquire(session, row.id) if due and row is not None else None
-                if due and held is None and wait_for_others == 0 and row is not None:
-                    await forget_refresh_request(session, row.id)
+            # Read, decide and take the lease in one go (batched with other refreshes' claims).
+            claim = await self._claims.claim(
+                ClaimRequest(user_id, platform_key, deciding, forget_if_held=wait_for_others == 0)
+            )
+            row, decision, held, due = claim.row, claim.decision, claim.held, claim.due
             if not due or row is None:
                 reason = "refreshed_concurrently" if waited and decision.reason == "fresh" else decision.reason
                 log.debug("%s No refresh: %s", tag, reason)

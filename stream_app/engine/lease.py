@@ -9,13 +9,13 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stream_app.db import ConnectionRow, Database
+from stream_app.db.bulk import acquire_leases
 from stream_app.db.leases import (
-    acquire_lease,
     lease_held,
     lease_owner,
     release_lease,
@@ -110,21 +110,31 @@ class Leases:
         self._ttl = ttl
         self._owner_prefix = f"{socket.gethostname()}:{os.getpid()}"
 
-    async def acquire(self, session: AsyncSession, connection_id: uuid.UUID) -> tuple[Lease, ConnectionRow] | None:
-        """The lease and the row as it is once held (in ``session``'s transaction, held once it
-        commits), or None while someone else holds it."""
+    async def acquire_many(
+        self, session: AsyncSession, connection_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, tuple[Lease, ConnectionRow]]:
+        """The leases taken, with their rows as they are once held (in ``session``'s transaction,
+        held once it commits); a connection someone else holds is left out.
+
+        The leases of one call share an owner id: each is still fenced on its own row, and no
+        other call (in this process or any other) ever uses that id."""
         owner = f"{self._owner_prefix}:{uuid.uuid4().hex[:8]}"
-        row = await acquire_lease(session, connection_id, owner, ttl=self._ttl)
-        if row is None:
+        rows = await acquire_leases(session, connection_ids, owner, ttl=self._ttl)
+        for connection_id in connection_ids:
+            if connection_id in rows:
+                continue
             holder = await lease_owner(session, connection_id)
             if holder is not None and _died_on_this_host(holder):
                 # A process of this host that was killed (kill -9, OOM) while refreshing: its
                 # lease would block the connection until it lapsed; take it over now.
                 log.warning("Taking over the refresh lease of a process that died on this host")
                 row = await take_over_lease(session, connection_id, holder, owner, ttl=self._ttl)
-        if row is None:
-            return None
-        return Lease(self._db, connection_id, owner, self._ttl), row
+                if row is not None:
+                    rows[connection_id] = row
+        return {
+            connection_id: (Lease(self._db, connection_id, owner, self._ttl), row)
+            for connection_id, row in rows.items()
+        }
 
     async def wait_for_release(self, connection_id: uuid.UUID) -> None:
         """Return once nobody holds the lease (released, or expired after a holder died)."""

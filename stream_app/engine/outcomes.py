@@ -10,16 +10,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from schemas import Event, RefreshReason, TokenNeedsReauth, TokenRefreshed, TokenRefreshFailed
 from stream_app.backoff import Backoff
+from stream_app.batching import Coalescer
 from stream_app.clock import to_aware_utc, utc_now
 from stream_app.crypto import TokenBinding, TokenCipher
 from stream_app.db import ConnectionRow, ConnectionStatus, Database, OutboxRow
+from stream_app.db.bulk import update_fenced_many
 from stream_app.db.connections import update_fenced, update_if
 from stream_app.db.outbox import add_event
 from stream_app.decisions import RefreshPolicy
@@ -44,6 +46,17 @@ class RefreshResult:
 
 LOST_RACE = RefreshResult("skipped", "lost_race")
 
+MAX_OUTCOMES_PER_BATCH = 200
+CONCURRENT_OUTCOME_BATCHES = 2
+
+
+class _Write(NamedTuple):
+    row: ConnectionRow  # as read when the lease was taken
+    lease: Lease
+    values: dict[str, Any]
+    event: Event | None
+    spent: str | None  # the refresh token fresh tokens replace (only for those)
+
 
 class OutcomeWriter:
     def __init__(
@@ -66,6 +79,12 @@ class OutcomeWriter:
         self._topics = topics
         self._on_outbox_write = on_outbox_write
         self._retry = Backoff(base=0.2, cap=5.0, jitter_ratio=0.3)
+        self._group: Coalescer[_Write, bool] = Coalescer(
+            self._store_batch,
+            max_batch=MAX_OUTCOMES_PER_BATCH,
+            max_concurrent=CONCURRENT_OUTCOME_BATCHES,
+            on_abandoned=self._abandoned,
+        )
 
     async def refreshed(
         self,
@@ -184,10 +203,54 @@ class OutcomeWriter:
         *,
         spent: str | None = None,
     ) -> bool:
-        """One transaction: the row (fenced) and the outbox event. Retried while the database
-        is unreachable; fresh tokens (``spent``: the refresh token they replace) are retried
-        whatever the error, spooled from the first failure on, and stored even past a lapsed
-        lease while the row still holds the spent token."""
+        """The row (fenced) and the outbox event, in one transaction shared with other refreshes'
+        outcomes (group commit). A batch that fails has each of its outcomes committed alone."""
+        write = _Write(row, lease, values, event, spent)
+        try:
+            stored = await self._group.submit(write)
+        except Exception as exc:
+            log.warning("Storing a batch of refresh outcomes failed (%s); storing each alone", type(exc).__name__)
+            stored = await self._commit_alone(write)
+        if not stored:
+            log.warning("Connection changed or lease lost during refresh; result not stored")
+            return False
+        self._stored(write)
+        if event is not None:
+            self._failpoint("after_outbox_commit")
+        return True
+
+    def _stored(self, write: _Write) -> None:
+        write.lease.released = True  # the fenced update cleared it
+        self._on_stored(write.row.user_id, write.row.platform)
+        if write.event is not None:
+            self._on_outbox_write()
+
+    def _abandoned(self, write: _Write, stored: bool) -> None:
+        """An outcome stored for a caller cancelled meanwhile."""
+        if stored:
+            self._stored(write)
+
+    async def _store_batch(self, writes: Sequence[_Write]) -> list[bool]:
+        async with self._db.transaction() as session:
+            stored = await update_fenced_many(session, [(w.row, w.lease.owner, w.values) for w in writes])
+            for index, write in enumerate(writes):
+                if not stored[index] and write.spent is not None:
+                    stored[index] = await update_if(
+                        session, write.row.id, self._holds(write.spent), write.values, lease_owner=write.lease.owner
+                    )
+            # After every row's update: a key's outbox ids follow its commit order.
+            now = utc_now()
+            for write, applied in zip(writes, stored, strict=True):
+                if applied and write.event is not None:
+                    add_event(session, self._topics[write.event.default_topic], write.event, now)
+        return stored
+
+    async def _commit_alone(self, write: _Write) -> bool:
+        """One transaction for one outcome. Retried while the database is unreachable; fresh
+        tokens (``spent``: the refresh token they replace) are retried whatever the error,
+        spooled from the first failure on, and stored even past a lapsed lease while the row
+        still holds the spent token."""
+        row, lease, values, event, spent = write
         failures = 0
         spooled: SpoolEntry | None = None
         try:
@@ -215,15 +278,7 @@ class OutcomeWriter:
             raise
         if spooled is not None:
             spooled.discard()
-        if not stored:
-            log.warning("Connection changed or lease lost during refresh; result not stored")
-            return False
-        lease.released = True  # the fenced update cleared it
-        self._on_stored(row.user_id, row.platform)
-        if event is not None:
-            self._failpoint("after_outbox_commit")
-            self._on_outbox_write()
-        return True
+        return stored
 
     def _holds(self, refresh_token: str) -> Callable[[ConnectionRow], bool]:
         """Whether a row (still connected or waiting for a retry) holds ``refresh_token``,

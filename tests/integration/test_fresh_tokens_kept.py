@@ -34,20 +34,23 @@ DUE = timedelta(minutes=2)
 
 
 class FailingStores:
-    """``update_fenced`` failing ``times`` times (None: until told to stop) with ``error``."""
+    """Storing outcomes (``update_fenced``, or ``update_fenced_many`` for a batch) failing ``times``
+    times in all (None: until told to stop) with ``error``."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, error: Exception, times: int | None) -> None:
         self.calls = 0
         self.failing = True
-        real = outcomes.update_fenced
+        for name in ("update_fenced", "update_fenced_many"):
+            monkeypatch.setattr(outcomes, name, self._failing(getattr(outcomes, name), error, times))
 
-        async def update_fenced(*args: Any, **kwargs: Any) -> bool:
+    def _failing(self, real: Any, error: Exception, times: int | None) -> Any:
+        async def store(*args: Any, **kwargs: Any) -> Any:
             self.calls += 1
             if self.failing and (times is None or self.calls <= times):
                 raise error
             return await real(*args, **kwargs)
 
-        monkeypatch.setattr(outcomes, "update_fenced", update_fenced)
+        return store
 
 
 def pool_timeout() -> PoolTimeoutError:

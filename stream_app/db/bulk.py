@@ -1,0 +1,122 @@
+"""Set-at-a-time versions of the connection queries, for batches (one statement for many rows).
+
+Each has the same meaning as its one-row counterpart in ``connections`` and ``leases``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Integer, Text, Uuid, cast, column, or_, select, tuple_, update, values
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from stream_app.db.clock import db_now
+from stream_app.db.connections import update_fenced
+from stream_app.db.models import ConnectionRow
+
+# Rows per statement: well under PostgreSQL's 32,767 bind parameters for the widest update.
+MAX_ROWS_PER_STATEMENT = 500
+
+
+async def get_connections(
+    session: AsyncSession, keys: Sequence[tuple[uuid.UUID, str]]
+) -> dict[tuple[uuid.UUID, str], ConnectionRow]:
+    """The rows of the (user_id, platform) ``keys`` that exist."""
+    found: dict[tuple[uuid.UUID, str], ConnectionRow] = {}
+    for chunk in _chunks(keys):
+        query = select(ConnectionRow).where(tuple_(ConnectionRow.user_id, ConnectionRow.platform).in_(chunk))
+        for row in (await session.execute(query)).scalars():
+            found[(row.user_id, row.platform)] = row
+    return found
+
+
+async def acquire_leases(
+    session: AsyncSession, ids: Sequence[uuid.UUID], owner: str, *, ttl: float
+) -> dict[uuid.UUID, ConnectionRow]:
+    """``acquire_lease`` for many rows: those nobody holds an unexpired lease on are taken, and
+    returned as they are now."""
+    taken: dict[uuid.UUID, ConnectionRow] = {}
+    for chunk in _chunks(ids):
+        result = await session.execute(
+            update(ConnectionRow)
+            .where(
+                ConnectionRow.id.in_(chunk),
+                or_(
+                    ConnectionRow.refresh_lease_expires_at.is_(None),
+                    ConnectionRow.refresh_lease_expires_at < db_now(),
+                ),
+            )
+            .values(refresh_lease_owner=owner, refresh_lease_expires_at=db_now(ttl))
+            .returning(ConnectionRow)
+            .execution_options(synchronize_session=False)
+        )
+        for row in result.scalars():
+            taken[row.id] = row
+    return taken
+
+
+async def forget_refresh_requests(session: AsyncSession, ids: Sequence[uuid.UUID]) -> None:
+    """``forget_refresh_request`` for many rows."""
+    for chunk in _chunks(ids):
+        await session.execute(
+            update(ConnectionRow).where(ConnectionRow.id.in_(chunk)).values(refresh_requested_at=None)
+        )
+
+
+FencedWrite = tuple[ConnectionRow, str, dict[str, Any]]  # the row as read, the lease owner, new values
+
+
+async def update_fenced_many(session: AsyncSession, writes: Sequence[FencedWrite]) -> list[bool]:
+    """``update_fenced`` for many rows; whether each was applied, in order.
+
+    On PostgreSQL, writes that set the same columns go as one ``UPDATE … FROM (VALUES …)``;
+    elsewhere (SQLite, in-process) one statement per row costs no round trip anyway."""
+    if session.get_bind().dialect.name != "postgresql":
+        return [await update_fenced(session, row, owner, new) for row, owner, new in writes]
+    applied = [False] * len(writes)
+    by_columns: dict[tuple[str, ...], list[int]] = {}
+    for index, (_, _, new) in enumerate(writes):
+        by_columns.setdefault(tuple(sorted(new)), []).append(index)
+    for names, indexes in by_columns.items():
+        for chunk in _chunks(indexes):
+            updated = await _update_from_values(session, names, [writes[i] for i in chunk])
+            for i in chunk:
+                applied[i] = writes[i][0].id in updated
+    return applied
+
+
+async def _update_from_values(
+    session: AsyncSession, names: tuple[str, ...], writes: Sequence[FencedWrite]
+) -> set[uuid.UUID]:
+    table = ConnectionRow.__table__
+    new = values(
+        column("id", Uuid()),
+        column("version", Integer()),
+        column("owner", Text()),
+        *(column(name, table.c[name].type) for name in names),
+        name="new",
+    ).data([(row.id, row.version, owner, *(values_[name] for name in names)) for row, owner, values_ in writes])
+    result = await session.execute(
+        update(ConnectionRow)
+        .where(
+            ConnectionRow.id == new.c.id,
+            ConnectionRow.version == new.c.version,
+            ConnectionRow.refresh_lease_owner == new.c.owner,
+        )
+        .values(
+            version=ConnectionRow.version + 1,
+            refresh_lease_owner=None,
+            refresh_lease_expires_at=None,
+            # Cast: a column whose every value is NULL would reach PostgreSQL as text.
+            **{name: cast(new.c[name], table.c[name].type) for name in names},
+        )
+        .returning(ConnectionRow.id)
+        .execution_options(synchronize_session=False)
+    )
+    return set(result.scalars())
+
+
+def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
+    return [items[start : start + MAX_ROWS_PER_STATEMENT] for start in range(0, len(items), MAX_ROWS_PER_STATEMENT)]
