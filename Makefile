@@ -34,9 +34,13 @@ test: install services lint
 test-unit: install
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-# httpx over aiohttp's pool vs plain httpx vs raw aiohttp, as ratios measured in one run.
+# End to end, one table (docs/benchmarks.md): raw aiohttp, an Authlib loop, the seed's serial loop and
+# the service's burst and wave, with scaling, plots, API and scan rows; its own broker (:29092),
+# database and sandbox; about 20 minutes. Parts only: make bench BENCH_ARGS="--only raw,burst,wave".
+# (HTTP transports alone: $(BIN)/python benchmarks/bench_http_transports.py --rounds 3.)
 bench: install
-	$(BIN)/python benchmarks/bench_http_transports.py --rounds 3
+	$(BIN)/pip install --quiet --constraint constraints.txt --editable '.[dev,bench]'
+	$(BIN)/python benchmarks/bench_e2e.py $(BENCH_ARGS)
 
 # The real workers against the sandbox while things break (minutes; not part of `test`).
 # Brings its own Kafka and Postgres; docs/reliability.md explains the figures.

@@ -1,0 +1,65 @@
+"""`make bench`'s end-to-end benchmark (benchmarks/bench_e2e.py) still runs, so it cannot rot.
+
+A smoke run with a tiny N on the suite's Kafka and Postgres: every path (raw aiohttp, the
+Authlib loop, the seed's serial loop, the service's burst and wave with a real worker
+process each) must refresh every connection, the table must show every row, and no
+plain-text token may appear in the run's logs. No timing is asserted."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.support.infra import require_postgres
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+CONNECTIONS = 30
+
+
+@pytest.fixture(scope="module")
+def e2e() -> Iterator[ModuleType]:
+    """The benchmark's package, imported as the script imports it (``benchmarks/`` on the path)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import e2e.render
+        import e2e.runner
+
+        yield e2e
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+async def test_every_path_refreshes_every_connection(e2e: ModuleType, kafka_bootstrap: str) -> None:
+    paths = e2e.runner.MAIN_PATHS
+    options = e2e.runner.Options(
+        connections=CONNECTIONS,
+        repeats=1,
+        only=paths,
+        bootstrap=kafka_bootstrap,
+        server_url=require_postgres(),
+        scan_interval=1.0,
+        service_timeout=60.0,
+    )
+
+    report = await e2e.runner.run(options)
+
+    assert list(report.table.rows) == list(paths)
+    for path in paths:
+        [run] = report.table.rows[path]
+        assert run.refreshed == CONNECTIONS, path
+        assert run.seconds > 0, path
+    for path in ("burst", "wave"):
+        [run] = report.table.rows[path]
+        assert len(run.latencies_ms) == CONNECTIONS, path
+        assert run.cpu_seconds is not None and run.peak_rss_bytes, path
+    text = e2e.render.render(report, options)
+    for path in paths:
+        assert e2e.results.LABELS[path] in text, path
+    assert "vs raw limit" in text and "vs Authlib loop" in text
+    assert report.leaks == (0, 0), "a plain-text token in the benchmark's logs"
