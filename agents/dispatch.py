@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import Gauge
+
 from stream_app.metrics import REFRESHES_IN_FLIGHT
 
 log = logging.getLogger(__name__)
@@ -63,8 +65,11 @@ class Dispatcher:
     """Runs up to ``max_in_flight`` jobs at once; ``submit`` waits for a free slot, which is the
     backpressure that stops the agent reading ahead of what the process can hold."""
 
-    def __init__(self, acks: InOrderAcks, *, max_in_flight: int, on_escape: OnEscape) -> None:
+    def __init__(
+        self, acks: InOrderAcks, *, max_in_flight: int, on_escape: OnEscape, gauge: Gauge | None = REFRESHES_IN_FLIGHT
+    ) -> None:
         self._acks = acks
+        self._gauge = gauge
         self._on_escape = on_escape
         self._slots = asyncio.Semaphore(max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -81,7 +86,8 @@ class Dispatcher:
         await self._acks.finished(self._acks.started(event))
 
     async def _run(self, entry: _Pending, job: Callable[[], Awaitable[None]]) -> None:
-        REFRESHES_IN_FLIGHT.inc()
+        if self._gauge is not None:
+            self._gauge.inc()
         try:
             try:
                 await job()
@@ -89,7 +95,8 @@ class Dispatcher:
                 log.exception("Job failed outside its own error handling; taking the last resort")
                 await self._last_resort(entry.event, exc)
         finally:
-            REFRESHES_IN_FLIGHT.dec()
+            if self._gauge is not None:
+                self._gauge.dec()
             self._slots.release()
         # A job cancelled at shutdown never gets here: its event is not acked and comes back.
         await self._acks.finished(entry)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
-from sqlalchemy.exc import IntegrityError
 
 from schemas import ConnectionCreated, Event
 from schemas.events import ENCRYPTED_TOKEN_PATTERN
@@ -16,8 +17,8 @@ from stream_app.catalog import is_known, platform
 from stream_app.clock import to_naive_utc, utc_now
 from stream_app.crypto import TokenBinding, TokenCipher, TokenField
 from stream_app.db import ConnectionStatus, Database
-from stream_app.db.connections import upsert_connection
-from stream_app.db.processed import already_processed, mark_processed
+from stream_app.db.bulk import upsert_connections
+from stream_app.db.processed import mark_processed_once
 from stream_app.decisions import RefreshPolicy
 from stream_app.errors import DecryptionError, TokenRefreshError
 
@@ -63,25 +64,48 @@ class Recorded(StrEnum):
 async def record_connection(
     database: Database, cipher: TokenCipher, event: ConnectionCreated, policy: RefreshPolicy
 ) -> Recorded:
-    """Store a new or re-authorised connection, its tokens re-encrypted bound to the row; the
-    event's id is recorded in the same transaction, so a duplicate has its effect once."""
-    values = connection_values(event, policy) | bound_tokens(cipher, event)
-    try:
-        async with database.transaction() as session:
-            if await already_processed(session, event.event_id):
-                return Recorded.DUPLICATE
-            mark_processed(session, event.event_id, event.default_topic, utc_now())
-            changed = await upsert_connection(session, values)
-    except IntegrityError as exc:
-        if _is_duplicate_event_id(exc):  # the same event applied concurrently by another consumer
-            return Recorded.DUPLICATE
-        raise  # any other constraint refuses this record for good: it is dead-lettered
-    return Recorded.STORED if changed else Recorded.STALE
+    """``record_connections`` for one event (its token checks raise InvalidEvent)."""
+    return (await record_connections(database, [(event, prepare_connection(cipher, event, policy))]))[0]
 
 
-def _is_duplicate_event_id(exc: IntegrityError) -> bool:
-    """The processed_events key, and only it (PostgreSQL and SQLite both name it)."""
-    return "processed_events" in str(exc.orig)
+def prepare_connection(cipher: TokenCipher, event: ConnectionCreated, policy: RefreshPolicy) -> dict[str, Any]:
+    """The row ``event`` stores, its tokens re-encrypted bound to the row: CPU only, before any
+    transaction. Raises InvalidEvent for a token that is not a valid ciphertext."""
+    return connection_values(event, policy) | bound_tokens(cipher, event)
+
+
+async def record_connections(
+    database: Database, prepared: Sequence[tuple[ConnectionCreated, dict[str, Any]]]
+) -> list[Recorded]:
+    """Store new or re-authorised connections (``prepare_connection``'s rows) in one transaction,
+    with their event ids, so a duplicate has its effect once; what became of each, in order.
+
+    Applying them at once is the same as applying them in order: of several events for one
+    connection, only the latest (by ``occurred_at``; the first of equals) can last, and it
+    lasts only if it is later than what the row holds."""
+    now = utc_now()
+    async with database.transaction() as session:
+        new = await mark_processed_once(session, [(event.event_id, event.default_topic) for event, _ in prepared], now)
+        latest: dict[tuple[uuid.UUID, str], int] = {}
+        for index, (event, _) in enumerate(prepared):
+            if event.event_id not in new:  # applied before
+                continue
+            key = (event.user_id, event.platform)
+            if key not in latest or event.occurred_at > prepared[latest[key]][0].occurred_at:
+                latest[key] = index
+        changed = await upsert_connections(session, [prepared[index][1] for index in latest.values()])
+    outcome = []
+    seen: set[uuid.UUID] = set()
+    for index, (event, _) in enumerate(prepared):
+        key = (event.user_id, event.platform)
+        if event.event_id not in new or event.event_id in seen:  # applied before, or earlier in this batch
+            outcome.append(Recorded.DUPLICATE)
+        elif latest[key] == index and key in changed:
+            outcome.append(Recorded.STORED)
+        else:
+            outcome.append(Recorded.STALE)
+        seen.add(event.event_id)
+    return outcome
 
 
 def bound_tokens(cipher: TokenCipher, event: ConnectionCreated) -> dict[str, str | None]:

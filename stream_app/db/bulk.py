@@ -10,13 +10,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Integer, Text, Uuid, cast, column, or_, select, tuple_, update, values
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stream_app.db.clock import db_now
 from stream_app.db.connections import update_fenced
 from stream_app.db.models import ConnectionRow
 
-# Rows per statement: well under PostgreSQL's 32,767 bind parameters for the widest update.
+# Rows per statement: well under PostgreSQL's 32,767 bind parameters for the widest row (an
+# inserted connection, ~20 columns), and SQLite's 32,766.
 MAX_ROWS_PER_STATEMENT = 500
 
 
@@ -63,6 +65,36 @@ async def forget_refresh_requests(session: AsyncSession, ids: Sequence[uuid.UUID
         await session.execute(
             update(ConnectionRow).where(ConnectionRow.id.in_(chunk)).values(refresh_requested_at=None)
         )
+
+
+async def upsert_connections(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[tuple[uuid.UUID, str]]:
+    """Insert or replace connections from `connection.created` events (at most one row per
+    connection); the (user_id, platform) of those that changed.
+
+    An event older than (or as old as) the one that last connected the row is ignored, so a
+    replayed or reordered event can never put back a refresh token that has since rotated."""
+    changed: set[tuple[uuid.UUID, str]] = set()
+    if not rows:
+        return changed
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    names = [name for name in rows[0] if name not in ("user_id", "platform")]
+    for chunk in _chunks(rows):
+        statement = insert(ConnectionRow).values(
+            [{"id": uuid.uuid4(), "version": 0, "consecutive_failures": 0, **row} for row in chunk]
+        )
+        replaced: dict[str, Any] = {name: statement.excluded[name] for name in names}
+        replaced["version"] = ConnectionRow.version + 1
+        replaced["consecutive_failures"] = 0
+        upsert = statement.on_conflict_do_update(
+            index_elements=["user_id", "platform"],
+            set_=replaced,
+            where=or_(
+                ConnectionRow.connected_at.is_(None),
+                ConnectionRow.connected_at < statement.excluded.connected_at,
+            ),
+        ).returning(ConnectionRow.user_id, ConnectionRow.platform)
+        changed.update((user_id, platform) for user_id, platform in await session.execute(upsert))
+    return changed
 
 
 FencedWrite = tuple[ConnectionRow, str, dict[str, Any]]  # the row as read, the lease owner, new values
