@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import struct
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from stream_app.kafka_client import idempotent_producer
 from stream_app.settings import Settings
+
+# A batch per partition of up to this many bytes, so one round trip carries a whole page of
+# requests (aiokafka's default, 16 KiB, holds about 50 of them). Well under max_request_size
+# and the broker's max.message.bytes (both 1 MiB by default), which stay as they are.
+MAX_BATCH_BYTES = 256 * 1024
+# aiokafka's default, kept: a dead letter must fit it (agents/context.py).
+MAX_REQUEST_BYTES = 1024 * 1024
+# A record of at most this many bytes of key and value fits a request whatever its overhead.
+_SURELY_FITS = MAX_REQUEST_BYTES - 4096
+_estimate = DefaultRecordBatchBuilder.estimate_size_in_bytes
+# A record sent alone (a dead letter) waits this long for company; send_many's batches do not wait.
+LINGER_MS = 5
 
 
 class OutgoingRecord(NamedTuple):
@@ -29,7 +46,13 @@ class KafkaPublisher:
     async def _started(self) -> AIOKafkaProducer:
         async with self._starting:
             if self._producer is None:
-                producer = idempotent_producer(self._settings, linger_ms=5)
+                producer = idempotent_producer(
+                    self._settings,
+                    linger_ms=LINGER_MS,
+                    max_batch_size=MAX_BATCH_BYTES,
+                    max_request_size=MAX_REQUEST_BYTES,
+                    partitioner=partition_by_key,
+                )
                 await producer.start()
                 self._producer = producer
         return self._producer
@@ -43,14 +66,15 @@ class KafkaPublisher:
         """Send records in their order and return once every in-sync replica has all of them;
         raises if any of them failed (some of the others may have been delivered).
 
-        Each record enters the producer's queue before the next one does, so records of one
-        key (one partition) reach the topic in this order: the producer keeps one batch per
-        partition in flight and, being idempotent, retries without reordering."""
+        The records are packed into one batch per partition (more when a batch is full), each
+        in the records' order, and the batches of a partition are queued in order: records of
+        one key (one partition) reach the topic in this order, since the producer keeps one
+        batch per partition in flight and, being idempotent, retries without reordering. The
+        partition is the one ``send`` would choose (the same partitioner)."""
         producer = await self._started()
         deliveries: list[asyncio.Future[Any]] = []
         try:
-            for topic, key, value in records:
-                deliveries.append(await producer.send(topic, value, key=key))
+            await self._queue(producer, records, deliveries)
         finally:
             # Even when queueing failed part-way, wait for what was queued: no delivery is left
             # unobserved, and the caller's retry does not race the first attempt.
@@ -59,7 +83,74 @@ class KafkaPublisher:
             if isinstance(outcome, BaseException):
                 raise outcome
 
+    async def _queue(
+        self, producer: AIOKafkaProducer, records: Sequence[OutgoingRecord], deliveries: list[asyncio.Future[Any]]
+    ) -> None:
+        partitions: dict[str, tuple[list[int], list[int]]] = {}
+        open_batches: dict[tuple[str, int], BatchBuilder] = {}
+        try:
+            for topic, key, value in records:
+                if len(key) + len(value) > _SURELY_FITS and _estimate(key, value, []) > MAX_REQUEST_BYTES:
+                    # What send() refuses too; the records before it are queued, as with send().
+                    raise MessageSizeTooLargeError(f"a record of {len(key) + len(value)} bytes: over max_request_size")
+                known = partitions.get(topic)
+                if known is None:
+                    all_partitions = list(await producer.partitions_for(topic))
+                    known = partitions[topic] = (all_partitions, list(_available(producer, topic)))
+                partition = partition_by_key(key, *known)
+                batch = open_batches.get((topic, partition))
+                if batch is not None and batch.append(timestamp=None, key=key, value=value) is not None:
+                    continue
+                if batch is not None:  # full: on its way, and a new one for this partition
+                    deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = open_batches[(topic, partition)] = producer.create_batch()
+                batch.append(timestamp=None, key=key, value=value)  # a first record always fits
+        finally:
+            for (topic, partition), batch in open_batches.items():
+                batch.close()  # complete: sent without lingering
+                deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+
     async def stop(self) -> None:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+
+
+def _available(producer: AIOKafkaProducer, topic: str) -> set[int]:
+    available: set[int] = producer.client.cluster.available_partitions_for_topic(topic)
+    return available
+
+
+def partition_by_key(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+    """aiokafka's (and the Java client's) default partitioner, with a faster murmur2: the
+    publisher's partitioner, for ``send`` and ``send_many`` alike."""
+    if key is None:  # never, for this service: every record has a key
+        return random.choice(available or all_partitions)  # noqa: S311 - not security
+    return all_partitions[(murmur2(key) & 0x7FFFFFFF) % len(all_partitions)]
+
+
+_M = 0x5BD1E995
+_MASK = 0xFFFFFFFF
+_WORDS = [struct.Struct(f"<{count}I") for count in range(64)]
+
+
+def murmur2(data: bytes, _words: list[struct.Struct] = _WORDS, m: int = _M, mask: int = _MASK) -> int:
+    """The Java client's murmur2 (``org.apache.kafka.common.utils.Utils.murmur2``), as unsigned,
+    like ``aiokafka.partitioner.murmur2`` but 2-3x faster (whole words unpacked at once)."""
+    length = len(data)
+    h = 0x9747B28C ^ length
+    count = length >> 2
+    words = _words[count].unpack_from(data) if count < len(_words) else struct.unpack_from(f"<{count}I", data)
+    for word in words:
+        k = (word * m) & mask
+        h = ((h * m) & mask) ^ (((k ^ (k >> 24)) * m) & mask)
+    tail = length & 3
+    if tail:
+        base = length - tail
+        if tail == 3:
+            h ^= data[base + 2] << 16
+        if tail >= 2:
+            h ^= data[base + 1] << 8
+        h = ((h ^ data[base]) * m) & mask
+    h = ((h ^ (h >> 13)) * m) & mask
+    return h ^ (h >> 15)
