@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
+
+from aiokafka.errors import KafkaError
 
 from agents.context import WorkerContext
 from agents.local import LocalRefreshes
-from schemas import TokenExpiring
 from stream_app.clock import utc_now
 from stream_app.db.processed import forget_processed_before
-from stream_app.scheduler import scan_expiring
+from stream_app.publisher import OutgoingRecord
+from stream_app.scheduler import EmitPage, RequestPage, scan_requests
+from stream_app.transient import is_transient
 
 log = logging.getLogger(__name__)
+
+SendMany = Callable[[Sequence[OutgoingRecord]], Awaitable[object]]
 
 
 def attach(context: WorkerContext) -> None:
@@ -20,22 +27,18 @@ def attach(context: WorkerContext) -> None:
     # A healthy broker acknowledges a page in milliseconds; one that has not within this is
     # down or restarting, and tokens due now cannot wait for it.
     broker_deadline = max(1.0, context.settings.scan_interval_seconds / 2)
+    emit = publish_or_refresh_here(
+        context.publisher.send_many, local, context.topic_names["token.expiring"], deadline=broker_deadline
+    )
 
-    async def publish(events: list[TokenExpiring]) -> None:
-        # The whole page queued at once, then every acknowledgement awaited (not one round trip per record).
-        await context.publish_many("token.expiring", events)
-
-    async def emit_many(events: list[TokenExpiring]) -> None:
-        await local.publish_or_refresh_here(publish, events, deadline=broker_deadline)
-
-    async def repeat_here(events: list[TokenExpiring]) -> None:
-        log.info("Refreshing %d connection(s) whose earlier request was lost in this process", len(events))
-        local.start(events, "lost_request")
+    async def repeat_here(page: RequestPage) -> None:
+        log.info("Refreshing %d connection(s) whose earlier request was lost in this process", len(page))
+        local.start(page.events(), "lost_request")
 
     @context.app.timer(context.settings.scan_interval_seconds, on_leader=True, name="expiry_scan")
     async def expiry_scan() -> None:
         try:
-            await scan_expiring(context.service.database, context.settings, emit_many, repeat_here=repeat_here)
+            await scan_requests(context.service.database, context.settings, emit, repeat_here=repeat_here)
         except Exception:
             # The next tick tries again; the refresh buffer absorbs a missed interval.
             log.exception("Expiry scan failed")
@@ -49,3 +52,27 @@ def attach(context: WorkerContext) -> None:
             log.info("Forgot %d processed event id(s) older than %s", forgotten, cutoff)
         except Exception:
             log.exception("Forgetting old processed event ids failed")
+
+
+def publish_or_refresh_here(send_many: SendMany, local: LocalRefreshes, topic: str, *, deadline: float) -> EmitPage:
+    """The scan's emit: a page's records queued at once and every acknowledgement awaited (not
+    one round trip per record). If the broker has not taken them within ``deadline`` seconds,
+    or refuses them for now, the page's connections are refreshed in this process instead;
+    either way they count as requested. ``LocalRefreshes.publish_or_refresh_here`` does the
+    same with models; here they are built only when the broker fails, not per row per scan."""
+
+    async def emit(page: RequestPage) -> None:
+        try:
+            async with asyncio.timeout(deadline):
+                await send_many(page.records(topic))
+        except (TimeoutError, KafkaError) as exc:
+            if not is_transient(exc):
+                raise
+            log.warning(
+                "The broker did not take %d refresh request(s) (%s); refreshing them in this process",
+                len(page),
+                type(exc).__name__,
+            )
+            local.start(page.events(), "broker_unavailable")
+
+    return emit

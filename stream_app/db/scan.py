@@ -1,0 +1,131 @@
+"""The expiry scan's queries on `platform_connections`: claim a page of due connections.
+
+A page is read in (refresh_due_at, id) order with a keyset cursor over the partial index
+``idx_platform_connections_refresh_due`` (a row comparison: every page starts in the index
+where the last one ended, instead of walking it from its start and filtering), locked, and
+marked requested with one ``UPDATE ... WHERE id = ANY(...)``. The mark is the caller's
+transaction's: it becomes visible when that transaction commits (after every request of the
+page was delivered) and vanishes if it rolls back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, NamedTuple, cast
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    Uuid,
+    and_,
+    any_,
+    bindparam,
+    literal_column,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from stream_app.db.clock import db_now
+from stream_app.db.models import REFRESHABLE_STATUSES, ConnectionRow
+
+_table = cast(Table, ConnectionRow.__table__)
+_c = _table.c
+
+
+class DueConnection(NamedTuple):
+    id: uuid.UUID
+    user_id: uuid.UUID
+    platform: str
+    token_expires_at: datetime | None
+    refresh_due_at: datetime
+    # When a refresh was last requested, before this claim (None: never, or done since).
+    requested_at: datetime | None
+
+
+class Cursor(NamedTuple):
+    """Where the next page starts: after this (refresh_due_at, id)."""
+
+    refresh_due_at: datetime
+    id: uuid.UUID
+
+
+async def claim_due_page(
+    session: AsyncSession,
+    *,
+    due_by: datetime,
+    requested_before: datetime,
+    after: Cursor | None,
+    limit: int,
+    platforms: Sequence[str],
+    now: datetime,
+) -> list[DueConnection]:
+    """Up to ``limit`` refreshable connections on ``platforms`` due by ``due_by``, after
+    ``after``, not requested since ``requested_before``, not held back, not leased; in
+    (refresh_due_at, id) order, each marked requested at ``now`` in this transaction.
+
+    On PostgreSQL the page is read ``FOR UPDATE SKIP LOCKED``, so the page's rows are this
+    transaction's until it ends and the mark never waits for a lock (no deadlock with a
+    refresh or a batch of them). Rows another transaction holds are skipped: another scan's
+    page in flight (two scans at once never claim the same row), or a row a refresh is
+    writing (the next scan has it if it is still due)."""
+    rows = [
+        DueConnection(*row)
+        for row in (await session.execute(due_page(due_by, requested_before, after, limit, platforms))).all()
+    ]
+    await mark_refresh_requested(session, [row.id for row in rows], now)
+    return rows
+
+
+async def mark_refresh_requested(session: AsyncSession, ids: Sequence[uuid.UUID], now: datetime) -> None:
+    if not ids:
+        return
+    if session.get_bind().dialect.name == "postgresql":  # one array parameter: one statement to prepare
+        matches = _c.id == any_(bindparam("ids", list(ids), type_=postgresql.ARRAY(Uuid())))
+    else:
+        matches = _c.id.in_(ids)
+    await session.execute(update(_table).where(matches).values(refresh_requested_at=now))
+
+
+def due_page(
+    due_by: datetime, requested_before: datetime, after: Cursor | None, limit: int, platforms: Sequence[str]
+) -> Select[Any]:
+    """The page's read, locking its rows and skipping rows another transaction holds (on
+    PostgreSQL; SQLite has no row locks and one writer at a time)."""
+    return _due(due_by, requested_before, after, platforms).limit(limit).with_for_update(skip_locked=True)
+
+
+def _due(due_by: datetime, requested_before: datetime, after: Cursor | None, platforms: Sequence[str]) -> Select[Any]:
+    conditions: list[ColumnElement[bool]] = [
+        # The partial index's own predicate, as constants: a plan made for any parameters (a
+        # prepared statement's generic plan) can then still use the index.
+        _c.status.in_([literal_column(f"'{status}'") for status in REFRESHABLE_STATUSES]),
+        _c.refresh_due_at.is_not(None),
+        _c.refresh_due_at <= due_by,
+        _c.platform.in_(platforms),
+        or_(_c.refresh_requested_at.is_(None), _c.refresh_requested_at < requested_before),
+        # Held back (failure backoff, a rate limit, an open circuit): not before the hold ends.
+        or_(_c.refresh_not_before.is_(None), _c.refresh_not_before <= db_now()),
+        # Being refreshed right now; if its holder died, the lease lapses and the row is due again.
+        or_(_c.refresh_lease_expires_at.is_(None), _c.refresh_lease_expires_at < db_now()),
+    ]
+    if after is not None:
+        conditions.append(tuple_(_c.refresh_due_at, _c.id) > tuple_(after.refresh_due_at, after.id))
+    return (
+        select(
+            _c.id,
+            _c.user_id,
+            _c.platform,
+            _c.token_expires_at,
+            _c.refresh_due_at,
+            _c.refresh_requested_at.label("requested_at"),
+        )
+        .where(and_(*conditions))
+        .order_by(_c.refresh_due_at, _c.id)
+    )
