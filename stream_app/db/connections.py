@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from stream_app.db.clock import db_now
-from stream_app.db.models import REFRESHABLE_STATUSES, ConnectionRow
+from stream_app.db.models import ConnectionRow
 
 
 async def get_connection(session: AsyncSession, user_id: uuid.UUID, platform: str) -> ConnectionRow | None:
@@ -89,53 +87,9 @@ async def update_if(
     return True
 
 
-async def due_connections(
-    session: AsyncSession,
-    *,
-    due_by: datetime,
-    requested_before: datetime,
-    after: tuple[datetime, uuid.UUID] | None,
-    limit: int,
-    platforms: Sequence[str],
-) -> Sequence[ConnectionRow]:
-    """One page, in (refresh_due_at, id) order, of refreshable connections on ``platforms`` due
-    by ``due_by`` and not requested since ``requested_before``. Keyset pagination over the
-    refresh_due index: pass the last row's (refresh_due_at, id) as ``after`` for the next page.
-    A row under a hold (``refresh_not_before``) is left out until the hold ends."""
-    query = select(ConnectionRow).where(
-        ConnectionRow.status.in_([str(status) for status in REFRESHABLE_STATUSES]),
-        ConnectionRow.refresh_due_at.is_not(None),
-        ConnectionRow.refresh_due_at <= due_by,
-        ConnectionRow.platform.in_(platforms),
-        or_(
-            ConnectionRow.refresh_requested_at.is_(None),
-            ConnectionRow.refresh_requested_at < requested_before,
-        ),
-        # Held back (failure backoff, a rate limit, an open circuit): not before the hold ends.
-        or_(ConnectionRow.refresh_not_before.is_(None), ConnectionRow.refresh_not_before <= db_now()),
-        # Being refreshed right now; if its holder died, the lease lapses and the row is due again.
-        or_(ConnectionRow.refresh_lease_expires_at.is_(None), ConnectionRow.refresh_lease_expires_at < db_now()),
-    )
-    if after is not None:
-        due_at, row_id = after
-        query = query.where(
-            or_(
-                ConnectionRow.refresh_due_at > due_at,
-                and_(ConnectionRow.refresh_due_at == due_at, ConnectionRow.id > row_id),
-            )
-        )
-    query = query.order_by(ConnectionRow.refresh_due_at, ConnectionRow.id).limit(limit)
-    return (await session.execute(query)).scalars().all()
-
-
 async def forget_refresh_request(session: AsyncSession, connection_id: uuid.UUID) -> None:
     """The request was left to a refresh in flight elsewhere: the next scan after that refresh's
     lease ends (a holder that died) asks again, instead of waiting out the requeue delay."""
     await session.execute(
         update(ConnectionRow).where(ConnectionRow.id == connection_id).values(refresh_requested_at=None)
     )
-
-
-async def mark_refresh_requested(session: AsyncSession, ids: Sequence[uuid.UUID], now: datetime) -> None:
-    if ids:
-        await session.execute(update(ConnectionRow).where(ConnectionRow.id.in_(ids)).values(refresh_requested_at=now))
