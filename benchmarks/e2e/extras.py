@@ -54,7 +54,7 @@ def scan_lines(result: dict[str, Any], rows: int, backlog: int) -> list[str]:
 
 
 def _amount(key: str, value: Any) -> str:
-    if isinstance(value, int | float) and key.endswith("_mb"):
+    if isinstance(value, int | float) and "_mb" in key:
         return f"{value:,.0f} MB"
     if isinstance(value, int | float) and value > 1024 * 1024:
         return f"{value / (1024 * 1024):,.0f} MiB"

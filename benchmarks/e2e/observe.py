@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -47,16 +48,26 @@ async def _partitions(bootstrap: str, topics: list[str]) -> list[TopicPartition]
 class Outcomes:
     """Follows the outcome topics of one run from their beginning (they are the run's own)."""
 
-    def __init__(self, bootstrap: str, refreshed: str, others: list[str]) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        refreshed: str,
+        others: list[str],
+        dead_letters: list[str],
+        alive: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.bootstrap = bootstrap
         self.refreshed_topic = refreshed
         self.other_topics = others
+        self.dead_letter_topics = dead_letters
+        self.alive = alive
         self.refreshed: dict[str, int] = {}  # connection key -> first token.refreshed timestamp (ms)
         self.others: dict[str, int] = {}  # topic -> records (needs_reauth, refresh_failed)
         self.consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
-        partitions = await _partitions(self.bootstrap, [self.refreshed_topic, *self.other_topics])
+        topics = [self.refreshed_topic, *self.other_topics, *self.dead_letter_topics]
+        partitions = await _partitions(self.bootstrap, topics)
         self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
         await self.consumer.start()
         self.consumer.assign(partitions)
@@ -67,6 +78,10 @@ class Outcomes:
             raise RuntimeError("Outcomes.start() first")
         deadline = time.monotonic() + within
         while not keys <= self.refreshed.keys():
+            dead = sum(self.others.get(topic, 0) for topic in self.dead_letter_topics)
+            if dead or not self.alive():  # those connections will never be refreshed: stop now
+                why = f"{dead} record(s) dead-lettered" if dead else "a worker process exited"
+                raise NotAllRefreshed(f"{why}; the workers' logs say why; other outcomes: {self.others}")
             if time.monotonic() > deadline:
                 missing = len(keys - self.refreshed.keys())
                 raise NotAllRefreshed(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -41,3 +44,32 @@ def total_cpu(pids: list[int]) -> float:
 def peak_rss(pids: list[int]) -> int:
     """The largest high-water mark among ``pids`` (per process, not summed)."""
     return max((u.peak_rss_bytes for u in (usage(pid) for pid in pids) if u is not None), default=0)
+
+
+@dataclass
+class CpuSampler:
+    """Samples the processes' total CPU time every ``interval`` seconds, so that the CPU used
+    between two moments known only afterwards (record timestamps) can be read off."""
+
+    pids: list[int]
+    interval: float = 0.1
+    samples: list[tuple[float, float]] = field(default_factory=list)  # (wall clock, CPU seconds)
+
+    async def run(self) -> None:
+        while True:
+            self.samples.append((time.time(), total_cpu(self.pids)))
+            await asyncio.sleep(self.interval)
+
+    def between(self, start: float, end: float) -> float | None:
+        """CPU seconds used from ``start`` to ``end`` (wall clock), to within one interval."""
+        if len(self.samples) < 2:
+            return None
+        return self._at(end) - self._at(start)
+
+    def _at(self, moment: float) -> float:
+        times = [sample[0] for sample in self.samples]
+        index = min(max(bisect.bisect_right(times, moment), 1), len(times) - 1)
+        (t0, c0), (t1, c1) = self.samples[index - 1], self.samples[index]
+        if moment <= t0 or t1 <= t0:
+            return c0
+        return c0 + (c1 - c0) * min(1.0, (moment - t0) / (t1 - t0))

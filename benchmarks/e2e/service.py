@@ -61,23 +61,32 @@ async def service_run(
     )
     workers = [WorkerProcess(f"{tag}.worker-{i}", env, environment.workdir) for i in range(1, options.workers + 1)]
     outcomes = observe.Outcomes(
-        environment.bootstrap, topics["token.refreshed"], [topics["token.needs_reauth"], topics["token.refresh_failed"]]
+        environment.bootstrap,
+        topics["token.refreshed"],
+        [topics["token.needs_reauth"], topics["token.refresh_failed"]],
+        [f"{topics['connection.created']}.dlq", f"{topics['token.expiring']}.dlq"],
+        alive=lambda: all(worker.running for worker in workers),
     )
     timeout = options.timeout or 120 + 0.25 * len(connections)
+    sampling: asyncio.Task[None] | None = None
     try:
         for worker in workers:
             worker.start()
+        # From the start: with several workers (or a short scan interval) the leader's scan may
+        # request the wave before the last worker is ready.
+        sampler = procstat.CpuSampler([worker.pid for worker in workers])
+        sampling = asyncio.create_task(sampler.run())
         await asyncio.gather(*(asyncio.to_thread(worker.wait_ready) for worker in workers))
         await outcomes.start()
-        pids = [worker.pid for worker in workers]
-        cpu_before = procstat.total_cpu(pids)
         if path == "burst":
             events = [rows.created_event(environment.cipher, connection) for connection in connections]
             started = await observe.publish(environment.bootstrap, topics["connection.created"], events)
         done = await outcomes.wait_for({connection.key for connection in connections}, timeout)
-        cpu_seconds = procstat.total_cpu(pids) - cpu_before
-        peak = procstat.peak_rss(pids)
+        await asyncio.sleep(2 * sampler.interval)  # a sample after the last outcome
+        peak = procstat.peak_rss(sampler.pids)
     finally:
+        if sampling is not None:
+            sampling.cancel()
         await outcomes.stop()
         await asyncio.gather(*(asyncio.to_thread(worker.stop) for worker in workers))
     requested = await observe.first_timestamps(
@@ -94,6 +103,7 @@ async def service_run(
     if in_table != len(connections):
         raise observe.NotAllRefreshed(f"{path}: {in_table} of {len(connections)} rows have last_refreshed_at set")
     seconds = ended - started
+    cpu_seconds = sampler.between(started, ended)
     latencies = [(stamp - requested.get(key, int(started * 1000))) for key, stamp in done.items()]
     return Measurement(
         path,

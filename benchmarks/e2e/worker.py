@@ -70,6 +70,10 @@ class WorkerProcess:
             raise RuntimeError(f"{self.name} was not started")
         return self.process.pid
 
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
