@@ -1,6 +1,9 @@
 """Set-at-a-time versions of the connection queries, for batches (one statement for many rows).
 
-Each has the same meaning as its one-row counterpart in ``connections`` and ``leases``.
+Each has the same meaning as its one-row counterpart in ``connections`` and ``leases``. On
+PostgreSQL a batch travels as arrays (``= ANY(:ids)``, ``unnest``): one bind parameter per
+column whatever the batch size, so the statement is compiled and prepared once and the rows
+are found by index; SQLite (in-process, no round trips) takes plain IN lists.
 """
 
 from __future__ import annotations
@@ -9,9 +12,10 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Integer, Text, Uuid, cast, column, or_, select, tuple_, update, values
+from sqlalchemy import DateTime, Integer, Text, Uuid, any_, bindparam, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from stream_app.db.clock import db_now
 from stream_app.db.connections import update_fenced
@@ -26,11 +30,16 @@ async def get_connections(
     session: AsyncSession, keys: Sequence[tuple[uuid.UUID, str]]
 ) -> dict[tuple[uuid.UUID, str], ConnectionRow]:
     """The rows of the (user_id, platform) ``keys`` that exist."""
+    wanted = set(keys)
     found: dict[tuple[uuid.UUID, str], ConnectionRow] = {}
     for chunk in _chunks(keys):
-        query = select(ConnectionRow).where(tuple_(ConnectionRow.user_id, ConnectionRow.platform).in_(chunk))
+        # By user id (the unique index's leading column), then the exact pairs.
+        query = select(ConnectionRow).where(
+            _among(session, ConnectionRow.user_id.type, ConnectionRow.user_id, [k[0] for k in chunk])
+        )
         for row in (await session.execute(query)).scalars():
-            found[(row.user_id, row.platform)] = row
+            if (row.user_id, row.platform) in wanted:
+                found[(row.user_id, row.platform)] = row
     return found
 
 
@@ -44,7 +53,7 @@ async def acquire_leases(
         result = await session.execute(
             update(ConnectionRow)
             .where(
-                ConnectionRow.id.in_(chunk),
+                _among(session, ConnectionRow.id.type, ConnectionRow.id, chunk),
                 or_(
                     ConnectionRow.refresh_lease_expires_at.is_(None),
                     ConnectionRow.refresh_lease_expires_at < db_now(),
@@ -63,7 +72,9 @@ async def forget_refresh_requests(session: AsyncSession, ids: Sequence[uuid.UUID
     """``forget_refresh_request`` for many rows."""
     for chunk in _chunks(ids):
         await session.execute(
-            update(ConnectionRow).where(ConnectionRow.id.in_(chunk)).values(refresh_requested_at=None)
+            update(ConnectionRow)
+            .where(_among(session, ConnectionRow.id.type, ConnectionRow.id, chunk))
+            .values(refresh_requested_at=None)
         )
 
 
@@ -103,7 +114,7 @@ FencedWrite = tuple[ConnectionRow, str, dict[str, Any]]  # the row as read, the 
 async def update_fenced_many(session: AsyncSession, writes: Sequence[FencedWrite]) -> list[bool]:
     """``update_fenced`` for many rows; whether each was applied, in order.
 
-    On PostgreSQL, writes that set the same columns go as one ``UPDATE … FROM (VALUES …)``;
+    On PostgreSQL, writes that set the same columns go as one ``UPDATE … FROM unnest(…)``;
     elsewhere (SQLite, in-process) one statement per row costs no round trip anyway."""
     if session.get_bind().dialect.name != "postgresql":
         return [await update_fenced(session, row, owner, new) for row, owner, new in writes]
@@ -113,41 +124,47 @@ async def update_fenced_many(session: AsyncSession, writes: Sequence[FencedWrite
         by_columns.setdefault(tuple(sorted(new)), []).append(index)
     for names, indexes in by_columns.items():
         for chunk in _chunks(indexes):
-            updated = await _update_from_values(session, names, [writes[i] for i in chunk])
+            updated = await _update_from_arrays(session, names, [writes[i] for i in chunk])
             for i in chunk:
                 applied[i] = writes[i][0].id in updated
     return applied
 
 
-async def _update_from_values(
+async def _update_from_arrays(
     session: AsyncSession, names: tuple[str, ...], writes: Sequence[FencedWrite]
 ) -> set[uuid.UUID]:
+    """One ``UPDATE … FROM unnest(arrays)``: one array per column, one element per row."""
     table = ConnectionRow.__table__
-    new = values(
-        column("id", Uuid()),
-        column("version", Integer()),
-        column("owner", Text()),
-        *(column(name, table.c[name].type) for name in names),
-        name="new",
-    ).data([(row.id, row.version, owner, *(values_[name] for name in names)) for row, owner, values_ in writes])
-    result = await session.execute(
-        update(ConnectionRow)
-        .where(
-            ConnectionRow.id == new.c.id,
-            ConnectionRow.version == new.c.version,
-            ConnectionRow.refresh_lease_owner == new.c.owner,
-        )
-        .values(
-            version=ConnectionRow.version + 1,
-            refresh_lease_owner=None,
-            refresh_lease_expires_at=None,
-            # Cast: a column whose every value is NULL would reach PostgreSQL as text.
-            **{name: cast(new.c[name], table.c[name].type) for name in names},
-        )
-        .returning(ConnectionRow.id)
-        .execution_options(synchronize_session=False)
+    columns = ("id", "version", "refresh_lease_owner", *names)
+    arrays: dict[str, list[Any]] = {name: [] for name in columns}
+    for row, owner, new in writes:
+        arrays["id"].append(row.id)
+        arrays["version"].append(row.version)
+        arrays["refresh_lease_owner"].append(owner)
+        for name in names:
+            value = new[name]
+            arrays[name].append(str(value) if isinstance(value, str) else value)  # a StrEnum as its value
+    unnest = ", ".join(f"CAST(:{name} AS {_SQL_TYPES[type(table.c[name].type)]}[])" for name in columns)
+    assignments = ", ".join(f"{name} = new.{name}" for name in names)
+    statement = text(
+        f"UPDATE platform_connections AS c SET version = c.version + 1, refresh_lease_owner = NULL, "  # noqa: S608
+        f"refresh_lease_expires_at = NULL, {assignments} "
+        f"FROM unnest({unnest}) AS new({', '.join(columns)}) "
+        "WHERE c.id = new.id AND c.version = new.version AND c.refresh_lease_owner = new.refresh_lease_owner "
+        "RETURNING c.id"
     )
-    return set(result.scalars())
+    return set((await session.execute(statement, arrays)).scalars())
+
+
+# Column names come from the model, never from input: they are safe to write into the SQL.
+_SQL_TYPES = {Uuid: "uuid", Integer: "integer", Text: "text", DateTime: "timestamp"}
+
+
+def _among(session: AsyncSession, type_: Any, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
+    """``column IN values``: as ``= ANY(:array)`` on PostgreSQL (one parameter, one prepared statement)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(type_)))  # type: ignore[no-any-return]
+    return column.in_(values)  # type: ignore[no-any-return]
 
 
 def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
