@@ -7,15 +7,17 @@ it has been pending for longer than half the buffer (a lost request). Each page 
 row) in a transaction of its own, emitted at once (sent without waiting record by record),
 and committed only once every one of its records was acknowledged; a page whose delivery
 failed is rolled back, so it stays unmarked. The next page is claimed while the previous
-one is being delivered (at most two pages open at once).
+one is being delivered (``PAGES_IN_FLIGHT``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
@@ -32,6 +34,10 @@ from stream_app.publisher import OutgoingRecord
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# Pages being delivered (each holding its transaction, hence a pooled connection) while the
+# next one is claimed: the database reads and marks while the broker acknowledges.
+PAGES_IN_FLIGHT = 2
 
 
 class RequestPage:
@@ -141,7 +147,9 @@ async def scan_requests(
 
     # SQLite has one writer at a time: a page's marks must be committed before the next page
     # can be marked.
-    emitted = await _scan_pages(database, page_size, claim, deliver, overlap=not database.is_sqlite)
+    emitted = await _scan_pages(
+        database, page_size, claim, deliver, pages_in_flight=1 if database.is_sqlite else PAGES_IN_FLIGHT
+    )
     log.log(
         logging.INFO if emitted else logging.DEBUG,
         "⏰ [Scheduled] Expiry scan emitted %d refresh request(s)",
@@ -156,16 +164,19 @@ async def _scan_pages(
     claim: Callable[[AsyncSession, Cursor | None], Awaitable[list[DueConnection]]],
     deliver: Callable[[list[DueConnection]], Awaitable[None]],
     *,
-    overlap: bool,
+    pages_in_flight: int,
 ) -> int:
+    """Claim page after page, each in a transaction of its own that a task of its own commits
+    once the page is delivered (or rolls back if it was not), while the next pages are claimed
+    and delivered. The first failure stops the scan and is raised, once every page already
+    claimed has been settled."""
     emitted = 0
     cursor: Cursor | None = None
-    in_flight: _Page | None = None
+    pages: deque[asyncio.Task[int]] = deque()
     try:
         while True:
-            if in_flight is not None and not overlap:
-                settled, in_flight = in_flight, None
-                emitted += await settled.settle()
+            while pages and (len(pages) >= pages_in_flight or pages[0].done()):
+                emitted += await pages.popleft()
             transaction = AsyncExitStack()
             session = await transaction.enter_async_context(database.transaction())
             try:
@@ -176,51 +187,32 @@ async def _scan_pages(
             if not rows:
                 await transaction.aclose()
                 break
-            # This page is delivered while the previous one is settled and the next one claimed.
-            previous, in_flight = in_flight, _Page(transaction, asyncio.ensure_future(deliver(rows)), len(rows))
-            if previous is not None:
-                emitted += await previous.settle()
+            pages.append(asyncio.ensure_future(_delivered_and_settled(transaction, deliver(rows), len(rows))))
             if len(rows) < page_size:
                 break
             cursor = Cursor(rows[-1].refresh_due_at, rows[-1].id)
-        if in_flight is not None:
-            last, in_flight = in_flight, None
-            emitted += await last.settle()
+        while pages:
+            emitted += await pages.popleft()
     except BaseException:
-        if in_flight is not None:
-            await in_flight.abandon()
+        for page in pages:  # a page delivered whole is marked, one that was not is not
+            with contextlib.suppress(BaseException):
+                emitted += await page
         raise
     finally:
         EXPIRING_SOON.set(emitted)
     return emitted
 
 
-class _Page:
-    """A claimed page: its open transaction and the delivery of its requests."""
-
-    def __init__(self, transaction: AsyncExitStack, delivery: asyncio.Future[None], size: int) -> None:
-        self.transaction = transaction
-        self.delivery = delivery
-        self.size = size
-
-    async def settle(self) -> int:
-        """Wait for the delivery; commit the page's marks if it succeeded, else roll them back
-        and raise its error."""
-        try:
-            await self.delivery
-        except BaseException as exc:
-            await self.transaction.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-        await self.transaction.aclose()
-        return self.size
-
-    async def abandon(self) -> None:
-        """Another page failed (or the scan was cancelled): settle this one, raising nothing
-        (the first failure is the one the scan raises). A page delivered whole is marked."""
-        try:
-            await self.settle()
-        except BaseException:  # noqa: S110
-            pass
+async def _delivered_and_settled(transaction: AsyncExitStack, delivery: Awaitable[None], size: int) -> int:
+    """Wait for the page's delivery; commit its marks if it succeeded, else roll them back and
+    raise the delivery's error."""
+    try:
+        await delivery
+    except BaseException as exc:
+        await transaction.__aexit__(type(exc), exc, exc.__traceback__)
+        raise
+    await transaction.aclose()
+    return size
 
 
 def _utc_text(moment: datetime) -> str:

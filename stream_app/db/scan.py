@@ -10,6 +10,7 @@ page was delivered) and vanishes if it rolls back.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -17,6 +18,8 @@ from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
     ColumnElement,
+    DateTime,
+    Integer,
     Select,
     Table,
     Uuid,
@@ -75,48 +78,60 @@ async def claim_due_page(
     refresh or a batch of them). Rows another transaction holds are skipped: another scan's
     page in flight (two scans at once never claim the same row), or a row a refresh is
     writing (the next scan has it if it is still due)."""
-    rows = [
-        DueConnection(*row)
-        for row in (await session.execute(due_page(due_by, requested_before, after, limit, platforms))).all()
-    ]
+    parameters: dict[str, Any] = {"due_by": due_by, "requested_before": requested_before, "limit": limit}
+    if after is not None:
+        parameters |= {"after_due": after.refresh_due_at, "after_id": after.id}
+    page = due_page(tuple(platforms), after is not None)
+    rows = [DueConnection(*row) for row in (await session.execute(page, parameters)).all()]
     await mark_refresh_requested(session, [row.id for row in rows], now)
     return rows
+
+
+# Built once: a statement's construction costs more than its execution's share of a page.
+_MARK_BY_ARRAY = (
+    update(_table)
+    .where(_c.id == any_(bindparam("ids", type_=postgresql.ARRAY(Uuid()))))
+    .values(refresh_requested_at=bindparam("now", type_=DateTime()))
+)
+_MARK_BY_LIST = (
+    update(_table)
+    .where(_c.id.in_(bindparam("ids", expanding=True, type_=Uuid())))
+    .values(refresh_requested_at=bindparam("now", type_=DateTime()))
+)
 
 
 async def mark_refresh_requested(session: AsyncSession, ids: Sequence[uuid.UUID], now: datetime) -> None:
     if not ids:
         return
-    if session.get_bind().dialect.name == "postgresql":  # one array parameter: one statement to prepare
-        matches = _c.id == any_(bindparam("ids", list(ids), type_=postgresql.ARRAY(Uuid())))
-    else:
-        matches = _c.id.in_(ids)
-    await session.execute(update(_table).where(matches).values(refresh_requested_at=now))
+    # PostgreSQL: one array parameter, so one statement to prepare whatever the page's size.
+    mark = _MARK_BY_ARRAY if session.get_bind().dialect.name == "postgresql" else _MARK_BY_LIST
+    await session.execute(mark, {"ids": list(ids), "now": now})
 
 
-def due_page(
-    due_by: datetime, requested_before: datetime, after: Cursor | None, limit: int, platforms: Sequence[str]
-) -> Select[Any]:
-    """The page's read, locking its rows and skipping rows another transaction holds (on
-    PostgreSQL; SQLite has no row locks and one writer at a time)."""
-    return _due(due_by, requested_before, after, platforms).limit(limit).with_for_update(skip_locked=True)
-
-
-def _due(due_by: datetime, requested_before: datetime, after: Cursor | None, platforms: Sequence[str]) -> Select[Any]:
+@functools.cache
+def due_page(platforms: tuple[str, ...], after_cursor: bool) -> Select[Any]:
+    """The page's read (parameters ``due_by``, ``requested_before``, ``limit``, and with
+    ``after_cursor`` ``after_due`` and ``after_id``), locking its rows and skipping rows
+    another transaction holds (on PostgreSQL; SQLite has no row locks and one writer at a
+    time)."""
     conditions: list[ColumnElement[bool]] = [
         # The partial index's own predicate, as constants: a plan made for any parameters (a
         # prepared statement's generic plan) can then still use the index.
         _c.status.in_([literal_column(f"'{status}'") for status in REFRESHABLE_STATUSES]),
         _c.refresh_due_at.is_not(None),
-        _c.refresh_due_at <= due_by,
+        _c.refresh_due_at <= bindparam("due_by", type_=DateTime()),
         _c.platform.in_(platforms),
-        or_(_c.refresh_requested_at.is_(None), _c.refresh_requested_at < requested_before),
+        or_(
+            _c.refresh_requested_at.is_(None), _c.refresh_requested_at < bindparam("requested_before", type_=DateTime())
+        ),
         # Held back (failure backoff, a rate limit, an open circuit): not before the hold ends.
         or_(_c.refresh_not_before.is_(None), _c.refresh_not_before <= db_now()),
         # Being refreshed right now; if its holder died, the lease lapses and the row is due again.
         or_(_c.refresh_lease_expires_at.is_(None), _c.refresh_lease_expires_at < db_now()),
     ]
-    if after is not None:
-        conditions.append(tuple_(_c.refresh_due_at, _c.id) > tuple_(after.refresh_due_at, after.id))
+    if after_cursor:
+        after = tuple_(bindparam("after_due", type_=DateTime()), bindparam("after_id", type_=Uuid()))
+        conditions.append(tuple_(_c.refresh_due_at, _c.id) > after)
     return (
         select(
             _c.id,
@@ -128,4 +143,6 @@ def _due(due_by: datetime, requested_before: datetime, after: Cursor | None, pla
         )
         .where(and_(*conditions))
         .order_by(_c.refresh_due_at, _c.id)
+        .limit(bindparam("limit", type_=Integer()))
+        .with_for_update(skip_locked=True)
     )
