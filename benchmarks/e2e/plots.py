@@ -31,7 +31,9 @@ def throughput_vs_in_flight(sweep: dict[str, dict[int, list[Measurement]]], path
     axes.set_xscale("log", base=2)
     axes.set_xticks(sorted({x for points in sweep.values() for x in points}))
     axes.get_xaxis().set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
-    axes.set_xlabel("refreshes in flight (MAX_REFRESHES_IN_FLIGHT = PLATFORM_MAX_CONCURRENCY; aiohttp: tasks)")
+    axes.set_xlabel(
+        "refreshes in flight\n(service: MAX_REFRESHES_IN_FLIGHT = PLATFORM_MAX_CONCURRENCY; aiohttp: tasks)"
+    )
     axes.set_ylabel("refreshes/s")
     axes.set_ylim(bottom=0)
     axes.set_title(title, fontsize=10)

@@ -150,13 +150,13 @@ class Run:
         if self.report.sweep:
             self.report.plots.append(
                 plots.throughput_vs_in_flight(
-                    self.report.sweep, directory / "benchmarks-inflight.png", f"Throughput vs in flight ({setting})"
+                    self.report.sweep, directory / "benchmarks-inflight.png", f"Throughput vs in flight\n{setting}"
                 )
             )
         table = self.report.table
         runs = {path: median_run(table.rows[path]) for path in ("burst", "wave") if table.rows.get(path)}
         if runs:
-            title = f"Service refresh latency, event to token.refreshed ({setting}, {options.in_flight} in flight)"
+            title = f"Service refresh latency, event to token.refreshed\n{setting}, {options.in_flight} in flight"
             self.report.plots.append(plots.latency_cdf(runs, directory / "benchmarks-latency-cdf.png", title))
 
     async def api(self) -> None:
