@@ -53,20 +53,20 @@ class Outcomes:
         bootstrap: str,
         refreshed: str,
         others: list[str],
-        dead_letters: list[str],
+        final: list[str],
         alive: Callable[[], bool] = lambda: True,
     ) -> None:
         self.bootstrap = bootstrap
         self.refreshed_topic = refreshed
         self.other_topics = others
-        self.dead_letter_topics = dead_letters
+        self.final_topics = final
         self.alive = alive
         self.refreshed: dict[str, int] = {}  # connection key -> first token.refreshed timestamp (ms)
         self.others: dict[str, int] = {}  # topic -> records (needs_reauth, refresh_failed)
         self.consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
-        topics = [self.refreshed_topic, *self.other_topics, *self.dead_letter_topics]
+        topics = [self.refreshed_topic, *self.other_topics, *self.final_topics]
         partitions = await _partitions(self.bootstrap, topics)
         self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
         await self.consumer.start()
@@ -78,9 +78,9 @@ class Outcomes:
             raise RuntimeError("Outcomes.start() first")
         deadline = time.monotonic() + within
         while not keys <= self.refreshed.keys():
-            dead = sum(self.others.get(topic, 0) for topic in self.dead_letter_topics)
-            if dead or not self.alive():  # those connections will never be refreshed: stop now
-                why = f"{dead} record(s) dead-lettered" if dead else "a worker process exited"
+            final = {topic: self.others[topic] for topic in self.final_topics if self.others.get(topic)}
+            if final or not self.alive():  # those connections will never be refreshed: stop now
+                why = f"final outcomes {final}" if final else "a worker process exited"
                 raise NotAllRefreshed(f"{why}; the workers' logs say why; other outcomes: {self.others}")
             if time.monotonic() > deadline:
                 missing = len(keys - self.refreshed.keys())

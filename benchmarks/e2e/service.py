@@ -63,8 +63,9 @@ async def service_run(
     outcomes = observe.Outcomes(
         environment.bootstrap,
         topics["token.refreshed"],
-        [topics["token.needs_reauth"], topics["token.refresh_failed"]],
-        [f"{topics['connection.created']}.dlq", f"{topics['token.expiring']}.dlq"],
+        [topics["token.refresh_failed"]],
+        # Outcomes after which a connection is never refreshed: the run has failed already.
+        [topics["token.needs_reauth"], f"{topics['connection.created']}.dlq", f"{topics['token.expiring']}.dlq"],
         alive=lambda: all(worker.running for worker in workers),
     )
     timeout = options.timeout or 120 + 0.25 * len(connections)
