@@ -9,7 +9,6 @@ migrate`` (chaoskit's ``create_database``); the sandbox is ``python -m stream_ap
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import subprocess
 import sys
@@ -120,12 +119,16 @@ class Environment:
         if self.keep:
             return
         if self.database_url:
-            with contextlib.suppress(Exception):
+            try:
                 await drop_database(self.server_url, self.database)
+            except Exception as exc:  # the run's result stands; say what is left behind
+                sys.stderr.write(f"bench: database {self.database} was not dropped: {type(exc).__name__}: {exc}\n")
         if self.own_kafka is not None:
-            with contextlib.suppress(Exception):
+            try:
                 await asyncio.to_thread(self.own_kafka.stop)
                 self.own_kafka.remove()
+            except Exception as exc:
+                sys.stderr.write(f"bench: the broker on {self.bootstrap} was not stopped: {exc}\n")
 
 
 def _local_postgres() -> str:

@@ -15,7 +15,9 @@ def render(report: Report, options: Options) -> str:
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores; Python {platform.python_version()}; "
         f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the end",
         f"{options.connections:,} connections, {options.in_flight} requests in flight, endpoint latency "
-        f"{options.latency_ms:g} ms, median of {options.repeats} repeat(s); run took {report.seconds:.0f} s",
+        f"{options.latency_ms:g} ms, median of {options.repeats} repeat(s); run took {report.seconds:.0f} s"
+        if report.table.rows
+        else f"run took {report.seconds:.0f} s",
         f"workers run the service from {options.code or 'this working tree'}",
         "",
     ]
