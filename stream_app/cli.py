@@ -107,7 +107,18 @@ def worker() -> None:
         except OSError as exc:
             _fail(f"METRICS_PORT: cannot listen on {settings.metrics_host}:{settings.metrics_port} ({exc})", 2)
     cap_client_logging()
-    faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+    faust.Worker(
+        app, loglevel=settings.log_level, quiet=True, logging_config=_PLAIN_WORKER_LOGS
+    ).execute_from_commandline()
+
+
+# mode's logging for the worker, with a plain handler in place of its colour one: the log is
+# read by machines (files, collectors) more than by terminals, and colorlog re-renders its
+# escape codes for every line, at every refresh.
+_PLAIN_WORKER_LOGS = {
+    "merge": True,
+    "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "default"}},
+}
 
 
 async def _prepare(settings: Settings) -> None:

@@ -18,10 +18,12 @@ INPUT_TOPICS = ("connection.created", "token.expiring")
 
 
 def cap_client_logging() -> None:
-    """aiokafka logs whole records (keys carry user ids) at DEBUG: never let it go below INFO."""
-    logger = logging.getLogger("aiokafka")
-    # Its own level, not the root's: Faust lowers the root to LOG_LEVEL after this runs.
-    logger.setLevel(max(logger.level, logging.INFO))
+    """aiokafka logs whole records (keys carry user ids) at DEBUG: never let it go below INFO.
+    httpx logs every request it makes at INFO (a line per refresh, with its URL): WARNING."""
+    # Their own levels, not the root's: Faust lowers the root to LOG_LEVEL after this runs.
+    for name, floor in (("aiokafka", logging.INFO), ("httpx", logging.WARNING)):
+        logger = logging.getLogger(name)
+        logger.setLevel(max(logger.level, floor))
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:

@@ -37,3 +37,20 @@ def test_the_pool_is_sized_from_the_refreshes_in_flight(in_flight: int, pool: tu
     assert settings.pool_size() == pool
     explicit = load_settings(encryption_key="ab" * 32, database_pool_size=7, database_max_overflow=0)
     assert explicit.pool_size() == (7, 0)
+
+
+async def _uses_tls(url: str) -> bool:
+    database = Database(url)
+    try:
+        async with database.sessions() as session:
+            return bool(await session.scalar(text("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")))
+    finally:
+        await database.dispose()
+
+
+async def test_a_loopback_database_is_reached_without_tls_unless_the_url_asks_for_it(postgres_url: str) -> None:
+    assert "127.0.0.1" in postgres_url or "localhost" in postgres_url
+    # The project's Postgres (Debian's cluster) offers TLS, which asyncpg alone would prefer.
+    assert await _uses_tls(f"{postgres_url}?ssl=require")  # the URL's own choice is kept
+
+    assert not await _uses_tls(postgres_url)
