@@ -18,11 +18,9 @@ log = logging.getLogger(__name__)
 def attach(context: WorkerContext) -> None:
     engine = context.service.engine
 
-    async def handle(record: EventT[bytes]) -> None:
-        try:
-            event = parse_event(TokenExpiring, record.value)
-        except InvalidEvent as exc:
-            await context.dead_letter(record, str(exc))
+    async def handle(event: TokenExpiring | InvalidEvent, record: EventT[bytes]) -> None:
+        if isinstance(event, InvalidEvent):
+            await context.dead_letter(record, str(event))
             return
         result = await context.until_done(
             # Never wait for another process's refresh: it answers this request, and a job that
@@ -44,17 +42,26 @@ def attach(context: WorkerContext) -> None:
             on_escape=context.last_resort,
         )
         async for record in manual.events():
-            if _already_in_flight(record):
+            event = _parsed(record)
+            if _already_in_flight(event):
                 await dispatcher.settled(record)
                 continue
-            await dispatcher.submit(record, functools.partial(context.guarded, record, handle))
+            await dispatcher.submit(
+                record, functools.partial(context.guarded, record, functools.partial(handle, event))
+            )
 
-    def _already_in_flight(record: EventT[bytes]) -> bool:
+    def _already_in_flight(event: TokenExpiring | InvalidEvent) -> bool:
         """A scan's repeat request for a connection this process is refreshing (or waiting to,
         e.g. through a short rate limit) needs no slot: that refresh answers it, and a crash
         re-delivers the earlier event, which is acked in offset order before this one."""
-        try:
-            event = parse_event(TokenExpiring, record.value)
-        except InvalidEvent:
+        if isinstance(event, InvalidEvent):
             return False  # the job dead-letters it
         return event.reason in ("scheduled", "bulk") and engine.in_flight(event.user_id, event.platform)
+
+
+def _parsed(record: EventT[bytes]) -> TokenExpiring | InvalidEvent:
+    """The record's event, or why it is not one (parsed once, in the agent's loop)."""
+    try:
+        return parse_event(TokenExpiring, record.value)
+    except InvalidEvent as exc:
+        return exc
