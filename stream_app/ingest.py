@@ -87,8 +87,10 @@ async def record_connections(
     async with database.transaction() as session:
         new = await mark_processed_once(session, [(event.event_id, event.default_topic) for event, _ in prepared], now)
         latest: dict[tuple[uuid.UUID, str], int] = {}
+        first_of_id: dict[uuid.UUID, int] = {}
         for index, (event, _) in enumerate(prepared):
-            if event.event_id not in new:  # applied before
+            # Applied before, or a copy of an id earlier in this batch (a duplicate, whatever it says).
+            if event.event_id not in new or first_of_id.setdefault(event.event_id, index) != index:
                 continue
             key = (event.user_id, event.platform)
             if key not in latest or event.occurred_at > prepared[latest[key]][0].occurred_at:
