@@ -210,7 +210,7 @@ class OutcomeWriter:
             stored = await self._group.submit(write)
         except Exception as exc:
             log.warning("Storing a batch of refresh outcomes failed (%s); storing each alone", type(exc).__name__)
-            stored = await self._commit_alone(write)
+            stored = await self._commit_alone(write, failed_before=True)
         if not stored:
             log.warning("Connection changed or lease lost during refresh; result not stored")
             return False
@@ -245,14 +245,16 @@ class OutcomeWriter:
                     add_event(session, self._topics[write.event.default_topic], write.event, now)
         return stored
 
-    async def _commit_alone(self, write: _Write) -> bool:
+    async def _commit_alone(self, write: _Write, *, failed_before: bool = False) -> bool:
         """One transaction for one outcome. Retried while the database is unreachable; fresh
         tokens (``spent``: the refresh token they replace) are retried whatever the error,
-        spooled from the first failure on, and stored even past a lapsed lease while the row
-        still holds the spent token."""
+        spooled from the first failure on (``failed_before``: their batch's), and stored even
+        past a lapsed lease while the row still holds the spent token."""
         row, lease, values, event, spent = write
         failures = 0
         spooled: SpoolEntry | None = None
+        if failed_before and spent is not None:
+            spooled = self._spool_tokens(row, values, event)
         try:
             while True:
                 try:

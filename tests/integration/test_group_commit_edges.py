@@ -3,16 +3,26 @@ have done one by one, and a failed batch must not weaken what a lone commit guar
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
+from stream_app.engine import outcomes
 from stream_app.ingest import Recorded
+from stream_app.sandbox import SandboxServer
 from tests.integration.conftest import ServiceFactory
 from tests.integration.test_batch_ingest import NOW, created, record, stored_access_token
+from tests.support.connections import seed_connection
 
 pytestmark = pytest.mark.postgres
+
+DUE = timedelta(minutes=2)
+
 
 async def test_a_copy_of_an_event_id_later_in_the_batch_has_no_effect_whatever_it_says(
     make_service: ServiceFactory,
@@ -28,3 +38,37 @@ async def test_a_copy_of_an_event_id_later_in_the_batch_has_no_effect_whatever_i
 
     assert outcomes_ == [Recorded.STORED, Recorded.DUPLICATE]
     assert await stored_access_token(service, user) == "first"
+
+
+async def test_fresh_tokens_are_spooled_as_soon_as_their_batch_fails(
+    make_service: ServiceFactory, sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch's failure is the first failure of their commit: from then on the tokens are in
+    the spool, so a stop while the lone retry is still stuck (a database coming back) loses nothing."""
+    service = make_service(http_timeout_seconds=1)  # a stop waits 2x this for the stuck commit
+    spool_dir = Path(service.settings.token_spool_dir)
+    user_id, grant = await seed_connection(service.database, service.cipher, sandbox, "discord", expires_in=DUE)
+    retrying = asyncio.Event()
+
+    async def batch_fails(*_: Any, **__: Any) -> list[bool]:
+        raise OperationalError("UPDATE platform_connections ...", {}, ConnectionRefusedError("connection refused"))
+
+    async def lone_commit_stuck(*_: Any, **__: Any) -> bool:
+        retrying.set()
+        await asyncio.Event().wait()  # a connection attempt to a database still restarting
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(outcomes, "update_fenced_many", batch_fails)
+    monkeypatch.setattr(outcomes, "update_fenced", lone_commit_stuck)
+    refreshing = asyncio.create_task(service.engine.refresh(user_id, "discord", trigger="scheduled"))
+    await asyncio.wait_for(retrying.wait(), timeout=30)
+
+    assert len(list(spool_dir.glob("*.spool.json"))) == 1
+    truth = sandbox.state.grant(grant["grant_id"])
+    assert truth is not None and truth.refresh_count == 1
+    spooled = b"".join(path.read_bytes() for path in spool_dir.glob("*.spool.json"))
+    assert truth.live_refresh_token.encode() not in spooled and truth.live_access_token.encode() not in spooled
+    refreshing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await refreshing
+    assert len(list(spool_dir.glob("*.spool.json"))) == 1  # left for the next process
