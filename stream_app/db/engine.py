@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -139,8 +140,9 @@ _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 def _loopback_without_tls_choice(url: URL) -> bool:
-    """A database on this very host whose URL does not say how to use TLS (ssl or sslmode)."""
-    return url.host in _LOOPBACK_HOSTS and not ({"ssl", "sslmode"} & set(url.query))
+    """A database on this very host whose URL does not say how to use TLS (ssl or sslmode),
+    nor the environment (libpq's PGSSLMODE, which asyncpg honours)."""
+    return url.host in _LOOPBACK_HOSTS and not ({"ssl", "sslmode"} & set(url.query)) and not os.getenv("PGSSLMODE")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -54,3 +54,12 @@ async def test_a_loopback_database_is_reached_without_tls_unless_the_url_asks_fo
     assert await _uses_tls(f"{postgres_url}?ssl=require")  # the URL's own choice is kept
 
     assert not await _uses_tls(postgres_url)
+
+
+async def test_a_loopback_database_keeps_the_tls_mode_the_environment_asks_for(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libpq's PGSSLMODE (which asyncpg honours) is the operator's choice as much as the URL's."""
+    monkeypatch.setenv("PGSSLMODE", "require")
+
+    assert await _uses_tls(postgres_url)
