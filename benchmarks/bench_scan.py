@@ -31,13 +31,19 @@ import asyncio
 import os
 import platform
 import re
+import shutil
+import signal
+import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -60,6 +66,13 @@ DEFAULT_SERVER = os.environ.get(
     "TEST_DATABASE_URL", "postgresql+asyncpg://token_refresh:token_refresh@127.0.0.1:5432/token_refresh_test"
 )
 SCAN_INDEX = "idx_platform_connections_refresh_due"
+WORKER_TOPICS = (
+    "connection.created",
+    "token.expiring",
+    "token.refreshed",
+    "token.needs_reauth",
+    "token.refresh_failed",
+)
 # Built after the rows are in (faster than maintaining them row by row); the primary key and
 # the (user_id, platform) constraint stay, as in the migrations.
 SECONDARY_INDEXES = {
@@ -131,9 +144,7 @@ async def postgres_cpu_seconds(database: Database) -> float:
 
 def rss_mb() -> float:
     """This process's resident set size now (not its peak), in MiB."""
-    with open("/proc/self/statm") as statm:
-        resident_pages = int(statm.read().split()[1])
-    return resident_pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
+    return _rss_mb_of(os.getpid())
 
 
 async def administer(server_url: URL, statement: str) -> None:
@@ -361,6 +372,95 @@ async def measure_scan(server_url: str, bootstrap: str, *, rows: int, backlog: i
     }
 
 
+async def measure_worker_rss(
+    server_url: str, bootstrap: str, *, rows: int, backlog: int, seconds: float = 60.0
+) -> dict[str, Any]:
+    """The RSS of a real worker (``python -m stream_app worker``) on a table of ``rows``
+    connections, ``backlog`` of them due: sampled every second for ``seconds`` while its scan
+    (every 5 s) requests them and its agents consume the requests. The rows hold no valid
+    ciphertext, so each request ends as a dead letter (connection marked error): the refresh
+    path runs up to its first step. The worker has an app id, topics and database of its own,
+    all removed at the end."""
+    server = make_url(server_url)
+    suffix = uuid.uuid4().hex[:8]
+    name = f"bench_worker_{suffix}"
+    topics = {topic: f"{topic}.{suffix}" for topic in WORKER_TOPICS}
+    created = [*topics.values(), f"{topics['connection.created']}.dlq", f"{topics['token.expiring']}.dlq"]
+    await administer(server, f'CREATE DATABASE "{name}"')
+    database_url = server.set(database=name).render_as_string(hide_password=False)
+    database = Database(database_url)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    samples: list[float] = []
+    workdir = Path(tempfile.mkdtemp(prefix="bench-worker-"))
+    try:
+        await upgrade_to_head(database)
+        await seed(database, rows, backlog)
+        await admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1) for topic in created])
+        env = {
+            **os.environ,
+            "ENCRYPTION_KEY": generate_key(),
+            "DATABASE_URL": database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "KAFKA_APP_ID": f"token-refresh-bench-{suffix}",
+            "SCAN_INTERVAL_SECONDS": "5",
+            "LOG_LEVEL": "INFO",
+            "METRICS_HOST": "127.0.0.1",
+            "METRICS_PORT": str(_free_port()),
+            "TOKEN_SPOOL_DIR": str(workdir / "spool"),
+            **{f"TOPIC_{topic.upper().replace('.', '_')}": named for topic, named in topics.items()},
+        }
+        with (workdir / "worker.log").open("wb") as log:
+            worker = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "stream_app", "worker", env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        try:
+            started = time.monotonic()
+            while time.monotonic() - started < seconds and worker.returncode is None:
+                await asyncio.sleep(1)
+                samples.append(_rss_mb_of(worker.pid))
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(worker.wait(), 30)
+            except TimeoutError:
+                worker.kill()
+                await worker.wait()
+        emitted = sum(
+            int(line.split("emitted ")[1].split()[0])
+            for line in (workdir / "worker.log").read_text(errors="replace").splitlines()
+            if "Expiry scan emitted" in line
+        )
+    finally:
+        try:
+            await admin.delete_topics(created)
+        finally:
+            await admin.close()
+            await database.dispose()
+            await administer(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            shutil.rmtree(workdir, ignore_errors=True)
+    return {
+        "rows": rows,
+        "backlog": backlog,
+        "requested": emitted,
+        "worker_rss_mb_max": max(samples, default=0.0),
+        "worker_rss_mb_last": samples[-1] if samples else 0.0,
+        "worker_rss_mb_samples": samples,
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _rss_mb_of(pid: int) -> float:
+    with open(f"/proc/{pid}/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
+
+
 def report(bench: Bench, rounds: int) -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     variants = [variant for variant in ("per-row", "batched") if any(run.variant == variant for run in bench.runs)]
@@ -397,6 +497,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=1, help="scans of the backlog, each variant in turn (1)")
     parser.add_argument("--baseline-rows", type=int, default=1000, help="rows the per-row baseline sends (1000)")
     parser.add_argument("--fillfactor", type=int, help="the table's fillfactor (the migrations': 100)")
+    parser.add_argument(
+        "--worker-seconds", type=float, default=0, help="then run a real worker on such a table this long (0: no)"
+    )
     parser.add_argument("--partitions", type=int, default=4, help="partitions of the topic (4)")
     parser.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka (127.0.0.1:9092)")
     parser.add_argument(
@@ -422,6 +525,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     )
     sys.stdout.write(report(bench, args.rounds) + "\n")
+    if args.worker_seconds:
+        worker = asyncio.run(
+            measure_worker_rss(
+                args.server_url, args.bootstrap, rows=args.rows, backlog=args.backlog, seconds=args.worker_seconds
+            )
+        )
+        sys.stdout.write(
+            f"\nA worker on {args.rows:,} connections ({args.backlog:,} due), {args.worker_seconds:.0f} s: its scans "
+            f"requested {worker['requested']:,}; RSS max {worker['worker_rss_mb_max']:.0f} MiB, "
+            f"last {worker['worker_rss_mb_last']:.0f} MiB\n"
+        )
     return 0 if uses_index(bench.plan) else 1
 
 
