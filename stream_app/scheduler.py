@@ -19,7 +19,6 @@ import os
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -177,7 +176,7 @@ async def _scan_pages(
         while True:
             while pages and (len(pages) >= pages_in_flight or pages[0].done()):
                 emitted += await pages.popleft()
-            transaction = AsyncExitStack()
+            transaction = contextlib.AsyncExitStack()
             session = await transaction.enter_async_context(database.transaction())
             try:
                 rows = await claim(session, cursor)
@@ -203,7 +202,7 @@ async def _scan_pages(
     return emitted
 
 
-async def _delivered_and_settled(transaction: AsyncExitStack, delivery: Awaitable[None], size: int) -> int:
+async def _delivered_and_settled(transaction: contextlib.AsyncExitStack, delivery: Awaitable[None], size: int) -> int:
     """Wait for the page's delivery; commit its marks if it succeeded, else roll them back and
     raise the delivery's error."""
     try:

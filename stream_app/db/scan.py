@@ -77,7 +77,10 @@ async def claim_due_page(
     transaction's until it ends and the mark never waits for a lock (no deadlock with a
     refresh or a batch of them). Rows another transaction holds are skipped: another scan's
     page in flight (two scans at once never claim the same row), or a row a refresh is
-    writing (the next scan has it if it is still due)."""
+    writing (the next scan has it if it is still due). The other way round, a refresh of a
+    claimed row waits for the claim's transaction: until its page is delivered (milliseconds;
+    when the broker stalls, at most the scan's broker deadline, after which the scanning
+    worker refreshes the page itself)."""
     parameters: dict[str, Any] = {"due_by": due_by, "requested_before": requested_before, "limit": limit}
     if after is not None:
         parameters |= {"after_due": after.refresh_due_at, "after_id": after.id}
