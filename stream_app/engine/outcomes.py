@@ -55,7 +55,11 @@ class _Write(NamedTuple):
     lease: Lease
     values: dict[str, Any]
     event: Event | None
-    spent: str | None  # the refresh token fresh tokens replace (only for those)
+    spent: str | None  # the refresh token fresh tokens replace (only for those): plain text
+
+    def __repr__(self) -> str:  # never the spent token, wherever a batch is printed
+        spent = "<hidden>" if self.spent is not None else None
+        return f"_Write(connection={self.row.id}, owner={self.lease.owner}, event={self.event!r}, spent={spent})"
 
 
 class OutcomeWriter:
