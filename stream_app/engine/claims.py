@@ -11,6 +11,7 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from schemas import RefreshReason
 from stream_app.batching import Coalescer
@@ -64,28 +65,34 @@ class Claims:
     async def claim(self, request: ClaimRequest) -> Claim:
         return await self._batches.submit(request)
 
-    async def _claim_batch(self, requests: Sequence[ClaimRequest]) -> list[Claim]:
+    async def _claim_batch(self, requests: Sequence[ClaimRequest]) -> list[Claim | Exception]:
         now = utc_now()
         async with self._db.transaction() as session:
             rows = await get_connections(session, [(r.user_id, r.platform) for r in requests])
             found = [rows.get((r.user_id, r.platform)) for r in requests]
-            decisions = [
-                decide_refresh(row, platform(r.platform), now, self._policy, r.trigger)
-                for r, row in zip(requests, found, strict=True)
-            ]
-            due = [row.id for row, d in zip(found, decisions, strict=True) if row and d.action is not Action.SKIP]
+            decisions = [self._decide(row, r, now) for r, row in zip(requests, found, strict=True)]
+            due = [row.id for row, d in zip(found, decisions, strict=True) if row and _due(d)]
             held = await self._leases.acquire_many(session, due) if due else {}
             forget = [
                 row.id
                 for r, row, d in zip(requests, found, decisions, strict=True)
-                if row and d.action is not Action.SKIP and row.id not in held and r.forget_if_held
+                if row and _due(d) and row.id not in held and r.forget_if_held
             ]
             if forget:
                 await forget_refresh_requests(session, forget)
         return [
-            Claim(row, decision, held.get(row.id) if row is not None else None)
+            decision
+            if isinstance(decision, Exception)
+            else Claim(row, decision, held.get(row.id) if row is not None else None)
             for row, decision in zip(found, decisions, strict=True)
         ]
+
+    def _decide(self, row: ConnectionRow | None, request: ClaimRequest, now: datetime) -> Decision | Exception:
+        """The decision, or what made it fail: that claim alone fails, not its whole batch."""
+        try:
+            return decide_refresh(row, platform(request.platform), now, self._policy, request.trigger)
+        except Exception as exc:
+            return exc
 
     def _give_back(self, _request: ClaimRequest, claim: Claim) -> None:
         """A lease taken for a caller that stopped waiting (cancelled) is released at once."""
@@ -93,3 +100,7 @@ class Claims:
             task = asyncio.create_task(claim.held[0].release())
             self._releasing.add(task)
             task.add_done_callback(self._releasing.discard)
+
+
+def _due(decision: Decision | Exception) -> bool:
+    return isinstance(decision, Decision) and decision.action is not Action.SKIP

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 from sqlalchemy.exc import OperationalError
 
+from stream_app.db import ConnectionRow
+from stream_app.db.connections import get_connection
 from stream_app.engine import outcomes
 from stream_app.ingest import Recorded
 from stream_app.sandbox import SandboxServer
@@ -72,3 +75,33 @@ async def test_fresh_tokens_are_spooled_as_soon_as_their_batch_fails(
     with pytest.raises(asyncio.CancelledError):
         await refreshing
     assert len(list(spool_dir.glob("*.spool.json"))) == 1  # left for the next process
+
+
+async def test_a_row_that_cannot_be_decided_fails_only_its_own_claim_not_its_batch(
+    make_service: ServiceFactory, sandbox: SandboxServer
+) -> None:
+    """A row no decision can be made on (here a hand-edited expiry at the calendar's start: the
+    refresh time before it overflows) fails its own refresh, as it did alone; the refreshes
+    claimed in the same batch go on."""
+    service = make_service()
+    seeded = [
+        (await seed_connection(service.database, service.cipher, sandbox, "spotify", expires_in=DUE))[0]
+        for _ in range(4)
+    ]
+    broken = seeded[2]
+    async with service.database.transaction() as session:
+        await session.execute(
+            update(ConnectionRow)
+            .where(ConnectionRow.user_id == broken)
+            .values(token_expires_at=datetime(1, 1, 1))  # naive UTC, as stored
+        )
+
+    results = await asyncio.gather(
+        *(service.engine.refresh(user, "spotify", trigger="scheduled") for user in seeded), return_exceptions=True
+    )
+
+    assert isinstance(results[2], OverflowError)
+    assert [r.outcome for i, r in enumerate(results) if i != 2] == ["refreshed"] * 3  # type: ignore[union-attr]
+    async with service.database.sessions() as session:
+        row = await get_connection(session, broken, "spotify")
+    assert row is not None and row.refresh_lease_owner is None
