@@ -18,7 +18,9 @@ def register(app: faust.App, service: TokenService) -> WorkerContext:
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode types receivers too narrowly
     async def close_service(sender: Any, **_: Any) -> None:
-        """Release the producer, the HTTP pool and the database engine once the consumer has stopped."""
+        """Release the producer, the HTTP pool and the database engine once the consumers have
+        stopped (Faust's, then the batch consumers, which let their work in flight end)."""
+        await context.stop()
         await context.publisher.stop()
         await service.aclose()
 

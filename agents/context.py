@@ -40,6 +40,26 @@ class WorkerContext:
         self.topics = {name: app.topic(configured) for name, configured in self.topic_names.items()}
         self.publisher = KafkaPublisher(self.settings)
         self.retry_backoff = Backoff(base=0.5, cap=30.0, jitter_ratio=0.3)
+        self._stoppers: list[Callable[[], Awaitable[None]]] = []
+
+    def on_start(self, start: Callable[[], Awaitable[None]]) -> None:
+        """Run ``start`` once the app has started, retried while the broker is away."""
+
+        async def starting() -> None:
+            await self.until_done(start, "starting a consumer")
+
+        self.app.task(starting)
+
+    def on_stop(self, stop: Callable[[], Awaitable[None]]) -> None:
+        """Run ``stop`` when the worker stops, before the producer and the service close."""
+        self._stoppers.append(stop)
+
+    async def stop(self) -> None:
+        for stop in self._stoppers:
+            try:
+                await stop()
+            except Exception:  # the rest must still close; what was in flight comes back
+                log.exception("Stopping failed")
 
     def topic(self, default_name: str) -> faust.TopicT:
         return self.topics[default_name]

@@ -37,6 +37,7 @@ OnEscape = Callable[[Any, Exception], Awaitable[None]]
 class _Pending:
     event: Any
     done: bool = False
+    dropped: bool = False  # its partition was revoked meanwhile: its end acks nothing
 
 
 @dataclass
@@ -45,6 +46,7 @@ class InOrderAcks:
 
     ack: Ack
     _pending: dict[Any, deque[_Pending]] = field(default_factory=dict)
+    _progress: asyncio.Event = field(default_factory=asyncio.Event)
 
     def started(self, event: Any) -> _Pending:
         entry = _Pending(event)
@@ -53,12 +55,26 @@ class InOrderAcks:
 
     async def finished(self, entry: _Pending) -> None:
         entry.done = True
-        queue = self._pending[entry.event.message.tp]
-        while queue and queue[0].done:
-            await self.ack(queue.popleft().event)
+        if not entry.dropped:
+            queue = self._pending[entry.event.message.tp]
+            while queue and queue[0].done:
+                await self.ack(queue.popleft().event)
+        self._progress.set()
 
     def in_flight(self) -> int:
         return sum(len(queue) for queue in self._pending.values())
+
+    async def wait_until_done(self, partitions: set[Any]) -> None:
+        """Return once every event of ``partitions`` started so far has been acked."""
+        while any(self._pending.get(tp) for tp in partitions):
+            self._progress.clear()
+            await self._progress.wait()
+
+    def forget(self, partition: Any) -> None:
+        """Drop a revoked partition's unfinished events: they will be delivered again to its
+        new owner, and finishing here acks nothing."""
+        for entry in self._pending.pop(partition, ()):
+            entry.dropped = True
 
 
 class Dispatcher:

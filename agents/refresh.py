@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Awaitable, Callable
 
-from faust.types import EventT, StreamT
+from faust.types import EventT
 
+from agents.batch_consumer import BatchConsumer
 from agents.context import WorkerContext
-from agents.dispatch import Dispatcher, InOrderAcks
+from agents.dispatch import Dispatcher
 from schemas import TokenExpiring
 from stream_app.ingest import InvalidEvent, parse_event
 
@@ -33,22 +35,25 @@ def attach(context: WorkerContext) -> None:
             # The connection is marked `error`; the request is kept for an operator to replay.
             await context.dead_letter(record, "stored token cannot be decrypted; connection marked error")
 
-    @context.app.agent(context.topic("token.expiring"), name="token_expiring")
-    async def token_expiring(stream: StreamT[bytes]) -> None:
-        manual = stream.noack()  # type: ignore[attr-defined]  # defined on Stream, not on StreamT
-        dispatcher = Dispatcher(
-            InOrderAcks(manual.ack),
-            max_in_flight=context.settings.max_refreshes_in_flight,
-            on_escape=context.last_resort,
-        )
-        async for record in manual.events():
-            event = _parsed(record)
-            if _already_in_flight(event):
-                await dispatcher.settled(record)
-                continue
-            await dispatcher.submit(
-                record, functools.partial(context.guarded, record, functools.partial(handle, event))
-            )
+    def route(record: EventT[bytes]) -> Callable[[], Awaitable[None]] | None:
+        event = _parsed(record)
+        if _already_in_flight(event):
+            return None
+        return functools.partial(context.guarded, record, functools.partial(handle, event))
+
+    consumer = BatchConsumer(
+        context.app,
+        context.settings,
+        context.topic_names["token.expiring"],
+        route=route,
+        dispatcher=lambda acks: Dispatcher(
+            acks, max_in_flight=context.settings.max_refreshes_in_flight, on_escape=context.last_resort
+        ),
+        # As long as a refresh in flight can take to end (TokenService.aclose waits as long).
+        drain_seconds=2 * context.settings.http_timeout_seconds,
+    )
+    context.on_start(consumer.start)
+    context.on_stop(consumer.stop)
 
     def _already_in_flight(event: TokenExpiring | InvalidEvent) -> bool:
         """A scan's repeat request for a connection this process is refreshing (or waiting to,

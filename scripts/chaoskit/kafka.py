@@ -59,14 +59,17 @@ async def committed_offsets(bootstrap: str, group: str) -> dict[tuple[str, int],
 
 
 async def group_offsets(
-    bootstrap: str, group: str, topics: list[str], timeout: float
+    bootstrap: str, groups: list[str], topics: list[str], timeout: float
 ) -> dict[tuple[str, int], tuple[int, int]]:
-    """(committed, end) per partition: the end offsets now, and the group's committed offsets
-    once they reach them (or when ``timeout`` runs out)."""
+    """(committed, end) per partition: the end offsets now, and the committed offsets of the
+    groups that read them (each topic is read by one) once they reach them (or when
+    ``timeout`` runs out)."""
     ends = await end_offsets(bootstrap, topics)
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        committed = await committed_offsets(bootstrap, group)
+        committed: dict[tuple[str, int], int] = {}
+        for group in groups:
+            committed |= await committed_offsets(bootstrap, group)
         result = {tp: (committed.get(tp, 0), end) for tp, end in ends.items()}
         if all(c >= e for c, e in result.values()) or asyncio.get_running_loop().time() > deadline:
             return result

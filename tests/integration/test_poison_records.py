@@ -17,6 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from sqlalchemy import text
 
+from agents.batch_consumer import refresh_group_id
 from stream_app.db import Database
 from tests.integration.conftest import Stack
 from tests.support.kafka import TopicReader, committed_offset, produce_at
@@ -137,7 +138,7 @@ async def test_a_deeply_nested_refresh_request_is_dead_lettered_and_its_offsetco
 
     # Acked, so committed: the group's offset on that partition moves past the record.
     tp = TopicPartition(topic, sent.partition)
-    group = stack.worker.env["KAFKA_APP_ID"]
+    group = refresh_group_id(stack.worker.env["KAFKA_APP_ID"])  # token.expiring
     deadline = time.monotonic() + WAIT
     while (committed := await committed_offset(stack.bootstrap, group, tp)) <= sent.offset:
         assert time.monotonic() < deadline, f"committed offset {committed} never passed {sent.offset}"

@@ -12,6 +12,7 @@ import pytest
 from aiokafka import TopicPartition
 from sqlalchemy import update
 
+from agents.batch_consumer import refresh_group_id
 from schemas import TokenExpiring
 from stream_app.db import ConnectionRow, Database
 from stream_app.db.clock import db_now
@@ -43,7 +44,7 @@ async def test_a_request_for_a_connection_leased_elsewhere_holds_neither_offsets
     )
 
     tp = TopicPartition(sent.topic, sent.partition)
-    group = stack.worker.env["KAFKA_APP_ID"]
+    group = refresh_group_id(stack.worker.env["KAFKA_APP_ID"])  # token.expiring
     deadline = time.monotonic() + 30
     while (committed := await committed_offset(stack.bootstrap, group, tp)) <= sent.offset:
         assert time.monotonic() < deadline, f"committed offset {committed} never passed {sent.offset}"

@@ -1,0 +1,181 @@
+"""Reading an input topic in batches, for the hot path (`token.expiring`).
+
+Faust's fetcher hands an agent one record at a time, each through several event-loop
+iterations; in a busy worker an iteration takes milliseconds, which held the refreshes to
+the pace of one record every 8-20 ms whatever the in-flight limit (docs/benchmarks.md). This
+consumer reads batches (aiokafka's ``getmany``) in the worker's own loop and hands each
+record to the same in-order dispatcher. A partition's offset is committed only up to the
+first record not yet done (``InOrderAcks``), every ``COMMIT_INTERVAL_SECONDS`` and when its
+partitions are revoked or the worker stops; a crash re-delivers what was in flight, which the
+engine handles idempotently.
+
+Its consumer group is the worker's (KAFKA_APP_ID) plus ``-refresh``: Faust's own group speaks
+Faust's assignment protocol, which a plain consumer cannot join.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import faust
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import ConsumerStoppedError, KafkaError
+from faust.types import TP, EventT, Message
+
+from agents.dispatch import Dispatcher, InOrderAcks
+from stream_app.kafka_client import client_options
+from stream_app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_RECORDS_PER_FETCH = 1000
+COMMIT_INTERVAL_SECONDS = 1.0
+# Refreshes are bounded (HTTP deadline, capped retries, long waits recorded as holds), but a
+# database outage makes outcome commits retry: allow the reading to pause that long before the
+# group takes the partitions away.
+MAX_POLL_INTERVAL_MS = 600_000
+
+
+def refresh_group_id(app_id: str) -> str:
+    """The consumer group of the worker's `token.expiring` reading (KAFKA_APP_ID's sibling)."""
+    return f"{app_id}-refresh"
+
+
+# What to do with a record: the job to run for it, or None when it needs none (acked in turn).
+Route = Callable[[EventT[bytes]], Callable[[], Awaitable[None]] | None]
+
+
+class BatchConsumer:
+    def __init__(
+        self,
+        app: faust.App,
+        settings: Settings,
+        topic: str,
+        *,
+        route: Route,
+        dispatcher: Callable[[InOrderAcks], Dispatcher],
+        drain_seconds: float,
+    ) -> None:
+        self._app = app
+        self._settings = settings
+        self._topic = topic
+        self._route = route
+        self._drain_seconds = drain_seconds
+        self._acks = InOrderAcks(self._done)
+        self._dispatcher = dispatcher(self._acks)
+        self._committable: dict[TopicPartition, int] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._reading: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            group_id=refresh_group_id(self._settings.kafka_app_id),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(self._settings.kafka_session_timeout_seconds * 1000),
+            heartbeat_interval_ms=int(min(3.0, self._settings.kafka_session_timeout_seconds / 3) * 1000),
+            max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
+            **client_options(self._settings),
+        )
+        consumer.subscribe([self._topic], listener=_Rebalance(self))
+        await consumer.start()
+        self._consumer = consumer
+        self._reading = asyncio.create_task(self._read(consumer))
+
+    async def stop(self) -> None:
+        """Stop reading, let what is in flight finish (for ``drain_seconds`` at most), commit
+        what is done, leave the group."""
+        if self._reading is not None:
+            self._reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reading
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._drain_seconds):
+                await self._dispatcher.drain()
+        if self._consumer is not None:
+            await self._commit(self._consumer, self._consumer.assignment())
+            await self._consumer.stop()
+
+    async def _read(self, consumer: AIOKafkaConsumer) -> None:
+        last_commit = time.monotonic()
+        while True:
+            try:
+                batches = await consumer.getmany(timeout_ms=500, max_records=MAX_RECORDS_PER_FETCH)
+            except ConsumerStoppedError:
+                return
+            for tp, records in batches.items():
+                for record in records:
+                    await self._take(self._event(tp, record))
+            if time.monotonic() - last_commit >= COMMIT_INTERVAL_SECONDS:
+                await self._commit(consumer, consumer.assignment())
+                last_commit = time.monotonic()
+
+    async def _take(self, event: EventT[bytes]) -> None:
+        job = self._route(event)
+        if job is None:
+            await self._dispatcher.settled(event)
+        else:
+            await self._dispatcher.submit(event, job)  # waits for a free slot: backpressure
+
+    def _event(self, tp: TopicPartition, record: Any) -> EventT[bytes]:
+        """The record as the Faust event the agents' helpers (dead letters, acks) take."""
+        message = Message(
+            record.topic,
+            record.partition,
+            record.offset,
+            record.timestamp / 1000.0,
+            record.timestamp_type,
+            record.headers,
+            record.key,
+            record.value,
+            record.checksum,
+            tp=TP(tp.topic, tp.partition),
+        )
+        return faust.Event(self._app, record.key, record.value, record.headers, message)
+
+    async def _done(self, event: EventT[bytes]) -> None:
+        """InOrderAcks' ack: every record of the partition up to this one is done."""
+        tp = event.message.tp
+        self._committable[TopicPartition(tp.topic, tp.partition)] = event.message.offset + 1
+
+    async def _commit(self, consumer: AIOKafkaConsumer, partitions: Any) -> None:
+        offsets = {tp: self._committable.pop(tp) for tp in list(self._committable) if tp in partitions}
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except KafkaError as exc:  # a rebalance or the broker away: the next commit carries them
+            log.warning("Committing offsets of %s failed (%s); will retry", self._topic, type(exc).__name__)
+            for tp, offset in offsets.items():
+                self._committable.setdefault(tp, offset)
+
+    async def revoked(self, partitions: set[TopicPartition]) -> None:
+        """Before the group hands these partitions to another member: their records in flight
+        finish (for ``drain_seconds`` at most), what is done is committed, the rest is dropped
+        and will be delivered again to the new owner."""
+        tps = {TP(tp.topic, tp.partition) for tp in partitions}
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._drain_seconds):
+                await self._acks.wait_until_done(tps)
+        if self._consumer is not None:
+            await self._commit(self._consumer, partitions)
+        for tp in tps:
+            self._acks.forget(tp)
+        for tp in partitions:
+            self._committable.pop(tp, None)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no types
+    def __init__(self, consumer: BatchConsumer) -> None:
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._consumer.revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("token.expiring partitions assigned: %s", sorted(tp.partition for tp in assigned))
