@@ -60,7 +60,7 @@ class RequestPage:
         records = []
         for event_id, row in zip(self._event_ids, self.rows, strict=True):
             user_id = str(row.user_id)
-            expires = row.token_expires_at
+            expires = _published_expiry(row.token_expires_at)
             expires_text = "null" if expires is None else f'"{_utc_text(expires)}"'
             value = (
                 f'{{"event_id":"{event_id}","event_type":"token.expiring","schema_version":1,'
@@ -77,11 +77,26 @@ class RequestPage:
                 occurred_at=self.occurred_at,
                 user_id=row.user_id,
                 platform=row.platform,
-                token_expires_at=None if row.token_expires_at is None else row.token_expires_at.replace(tzinfo=UTC),
+                token_expires_at=_published_expiry(row.token_expires_at),
                 reason="scheduled",
             )
             for event_id, row in zip(self._event_ids, self.rows, strict=True)
         ]
+
+
+# What a request may say of an expiry: the events' timestamps stay within these (schemas).
+_EARLIEST_PUBLISHED = datetime(2000, 1, 1, tzinfo=UTC)
+_LATEST_PUBLISHED = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def _published_expiry(stored: datetime | None) -> datetime | None:
+    """The stored expiry (naive UTC) as a request carries it; none for a value no event may
+    carry (a row edited by hand to year 1, say): the request is informational there, the
+    refresh decides from the row, and one such row must not fail the scan's page."""
+    if stored is None:
+        return None
+    expiry = stored.replace(tzinfo=UTC)
+    return expiry if _EARLIEST_PUBLISHED <= expiry < _LATEST_PUBLISHED else None
 
 
 # Emits one page of requests and returns once every one of them was delivered; raises if any

@@ -128,3 +128,28 @@ async def test_a_lost_request_is_repeated_by_the_scanning_process_not_through_th
         assert {e.user_id for e in emitted} == {lost, new}
     finally:
         await database.dispose()
+
+
+async def test_a_row_whose_expiry_no_event_may_carry_is_requested_without_it(
+    database: Database, encryption_key: str, sandbox: SandboxServer
+) -> None:
+    """A row edited by hand to an absurd expiry must not fail the scan's page (and with it every
+    scan after): its request says no expiry, the refresh decides from the row."""
+    settings: Settings = load_settings(encryption_key=encryption_key, scan_interval_seconds=60)
+    cipher = TokenCipher(encryption_key)
+    user_id, _ = await seed_connection(database, cipher, sandbox, "spotify", expires_in=timedelta(minutes=3))
+    async with database.transaction() as session:
+        await session.execute(
+            update(ConnectionRow)
+            .where(ConnectionRow.user_id == user_id)
+            .values(token_expires_at=utc_now().replace(year=1), refresh_due_at=utc_now() - timedelta(minutes=1))
+        )
+    emitted: list[TokenExpiring] = []
+
+    async def emit_many(events: list[TokenExpiring]) -> None:
+        emitted.extend(events)
+
+    await scan_expiring(database, settings, emit_many)
+
+    mine = [event for event in emitted if event.user_id == user_id]
+    assert len(mine) == 1 and mine[0].token_expires_at is None

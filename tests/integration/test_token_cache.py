@@ -223,7 +223,8 @@ async def terminate_backends(database_url: str) -> int:
             result = await connection.execute(
                 text(
                     "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND usename = current_user AND backend_type = 'client backend'"
                 )
             )
             return int(result.scalar_one())
