@@ -60,7 +60,10 @@ class RefreshPolicy:
         """When a token that expires at ``expires_at`` should be refreshed (None: never)."""
         if expires_at is None:
             return None
-        return expires_at - timedelta(seconds=self.buffer_for(lifetime_seconds))
+        try:
+            return expires_at - timedelta(seconds=self.buffer_for(lifetime_seconds))
+        except OverflowError:  # an expiry near year 1 (a row edited by hand): due since forever
+            return datetime.min
 
     def retry_at(self, now: datetime, consecutive_failures: int) -> datetime:
         """The next scheduled attempt after ``consecutive_failures`` failures in a row: one

@@ -15,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 
 from stream_app.db import ConnectionRow
 from stream_app.db.connections import get_connection
-from stream_app.engine import outcomes
+from stream_app.engine import claims, outcomes
 from stream_app.ingest import Recorded
 from stream_app.sandbox import SandboxServer
 from tests.integration.conftest import ServiceFactory
@@ -78,23 +78,24 @@ async def test_fresh_tokens_are_spooled_as_soon_as_their_batch_fails(
 
 
 async def test_a_row_that_cannot_be_decided_fails_only_its_own_claim_not_its_batch(
-    make_service: ServiceFactory, sandbox: SandboxServer
+    make_service: ServiceFactory, sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A row no decision can be made on (here a hand-edited expiry at the calendar's start: the
-    refresh time before it overflows) fails its own refresh, as it did alone; the refreshes
-    claimed in the same batch go on."""
+    """A row no decision can be made on (a failure nobody anticipated) fails its own refresh,
+    as it did alone; the refreshes claimed in the same batch go on."""
     service = make_service()
     seeded = [
         (await seed_connection(service.database, service.cipher, sandbox, "spotify", expires_in=DUE))[0]
         for _ in range(4)
     ]
     broken = seeded[2]
-    async with service.database.transaction() as session:
-        await session.execute(
-            update(ConnectionRow)
-            .where(ConnectionRow.user_id == broken)
-            .values(token_expires_at=datetime(1, 1, 1))  # naive UTC, as stored
-        )
+    real = claims.decide_refresh  # type: ignore[attr-defined]
+
+    def decide(row: ConnectionRow | None, *args: Any) -> Any:
+        if row is not None and row.user_id == broken:
+            raise OverflowError("date value out of range")
+        return real(row, *args)
+
+    monkeypatch.setattr(claims, "decide_refresh", decide)
 
     results = await asyncio.gather(
         *(service.engine.refresh(user, "spotify", trigger="scheduled") for user in seeded), return_exceptions=True
@@ -105,3 +106,20 @@ async def test_a_row_that_cannot_be_decided_fails_only_its_own_claim_not_its_bat
     async with service.database.sessions() as session:
         row = await get_connection(session, broken, "spotify")
     assert row is not None and row.refresh_lease_owner is None
+
+
+async def test_a_row_whose_expiry_is_at_the_calendars_start_is_refreshed(
+    make_service: ServiceFactory, sandbox: SandboxServer
+) -> None:
+    """An expiry edited by hand to year 1 (its refresh time before it would overflow) is due
+    since forever: refreshed, not an error at every scan."""
+    service = make_service()
+    user, _ = await seed_connection(service.database, service.cipher, sandbox, "spotify", expires_in=DUE)
+    async with service.database.transaction() as session:
+        await session.execute(
+            update(ConnectionRow).where(ConnectionRow.user_id == user).values(token_expires_at=datetime(1, 1, 1))
+        )
+
+    result = await service.engine.refresh(user, "spotify", trigger="scheduled")
+
+    assert result.outcome == "refreshed"

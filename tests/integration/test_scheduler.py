@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 from aiokafka.errors import KafkaTimeoutError
-from sqlalchemy import update
+from sqlalchemy import delete, update
 
 from schemas import TokenExpiring
 from stream_app.clock import utc_now
@@ -149,7 +149,11 @@ async def test_a_row_whose_expiry_no_event_may_carry_is_requested_without_it(
     async def emit_many(events: list[TokenExpiring]) -> None:
         emitted.extend(events)
 
-    await scan_expiring(database, settings, emit_many)
+    try:
+        await scan_expiring(database, settings, emit_many)
+    finally:  # the database is shared: other suites' workers would refresh it
+        async with database.transaction() as session:
+            await session.execute(delete(ConnectionRow).where(ConnectionRow.user_id == user_id))
 
     mine = [event for event in emitted if event.user_id == user_id]
     assert len(mine) == 1 and mine[0].token_expires_at is None
