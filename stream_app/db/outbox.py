@@ -5,24 +5,34 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas import Event
 from stream_app.db.models import OutboxRow
 
 
-def add_event(session: AsyncSession, topic: str, event: Event, now: datetime) -> None:
-    session.add(
-        OutboxRow(
-            event_id=event.event_id,
-            topic=topic,
-            key=event.key.encode(),
-            payload=event.to_bytes(),
-            created_at=now,
-        )
+async def add_events(session: AsyncSession, events: Sequence[tuple[str, Event]], now: datetime) -> None:
+    """Write (topic, event) pairs to the outbox, in order. An event already there is left as it
+    is: a commit whose reply was lost is retried, and its event must not fail the retry."""
+    await add_records(
+        session,
+        [
+            {"event_id": e.event_id, "topic": topic, "key": e.key.encode(), "payload": e.to_bytes(), "created_at": now}
+            for topic, e in events
+        ],
     )
+
+
+async def add_records(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """``add_events`` for rows already serialised (event_id, topic, key, payload, created_at)."""
+    if not rows:
+        return
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    await session.execute(insert(OutboxRow).values(list(rows)).on_conflict_do_nothing(index_elements=["event_id"]))
 
 
 # The transaction-level advisory lock that makes one relay at a time publish, across every

@@ -20,10 +20,10 @@ from stream_app.backoff import Backoff
 from stream_app.batching import Coalescer
 from stream_app.clock import to_aware_utc, utc_now
 from stream_app.crypto import TokenBinding, TokenCipher
-from stream_app.db import ConnectionRow, ConnectionStatus, Database, OutboxRow
+from stream_app.db import ConnectionRow, ConnectionStatus, Database
 from stream_app.db.bulk import update_fenced_many
 from stream_app.db.connections import update_fenced, update_if
-from stream_app.db.outbox import add_event
+from stream_app.db.outbox import add_events, add_records
 from stream_app.decisions import RefreshPolicy
 from stream_app.engine.lease import Lease
 from stream_app.engine.spool import SpooledOutcome, SpoolEntry, TokenSpool
@@ -243,10 +243,15 @@ class OutcomeWriter:
                         session, write.row.id, self._holds(write.spent), write.values, lease_owner=write.lease.owner
                     )
             # After every row's update: a key's outbox ids follow its commit order.
-            now = utc_now()
-            for write, applied in zip(writes, stored, strict=True):
-                if applied and write.event is not None:
-                    add_event(session, self._topics[write.event.default_topic], write.event, now)
+            await add_events(
+                session,
+                [
+                    (self._topics[write.event.default_topic], write.event)
+                    for write, applied in zip(writes, stored, strict=True)
+                    if applied and write.event is not None
+                ],
+                utc_now(),
+            )
         return stored
 
     async def _commit_alone(self, write: _Write, *, failed_before: bool = False) -> bool:
@@ -268,7 +273,7 @@ class OutcomeWriter:
                             still_spent = self._holds(spent)
                             stored = await update_if(session, row.id, still_spent, values, lease_owner=lease.owner)
                         if stored and event is not None:
-                            add_event(session, self._topics[event.default_topic], event, utc_now())
+                            await add_events(session, [(self._topics[event.default_topic], event)], utc_now())
                     break
                 except Exception as exc:
                     if spent is None and not is_transient(exc):
@@ -334,14 +339,17 @@ class OutcomeWriter:
             async with self._db.transaction() as session:
                 applied = await update_if(session, outcome.connection_id, self._holds(spent), outcome.values)
                 if applied:
-                    session.add(
-                        OutboxRow(
-                            event_id=outcome.event_id,
-                            topic=outcome.topic,
-                            key=outcome.key,
-                            payload=outcome.payload,
-                            created_at=utc_now(),
-                        )
+                    await add_records(
+                        session,
+                        [
+                            {
+                                "event_id": outcome.event_id,
+                                "topic": outcome.topic,
+                                "key": outcome.key,
+                                "payload": outcome.payload,
+                                "created_at": utc_now(),
+                            }
+                        ],
                     )
             if applied:
                 stored += 1

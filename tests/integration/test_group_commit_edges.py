@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 
-from stream_app.db import ConnectionRow
+from stream_app.db import ConnectionRow, OutboxRow
 from stream_app.db.connections import get_connection
 from stream_app.engine import claims, outcomes
 from stream_app.ingest import Recorded
@@ -123,3 +123,33 @@ async def test_a_row_whose_expiry_is_at_the_calendars_start_is_refreshed(
     result = await service.engine.refresh(user, "spotify", trigger="scheduled")
 
     assert result.outcome == "refreshed"
+
+
+async def test_a_commit_whose_reply_was_lost_is_retried_without_failing_on_its_own_event(
+    make_service: ServiceFactory, sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch committed, but its reply never came (the connection dropped): the outcome is
+    stored again alone. The row still holds the spent token (this grant does not rotate), so it
+    is applied again, and its event, already in the outbox, must not fail that retry (fresh
+    tokens are retried whatever the error: it would never end)."""
+    real = outcomes.OutcomeWriter._store_batch
+
+    async def committed_then_lost(self: Any, writes: Any) -> list[bool]:
+        await real(self, writes)
+        raise OperationalError("COMMIT", {}, ConnectionResetError("connection lost before the reply"))
+
+    monkeypatch.setattr(outcomes.OutcomeWriter, "_store_batch", committed_then_lost)  # before the service binds it
+    service = make_service()
+    user, _ = await seed_connection(
+        service.database, service.cipher, sandbox, "spotify", expires_in=DUE, rotation="none"
+    )
+
+    async with asyncio.timeout(20):
+        result = await service.engine.refresh(user, "spotify", trigger="scheduled")
+
+    assert result.outcome == "refreshed"
+    async with service.database.sessions() as session:
+        row = await get_connection(session, user, "spotify")
+        assert row is not None
+        events = (await session.execute(select(OutboxRow).where(OutboxRow.key == f"{user}:spotify".encode()))).all()
+    assert len(events) == 1
