@@ -7,14 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-
-from aiokafka.errors import KafkaError
 
 from schemas import TokenExpiring
 from stream_app.engine import RefreshEngine
 from stream_app.metrics import LOCAL_REFRESHES
-from stream_app.transient import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -24,28 +20,6 @@ class LocalRefreshes:
         self._engine = engine
         self._slots = asyncio.Semaphore(max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
-
-    async def publish_or_refresh_here(
-        self,
-        publish: Callable[[list[TokenExpiring]], Awaitable[None]],
-        events: list[TokenExpiring],
-        *,
-        deadline: float,
-    ) -> None:
-        """Publish ``events``; if the broker has not taken them within ``deadline`` seconds (or
-        refuses for now), refresh them here. Either way they count as requested."""
-        try:
-            async with asyncio.timeout(deadline):
-                await publish(events)
-        except (TimeoutError, KafkaError) as exc:
-            if not is_transient(exc):
-                raise
-            log.warning(
-                "The broker did not take %d refresh request(s) (%s); refreshing them in this process",
-                len(events),
-                type(exc).__name__,
-            )
-            self.start(events, "broker_unavailable")
 
     def start(self, events: list[TokenExpiring], why: str) -> None:
         """Refresh ``events`` in the background (returns at once)."""

@@ -58,8 +58,8 @@ def publish_or_refresh_here(send_many: SendMany, local: LocalRefreshes, topic: s
     """The scan's emit: a page's records queued at once and every acknowledgement awaited (not
     one round trip per record). If the broker has not taken them within ``deadline`` seconds,
     or refuses them for now, the page's connections are refreshed in this process instead;
-    either way they count as requested. ``LocalRefreshes.publish_or_refresh_here`` does the
-    same with models; here they are built only when the broker fails, not per row per scan."""
+    either way they count as requested. Request models are built only when the broker fails,
+    not per row per scan."""
 
     async def emit(page: RequestPage) -> None:
         try:

@@ -7,9 +7,6 @@ import asyncio
 import uuid
 from typing import Any
 
-import pytest
-from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
-
 from agents.local import LocalRefreshes
 from schemas import TokenExpiring
 
@@ -36,46 +33,6 @@ def requests(count: int) -> list[TokenExpiring]:
 async def settle() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
-
-
-async def test_a_page_the_broker_takes_is_not_refreshed_here() -> None:
-    engine = Engine()
-    local = LocalRefreshes(engine, max_in_flight=10)  # type: ignore[arg-type]
-    sent: list[TokenExpiring] = []
-
-    async def publish(events: list[TokenExpiring]) -> None:
-        sent.extend(events)
-
-    page = requests(3)
-    await local.publish_or_refresh_here(publish, page, deadline=1)
-    await settle()
-    assert sent == page and engine.refreshed == []
-
-
-@pytest.mark.parametrize("failure", ["hangs", KafkaTimeoutError(), KafkaConnectionError()])
-async def test_a_page_the_broker_does_not_take_in_time_is_refreshed_here(failure: Any) -> None:
-    engine = Engine()
-    local = LocalRefreshes(engine, max_in_flight=10)  # type: ignore[arg-type]
-
-    async def publish(events: list[TokenExpiring]) -> None:
-        if failure == "hangs":
-            await asyncio.sleep(60)
-        raise failure
-
-    page = requests(3)
-    await asyncio.wait_for(local.publish_or_refresh_here(publish, page, deadline=0.2), 5)
-    await settle()
-    assert [(u, p, t, w) for u, p, t, w in engine.refreshed] == [(e.user_id, "spotify", "scheduled", 0) for e in page]
-
-
-async def test_a_refusal_that_would_recur_is_not_hidden() -> None:
-    local = LocalRefreshes(Engine(), max_in_flight=10)  # type: ignore[arg-type]
-
-    async def publish(events: list[TokenExpiring]) -> None:
-        raise MessageSizeTooLargeError()
-
-    with pytest.raises(MessageSizeTooLargeError):
-        await local.publish_or_refresh_here(publish, requests(1), deadline=1)
 
 
 async def test_connections_in_flight_here_are_skipped_and_failures_only_logged() -> None:
