@@ -6,8 +6,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stream_app.db.models import ConnectionRow
@@ -18,30 +17,6 @@ async def get_connection(session: AsyncSession, user_id: uuid.UUID, platform: st
         select(ConnectionRow).where(ConnectionRow.user_id == user_id, ConnectionRow.platform == platform)
     )
     return result.scalar_one_or_none()
-
-
-async def upsert_connection(session: AsyncSession, values: dict[str, Any]) -> bool:
-    """Insert or replace a connection from a `connection.created` event.
-
-    An event older than (or as old as) the one that last connected the row is ignored, so a
-    replayed or reordered event can never put back a refresh token that has since rotated.
-    Returns whether the row changed.
-    """
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    statement = insert(ConnectionRow).values(id=uuid.uuid4(), version=0, consecutive_failures=0, **values)
-    changed: dict[str, Any] = {name: statement.excluded[name] for name in values if name not in ("user_id", "platform")}
-    changed["version"] = ConnectionRow.version + 1
-    changed["consecutive_failures"] = 0
-    statement = statement.on_conflict_do_update(
-        index_elements=["user_id", "platform"],
-        set_=changed,
-        where=or_(
-            ConnectionRow.connected_at.is_(None),
-            ConnectionRow.connected_at < statement.excluded.connected_at,
-        ),
-    )
-    result = await session.execute(statement)
-    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def update_fenced(session: AsyncSession, row: ConnectionRow, lease_owner: str, values: dict[str, Any]) -> bool:
