@@ -41,6 +41,15 @@ class WorkerContext:
         self.publisher = KafkaPublisher(self.settings)
         self.retry_backoff = Backoff(base=0.5, cap=30.0, jitter_ratio=0.3)
         self._stoppers: list[Callable[[], Awaitable[None]]] = []
+        self.app.task(self._warm_up_publisher)
+
+    async def _warm_up_publisher(self) -> None:
+        """Best effort: a producer that fails to warm up starts on its first send instead."""
+        try:
+            async with asyncio.timeout(30):
+                await self.publisher.warm_up(list(self.topic_names.values()))
+        except Exception as exc:
+            log.info("The producer did not warm up (%s); it starts on its first send", type(exc).__name__)
 
     def on_start(self, start: Callable[[], Awaitable[None]]) -> None:
         """Run ``start`` once the app has started, retried while the broker is away."""

@@ -57,6 +57,13 @@ class KafkaPublisher:
                 self._producer = producer
         return self._producer
 
+    async def warm_up(self, topics: Sequence[str]) -> None:
+        """Connect and learn the partitions of ``topics`` now, so the first page the scan sends
+        (which waits for its acknowledgements only briefly) does not pay for it."""
+        producer = await self._started()
+        for topic in topics:
+            await producer.partitions_for(topic)
+
     async def send(self, topic: str, key: bytes, value: bytes) -> None:
         """Send one record and return once every in-sync replica has it."""
         producer = await self._started()
