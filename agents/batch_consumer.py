@@ -1,4 +1,4 @@
-"""Reading an input topic in batches, for the hot path (`token.expiring`).
+"""Reading an input topic in batches: `token.expiring` and `connection.created`.
 
 Faust's fetcher hands an agent one record at a time, each through several event-loop
 iterations; in a busy worker an iteration takes milliseconds, which held the refreshes to
@@ -9,8 +9,12 @@ first record not yet done (``InOrderAcks``), every ``COMMIT_INTERVAL_SECONDS`` a
 partitions are revoked or the worker stops; a crash re-delivers what was in flight, which the
 engine handles idempotently.
 
-Its consumer group is the worker's (KAFKA_APP_ID) plus ``-refresh``: Faust's own group speaks
-Faust's assignment protocol, which a plain consumer cannot join.
+Each topic has its consumer group, the worker's (KAFKA_APP_ID) plus a suffix (``-refresh``,
+``-ingest``): Faust's own group speaks Faust's assignment protocol, which a plain consumer
+cannot join, and a group per topic lets one topic's rebalance leave the other's reading alone.
+A partition its group never committed starts where Faust's group (which read these topics in
+earlier versions) left it, so an upgrade neither re-reads a topic nor skips what was unread
+(``adopt_offsets``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import ConsumerStoppedError, KafkaError
 from faust.types import TP, EventT, Message
 
@@ -46,6 +51,11 @@ def refresh_group_id(app_id: str) -> str:
     return f"{app_id}-refresh"
 
 
+def ingest_group_id(app_id: str) -> str:
+    """The consumer group of the worker's `connection.created` reading (KAFKA_APP_ID's sibling)."""
+    return f"{app_id}-ingest"
+
+
 # What to do with a record: the job to run for it, or None when it needs none (acked in turn).
 Route = Callable[[EventT[bytes]], Callable[[], Awaitable[None]] | None]
 
@@ -57,6 +67,7 @@ class BatchConsumer:
         settings: Settings,
         topic: str,
         *,
+        group_id: str,
         route: Route,
         dispatcher: Callable[[InOrderAcks], Dispatcher],
         drain_seconds: float,
@@ -64,6 +75,7 @@ class BatchConsumer:
         self._app = app
         self._settings = settings
         self._topic = topic
+        self._group_id = group_id
         self._route = route
         self._drain_seconds = drain_seconds
         self._acks = InOrderAcks(self._done)
@@ -73,8 +85,9 @@ class BatchConsumer:
         self._reading: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        await adopt_offsets(self._settings, self._topic, self._group_id, self._settings.kafka_app_id)
         consumer = AIOKafkaConsumer(
-            group_id=refresh_group_id(self._settings.kafka_app_id),
+            group_id=self._group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             session_timeout_ms=int(self._settings.kafka_session_timeout_seconds * 1000),
@@ -83,7 +96,11 @@ class BatchConsumer:
             **client_options(self._settings),
         )
         consumer.subscribe([self._topic], listener=_Rebalance(self))
-        await consumer.start()
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()
+            raise
         self._consumer = consumer
         self._reading = asyncio.create_task(self._read(consumer))
 
@@ -169,6 +186,37 @@ class BatchConsumer:
         for tp in partitions:
             self._committable.pop(tp, None)
 
+    async def assigned(self, partitions: set[TopicPartition]) -> None:
+        log.info("%s partitions assigned: %s", self._topic, sorted(tp.partition for tp in partitions))
+
+
+async def adopt_offsets(settings: Settings, topic: str, group_id: str, legacy_group_id: str) -> None:
+    """Commit for ``group_id`` the offsets ``legacy_group_id`` committed on partitions of
+    ``topic`` that ``group_id`` never committed, before ``group_id`` is joined. A group with
+    members refuses such a commit: one of them has done it already."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        ours = await admin.list_consumer_group_offsets(group_id)
+        theirs = await admin.list_consumer_group_offsets(legacy_group_id)
+    finally:
+        await admin.close()
+    committed = {tp for tp, meta in ours.items() if meta.offset >= 0}
+    missing = {tp: meta.offset for tp, meta in theirs.items() if tp.topic == topic and meta.offset >= 0}
+    missing = {tp: offset for tp, offset in missing.items() if tp not in committed}
+    if not missing:
+        return
+    consumer = AIOKafkaConsumer(group_id=group_id, enable_auto_commit=False, **client_options(settings))
+    await consumer.start()
+    try:
+        consumer.assign(list(missing))
+        await consumer.commit(missing)
+        log.info("%s: group %s starts where group %s left it", topic, group_id, legacy_group_id)
+    except KafkaError as exc:
+        log.info("%s: group %s did not take over offsets (%s): it has members", topic, group_id, type(exc).__name__)
+    finally:
+        await consumer.stop()
+
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no types
     def __init__(self, consumer: BatchConsumer) -> None:
@@ -178,4 +226,4 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka s
         await self._consumer.revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        log.info("token.expiring partitions assigned: %s", sorted(tp.partition for tp in assigned))
+        await self._consumer.assigned(assigned)

@@ -1,10 +1,11 @@
 """`connection.created` → stored connections, and an immediate refresh request for the due ones.
 
-Records are stored in batches: those that arrive while a batch is in the database go together
-in the next one (one transaction, one produce batch for the due requests). Batches run one at
-a time, in the order their records were read, and each record is acked once its batch is
-done, in offset order: a connection's events apply in the order they were produced, and the
-committed offset never passes a record that was not stored.
+Records are read in batches (agents.batch_consumer, group ``<KAFKA_APP_ID>-ingest``) and
+stored in batches: those that arrive while a batch is in the database go together in the next
+one (one transaction, one produce batch for the due requests). Batches run one at a time, in
+the order their records were read, and each record is acked once its batch is done, in offset
+order: a connection's events apply in the order they were produced, and the committed offset
+never passes a record that was not stored.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from faust.types import EventT, StreamT
+from faust.types import EventT
 
+from agents.batch_consumer import BatchConsumer, ingest_group_id
 from agents.context import WorkerContext
-from agents.dispatch import Dispatcher, InOrderAcks
+from agents.dispatch import Dispatcher
 from schemas import ConnectionCreated, TokenExpiring
 from stream_app.batching import Coalescer
 from stream_app.catalog import platform
@@ -65,14 +67,18 @@ def attach(context: WorkerContext) -> None:
 
     batches: Coalescer[EventT[bytes], None] = Coalescer(store, max_batch=MAX_BATCH)
 
-    @context.app.agent(context.topic("connection.created"), name="connection_created")
-    async def connection_created(stream: StreamT[bytes]) -> None:
-        manual = stream.noack()  # type: ignore[attr-defined]  # defined on Stream, not on StreamT
-        dispatcher = Dispatcher(
-            InOrderAcks(manual.ack), max_in_flight=MAX_BATCH, on_escape=context.last_resort, gauge=None
-        )
-        async for record in manual.events():
-            await dispatcher.submit(record, functools.partial(batches.submit, record))
+    consumer = BatchConsumer(
+        context.app,
+        context.settings,
+        context.topic_names["connection.created"],
+        group_id=ingest_group_id(context.settings.kafka_app_id),
+        route=lambda record: functools.partial(batches.submit, record),
+        dispatcher=lambda acks: Dispatcher(acks, max_in_flight=MAX_BATCH, on_escape=context.last_resort, gauge=None),
+        # A batch stores in one transaction and publishes its due requests: well within this.
+        drain_seconds=2 * context.settings.http_timeout_seconds,
+    )
+    context.on_start(consumer.start)
+    context.on_stop(consumer.stop)
 
 
 async def _store_one(context: WorkerContext, prepared: Prepared, _record: EventT[bytes]) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from faust.types import EventT
 
-from agents.batch_consumer import BatchConsumer
+from agents.batch_consumer import BatchConsumer, refresh_group_id
 from agents.context import WorkerContext
 from agents.dispatch import Dispatcher
 from schemas import TokenExpiring
@@ -45,6 +45,7 @@ def attach(context: WorkerContext) -> None:
         context.app,
         context.settings,
         context.topic_names["token.expiring"],
+        group_id=refresh_group_id(context.settings.kafka_app_id),
         route=route,
         dispatcher=lambda acks: Dispatcher(
             acks, max_in_flight=context.settings.max_refreshes_in_flight, on_escape=context.last_resort

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import asyncpg  # type: ignore[import-untyped]
 import httpx
 
-from agents.batch_consumer import refresh_group_id
+from agents.batch_consumer import ingest_group_id, refresh_group_id
 from schemas import ConnectionCreated
 from stream_app.crypto import TokenCipher, generate_key
 from stream_app.errors import DecryptionError
@@ -296,7 +296,7 @@ class ChaosRun:
             await self.outbox_drained()
             inputs = [self.topics["connection.created"], self.topics["token.expiring"]]
             offsets = await kafka.group_offsets(
-                self.kafka.bootstrap, [self.group, refresh_group_id(self.group)], inputs, timeout=60
+                self.kafka.bootstrap, [ingest_group_id(self.group), refresh_group_id(self.group)], inputs, timeout=60
             )
             stop.set()
             await asyncio.gather(*watchers)

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import faust
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import EventT
 
 from agents.batch_consumer import BatchConsumer, refresh_group_id
@@ -54,6 +54,7 @@ def consumer_for(settings: Settings, topic: str, jobs: Jobs, drain_seconds: floa
         faust.App(settings.kafka_app_id, broker=f"kafka://{settings.kafka_bootstrap_servers}"),
         settings,
         topic,
+        group_id=refresh_group_id(settings.kafka_app_id),
         route=jobs.route,
         dispatcher=lambda acks: Dispatcher(acks, max_in_flight=10, on_escape=last_resort),
         drain_seconds=drain_seconds,
@@ -189,3 +190,57 @@ async def test_revoked_partitions_hand_over_after_their_work_in_flight_ends(setu
         await asyncio.gather(first.stop(), second.stop())
     # Whoever read on, the record done before the handover was not delivered again.
     assert b"in flight" not in second_jobs.started
+
+
+async def commit_as(settings: Settings, group: str, tp: TopicPartition, offset: int) -> None:
+    """Commit ``offset`` on ``tp`` for ``group``, as a member of it would have."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        await consumer.commit({tp: offset})
+    finally:
+        await consumer.stop()
+
+
+async def test_a_partition_its_group_never_committed_starts_where_fausts_group_left_it(
+    setup: tuple[Settings, str],
+) -> None:
+    """An upgrade from a version whose Faust agent read the topic neither re-reads the topic
+    nor skips what the agent had not read."""
+    settings, topic = setup
+    tp = TopicPartition(topic, 0)
+    await produce(settings.kafka_bootstrap_servers, topic, [(b"k", b"%d" % n) for n in range(5)])
+    await commit_as(settings, settings.kafka_app_id, tp, 3)  # Faust's group: KAFKA_APP_ID
+    jobs = Jobs()
+    jobs.expected = 2
+    for n in range(5):
+        jobs.release(b"%d" % n)
+    consumer = consumer_for(settings, topic, jobs)
+    await consumer.start()
+    try:
+        await wait_committed(settings, tp, 5)
+    finally:
+        await consumer.stop()
+    assert jobs.started == [b"3", b"4"]
+
+
+async def test_a_partition_its_group_committed_ignores_fausts_group(setup: tuple[Settings, str]) -> None:
+    settings, topic = setup
+    tp = TopicPartition(topic, 0)
+    await produce(settings.kafka_bootstrap_servers, topic, [(b"k", b"%d" % n) for n in range(5)])
+    await commit_as(settings, settings.kafka_app_id, tp, 4)
+    await commit_as(settings, refresh_group_id(settings.kafka_app_id), tp, 1)
+    jobs = Jobs()
+    jobs.expected = 4
+    for n in range(5):
+        jobs.release(b"%d" % n)
+    consumer = consumer_for(settings, topic, jobs)
+    await consumer.start()
+    try:
+        await wait_committed(settings, tp, 5)
+    finally:
+        await consumer.stop()
+    assert jobs.started == [b"1", b"2", b"3", b"4"]
