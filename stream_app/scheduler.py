@@ -4,10 +4,18 @@ It pages with a keyset cursor over the refresh_due index (never loading the tabl
 each emitted row with ``refresh_requested_at``, so the next scan skips work in flight unless
 it has been pending for longer than half the buffer (a lost request). Each page is claimed
 (read, locked and marked: ``stream_app.db.scan``; two scans at once never claim the same
-row) in a transaction of its own, emitted at once (sent without waiting record by record),
-and committed only once every one of its records was acknowledged; a page whose delivery
-failed is rolled back, so it stays unmarked. The next page is claimed while the previous
-one is being delivered (``PAGES_IN_FLIGHT``).
+row) in a transaction of its own that is committed at once, then emitted (sent without
+waiting record by record). No row lock is held while the broker acknowledges: a refresh, a
+batch of them or an ingest touching the page's rows would wait for it, up to the broker
+deadline. A page whose delivery failed gets its marks back (``give_back_marks``), so the
+next scan sends it again. The next page is claimed while the previous one is being
+delivered (``PAGES_IN_FLIGHT``).
+
+Marked but never sent: a scanning process that dies (or whose give-back fails) between the
+commit and the broker's acknowledgement leaves marks without requests. Those are lost
+requests like any other (a worker that died with a request in hand): no scan asks again for
+half a buffer (their requests may still be in flight), then the first scan after that,
+whichever worker leads by then, refreshes them in its own process (``repeat_here``).
 """
 
 from __future__ import annotations
@@ -27,15 +35,15 @@ from schemas import TokenExpiring
 from stream_app.catalog import REFRESHABLE_PLATFORMS
 from stream_app.clock import utc_now
 from stream_app.db import Database
-from stream_app.db.scan import Cursor, DueConnection, claim_due_page
+from stream_app.db.scan import Cursor, DueConnection, claim_due_page, give_back_marks
 from stream_app.metrics import EXPIRING_SOON
 from stream_app.publisher import OutgoingRecord
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Pages being delivered (each holding its transaction, hence a pooled connection) while the
-# next one is claimed: the database reads and marks while the broker acknowledges.
+# Pages being delivered while the next one is claimed: the database reads and marks while the
+# broker acknowledges.
 PAGES_IN_FLIGHT = 2
 
 
@@ -159,10 +167,14 @@ async def scan_requests(
         if repeats:
             await repeat_here(RequestPage(repeats, occurred_at))
 
-    # SQLite has one writer at a time: a page's marks must be committed before the next page
-    # can be marked.
+    # SQLite has one writer at a time: a failed page's give-back must not race the next claim.
     emitted = await _scan_pages(
-        database, page_size, claim, deliver, pages_in_flight=1 if database.is_sqlite else PAGES_IN_FLIGHT
+        database,
+        page_size,
+        claim,
+        deliver,
+        marked=now,
+        pages_in_flight=1 if database.is_sqlite else PAGES_IN_FLIGHT,
     )
     log.log(
         logging.INFO if emitted else logging.DEBUG,
@@ -178,12 +190,12 @@ async def _scan_pages(
     claim: Callable[[AsyncSession, Cursor | None], Awaitable[list[DueConnection]]],
     deliver: Callable[[list[DueConnection]], Awaitable[None]],
     *,
+    marked: datetime,
     pages_in_flight: int,
 ) -> int:
-    """Claim page after page, each in a transaction of its own that a task of its own commits
-    once the page is delivered (or rolls back if it was not), while the next pages are claimed
-    and delivered. The first failure stops the scan and is raised, once every page already
-    claimed has been settled."""
+    """Claim page after page, each committed in a transaction of its own, and deliver each in
+    a task of its own while the next pages are claimed and delivered. The first failure stops
+    the scan and is raised, once every page already claimed has been settled."""
     emitted = 0
     cursor: Cursor | None = None
     pages: deque[asyncio.Task[int]] = deque()
@@ -191,24 +203,18 @@ async def _scan_pages(
         while True:
             while pages and (len(pages) >= pages_in_flight or pages[0].done()):
                 emitted += await pages.popleft()
-            transaction = contextlib.AsyncExitStack()
-            session = await transaction.enter_async_context(database.transaction())
-            try:
+            async with database.transaction() as session:
                 rows = await claim(session, cursor)
-            except BaseException as exc:
-                await transaction.__aexit__(type(exc), exc, exc.__traceback__)
-                raise
             if not rows:
-                await transaction.aclose()
                 break
-            pages.append(asyncio.ensure_future(_delivered_and_settled(transaction, deliver(rows), len(rows))))
+            pages.append(asyncio.ensure_future(_delivered_or_given_back(database, rows, deliver(rows), marked)))
             if len(rows) < page_size:
                 break
             cursor = Cursor(rows[-1].refresh_due_at, rows[-1].id)
         while pages:
             emitted += await pages.popleft()
     except BaseException:
-        for page in pages:  # a page delivered whole is marked, one that was not is not
+        for page in pages:  # a page delivered whole stays marked, one that was not is given back
             with contextlib.suppress(BaseException):
                 emitted += await page
         raise
@@ -217,16 +223,25 @@ async def _scan_pages(
     return emitted
 
 
-async def _delivered_and_settled(transaction: contextlib.AsyncExitStack, delivery: Awaitable[None], size: int) -> int:
-    """Wait for the page's delivery; commit its marks if it succeeded, else roll them back and
-    raise the delivery's error."""
+async def _delivered_or_given_back(
+    database: Database, rows: list[DueConnection], delivery: Awaitable[None], marked: datetime
+) -> int:
+    """Wait for the page's delivery; if it failed, give its marks back and raise its error."""
     try:
         await delivery
-    except BaseException as exc:
-        await transaction.__aexit__(type(exc), exc, exc.__traceback__)
+    except BaseException:
+        try:
+            async with database.transaction() as session:
+                await give_back_marks(session, rows, marked)
+        except Exception as exc:
+            log.warning(
+                "The marks of %d undelivered refresh request(s) could not be given back (%s); "
+                "the scan repeats them once they count as lost",
+                len(rows),
+                type(exc).__name__,
+            )
         raise
-    await transaction.aclose()
-    return size
+    return len(rows)
 
 
 def _utc_text(moment: datetime) -> str:

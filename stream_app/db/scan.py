@@ -3,9 +3,9 @@
 A page is read in (refresh_due_at, id) order with a keyset cursor over the partial index
 ``idx_platform_connections_refresh_due`` (a row comparison: every page starts in the index
 where the last one ended, instead of walking it from its start and filtering), locked, and
-marked requested with one ``UPDATE ... WHERE id = ANY(...)``. The mark is the caller's
-transaction's: it becomes visible when that transaction commits (after every request of the
-page was delivered) and vanishes if it rolls back.
+marked requested with one ``UPDATE ... WHERE id = ANY(...)``. The scan commits the claim at
+once, before the page's requests are sent (no row lock is held across a broker round trip),
+and gives back the marks of a page whose delivery failed (``give_back_marks``).
 """
 
 from __future__ import annotations
@@ -76,11 +76,12 @@ async def claim_due_page(
     On PostgreSQL the page is read ``FOR UPDATE SKIP LOCKED``, so the page's rows are this
     transaction's until it ends and the mark never waits for a lock (no deadlock with a
     refresh or a batch of them). Rows another transaction holds are skipped: another scan's
-    page in flight (two scans at once never claim the same row), or a row a refresh is
-    writing (the next scan has it if it is still due). The other way round, a refresh of a
-    claimed row waits for the claim's transaction: until its page is delivered (milliseconds;
-    when the broker stalls, at most the scan's broker deadline, after which the scanning
-    worker refreshes the page itself)."""
+    claim (two scans at once never claim the same row: once that claim commits, its mark
+    keeps the row out of every later read until ``requested_before`` passes it), or a row a
+    refresh is writing (the next scan has it if it is still due). The other way round, a
+    refresh of a claimed row waits for the claim's transaction, so the caller commits it
+    before it sends anything: a claim is two statements, a broker round trip can be the
+    scan's whole broker deadline (30 s by default)."""
     parameters: dict[str, Any] = {"due_by": due_by, "requested_before": requested_before, "limit": limit}
     if after is not None:
         parameters |= {"after_due": after.refresh_due_at, "after_id": after.id}
@@ -109,6 +110,38 @@ async def mark_refresh_requested(session: AsyncSession, ids: Sequence[uuid.UUID]
     # PostgreSQL: one array parameter, so one statement to prepare whatever the page's size.
     mark = _MARK_BY_ARRAY if session.get_bind().dialect.name == "postgresql" else _MARK_BY_LIST
     await session.execute(mark, {"ids": list(ids), "now": now})
+
+
+_GIVE_BACK_BY_ARRAY = (
+    update(_table)
+    .where(
+        _c.id == any_(bindparam("ids", type_=postgresql.ARRAY(Uuid()))),
+        _c.refresh_requested_at == bindparam("marked", type_=DateTime()),
+    )
+    .values(refresh_requested_at=bindparam("previous", type_=DateTime()))
+)
+_GIVE_BACK_BY_LIST = (
+    update(_table)
+    .where(
+        _c.id.in_(bindparam("ids", expanding=True, type_=Uuid())),
+        _c.refresh_requested_at == bindparam("marked", type_=DateTime()),
+    )
+    .values(refresh_requested_at=bindparam("previous", type_=DateTime()))
+)
+
+
+async def give_back_marks(session: AsyncSession, rows: Sequence[DueConnection], marked: datetime) -> None:
+    """Undo a committed claim whose requests were not delivered: each row gets back the mark
+    it had before (none, or a lost request's earlier one), unless its mark is no longer the
+    claim's (a refresh finished and cleared it, or a later scan marked it again).
+
+    One statement per earlier mark: rows repeated by one scan share that scan's time."""
+    by_previous: dict[datetime | None, list[uuid.UUID]] = {}
+    for row in rows:
+        by_previous.setdefault(row.requested_at, []).append(row.id)
+    give_back = _GIVE_BACK_BY_ARRAY if session.get_bind().dialect.name == "postgresql" else _GIVE_BACK_BY_LIST
+    for previous, ids in by_previous.items():
+        await session.execute(give_back, {"ids": ids, "marked": marked, "previous": previous})
 
 
 @functools.cache

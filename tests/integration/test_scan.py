@@ -1,7 +1,8 @@
 """The expiry scan's claim at the database: an index plan whose every page starts where the
-last one ended, marks that nobody sees before the page's records are acknowledged, a failed
-page left unmarked while the pages around it are kept, no row claimed by two scans at once,
-and the same scan on the embedded SQLite default."""
+last one ended, marks committed before the page's records are sent (no row lock held across
+the broker's round trip: tests/integration/test_scan_locks.py), a failed page's marks given
+back while the pages around it are kept, no row claimed by two scans at once, and the same
+scan on the embedded SQLite default."""
 
 from __future__ import annotations
 
@@ -130,20 +131,20 @@ async def test_every_page_is_read_from_the_index_where_the_last_one_ended(databa
 
 
 @pytest.mark.postgres
-async def test_a_page_is_marked_for_others_only_once_its_records_are_acknowledged(database: Database) -> None:
+async def test_a_page_is_marked_for_others_before_its_records_are_sent(database: Database) -> None:
     due = await insert_connections(database, due=6)
     settings = settings_for(database, page_size=3)
     seen_while_sending: list[set[uuid.UUID]] = []
     emitted: list[uuid.UUID] = []
 
     async def emit_many(events: list[TokenExpiring]) -> None:
-        # Another session looks while the page is on its way: none of it may look requested
-        # (were the page lost now, the next scan must send it again).
-        seen_while_sending.append(await marked(database, [event.user_id for event in events]))
         emitted.extend(event.user_id for event in events)
+        # Another session looks while the page is on its way: all of it looks requested (a
+        # second scan now would not request it again; the claim's row locks are gone).
+        seen_while_sending.append(await marked(database, [event.user_id for event in events]))
 
     assert await scan_expiring(database, settings, emit_many) == 6
-    assert seen_while_sending == [set(), set()]
+    assert sorted(map(sorted, seen_while_sending)) == sorted([sorted(due[0:3]), sorted(due[3:6])])
     assert emitted == due
     assert await marked(database, due) == set(due)
 
@@ -151,8 +152,9 @@ async def test_a_page_is_marked_for_others_only_once_its_records_are_acknowledge
 @pytest.mark.postgres
 async def test_a_failed_page_stays_unmarked_and_the_pages_delivered_around_it_do_not(database: Database) -> None:
     """The next page is claimed and sent while the one before it is delivered: the second of
-    three fails while the third is on its way. The first and third are marked (every record
-    of theirs was acknowledged), the second is not, and the next scan sends it alone."""
+    three fails while the third is on its way. The first and third stay marked (every record
+    of theirs was acknowledged), the second gets its marks back, and the next scan sends it
+    alone."""
     due = await insert_connections(database, due=9)
     settings = settings_for(database, page_size=3)
     pages: list[list[uuid.UUID]] = []
@@ -204,7 +206,7 @@ async def test_two_scans_at_once_never_request_a_connection_twice(database: Data
 
 
 async def test_the_scan_on_the_embedded_sqlite_default(tmp_path: Path) -> None:
-    """One writer at a time: a page is committed before the next one is marked."""
+    """One writer at a time: a page is delivered (or given back) before the next one is claimed."""
     database = Database(f"sqlite+aiosqlite:///{tmp_path / 'scan.db'}")
     try:
         await upgrade_to_head(database)
