@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     scan_page_size: int = Field(default=500, ge=1)
     # How long input event ids are remembered to recognise duplicates (replays, retries).
     processed_event_retention_days: float = Field(default=7, gt=0)
+    # How long published outbox events are kept (at most ten years) before the leader's hourly
+    # housekeeping deletes them; unpublished ones are never deleted.
+    outbox_retention_hours: float = Field(default=24, gt=0, le=87_600, allow_inf_nan=False)
 
     # Test-only crash points (stream_app.failpoints), comma-separated.
     failpoints: str = ""

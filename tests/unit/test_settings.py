@@ -177,6 +177,42 @@ def test_the_worker_does_not_start_with_more_in_sync_replicas_than_replicas(monk
     ]
 
 
+# --- outbox retention ---------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("key")
+def test_outbox_retention_defaults_to_a_day_and_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OUTBOX_RETENTION_HOURS", raising=False)
+    assert load_settings().outbox_retention_hours == 24
+
+    monkeypatch.setenv("OUTBOX_RETENTION_HOURS", "1.5")
+    assert load_settings().outbox_retention_hours == 1.5
+
+
+@pytest.mark.usefixtures("key")
+@pytest.mark.parametrize("bad", ["0", "-6", "a day", "inf", "nan", "87601", ""])
+def test_bad_outbox_retention_is_refused_by_name(monkeypatch: pytest.MonkeyPatch, bad: str) -> None:
+    monkeypatch.setenv("OUTBOX_RETENTION_HOURS", bad)
+
+    message = config_error(naming="OUTBOX_RETENTION_HOURS")
+
+    assert message.startswith("OUTBOX_RETENTION_HOURS: ")
+    assert ";" not in message
+
+
+@pytest.mark.usefixtures("key")
+def test_the_worker_does_not_start_with_a_zero_outbox_retention(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OUTBOX_RETENTION_HOURS", "0")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # were the check gone: no worker starts
+
+    result = CliRunner().invoke(cli, ["worker"])
+
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "token-refresh: configuration error: OUTBOX_RETENTION_HOURS: Input should be greater than 0"
+    ]
+
+
 # --- ENCRYPTION_KEY -----------------------------------------------------------------------
 
 
