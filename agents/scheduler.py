@@ -1,4 +1,5 @@
-"""Leader-only timers: the expiry scan every SCAN_INTERVAL_SECONDS, and hourly housekeeping."""
+"""Leader-only timers: the expiry scan every SCAN_INTERVAL_SECONDS, and hourly housekeeping
+(forgetting old processed event ids, pruning published outbox events)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from aiokafka.errors import KafkaError
 from agents.context import WorkerContext
 from agents.local import LocalRefreshes
 from stream_app.clock import utc_now
+from stream_app.db.engine import Database
+from stream_app.db.outbox_retention import prune_published
 from stream_app.db.processed import forget_processed_before
+from stream_app.metrics import OUTBOX_PRUNED
 from stream_app.publisher import OutgoingRecord
 from stream_app.scheduler import EmitPage, RequestPage, scan_requests
 from stream_app.transient import is_transient
@@ -52,6 +56,31 @@ def attach(context: WorkerContext) -> None:
             log.info("Forgot %d processed event id(s) older than %s", forgotten, cutoff)
         except Exception:
             log.exception("Forgetting old processed event ids failed")
+
+    @context.app.timer(3600, on_leader=True, name="prune_outbox")
+    async def prune_outbox() -> None:
+        await prune_published_outbox(context.service.database, context.settings.outbox_retention_hours)
+
+
+async def prune_published_outbox(database: Database, retention_hours: float) -> int:
+    """Delete outbox events published more than ``retention_hours`` ago; how many went. A
+    failure is logged, never raised: the next hour tries again (rows deleted before it count)."""
+    cutoff = utc_now() - timedelta(hours=retention_hours)
+    pruned = 0
+
+    def count(chunk: int) -> None:
+        nonlocal pruned
+        pruned += chunk
+        OUTBOX_PRUNED.inc(chunk)
+
+    try:
+        await prune_published(database, cutoff, on_chunk=count)
+    except Exception:
+        log.exception("Pruning published outbox events failed after %d row(s)", pruned)
+    else:
+        if pruned:
+            log.info("Pruned %d outbox event(s) published before %s", pruned, cutoff)
+    return pruned
 
 
 def publish_or_refresh_here(send_many: SendMany, local: LocalRefreshes, topic: str, *, deadline: float) -> EmitPage:

@@ -41,6 +41,10 @@ CIRCUIT_STUCK = Gauge(
     "1 while a platform's circuit stays open well past its cool-down (no trial call settled it)",
     ["platform"],
 )
+OUTBOX_PRUNED = Counter(
+    "token_refresh_outbox_pruned",
+    "Published outbox events deleted once older than OUTBOX_RETENTION_HOURS",
+)
 
 
 # What /ready answers, replaced whole by the worker's upkeep (read from the server's thread).
