@@ -47,7 +47,12 @@ class Database:
         self.url = make_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         overflow = pool_size if max_overflow is None else max_overflow
-        self.engine: AsyncEngine = create_async_engine(url, **self._engine_options(pool_size, overflow, pool_timeout))
+        self.engine: AsyncEngine = create_async_engine(
+            url,
+            # A statement's error message never lists its bound values (ids, ciphertexts).
+            hide_parameters=True,
+            **self._engine_options(pool_size, overflow, pool_timeout),
+        )
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         else:
