@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import event, insert, select, text
 
 from agents.scheduler import prune_published_outbox
@@ -19,7 +20,6 @@ from stream_app.db import Database
 from stream_app.db.migrate import upgrade_to_head
 from stream_app.db.models import OutboxRow
 from stream_app.db.outbox_retention import delete_published_chunk, prune_published
-from stream_app.metrics import OUTBOX_PRUNED
 
 NOW = utc_now()
 CUTOFF = NOW - timedelta(hours=24)
@@ -167,17 +167,21 @@ async def test_the_sqlite_default_finds_a_chunk_through_the_index(sqlite: Databa
     assert "SEARCH outbox_events USING INTEGER PRIMARY KEY (rowid=?)" in steps, steps
 
 
+def pruned_total() -> float:
+    return REGISTRY.get_sample_value("token_refresh_outbox_pruned_total") or 0.0
+
+
 async def test_housekeeping_counts_logs_and_survives_a_failure(
     sqlite: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
     await add(sqlite, 12, created=NOW - timedelta(days=2), published=NOW - timedelta(days=2))
     await add(sqlite, 2, created=NOW - timedelta(hours=1), published=NOW - timedelta(hours=1))
-    before = OUTBOX_PRUNED._value.get()
+    before = pruned_total()
     caplog.set_level(logging.INFO, logger="agents.scheduler")
 
     assert await prune_published_outbox(sqlite, retention_hours=24) == 12
 
-    assert OUTBOX_PRUNED._value.get() - before == 12
+    assert pruned_total() - before == 12
     said = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert len(said) == 1 and said[0].startswith("Pruned 12 outbox event(s) published before "), said
 
