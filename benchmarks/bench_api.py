@@ -34,23 +34,23 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, insert
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from stream_app.clock import utc_now
 from stream_app.crypto import TokenBinding, TokenCipher, generate_key
 from stream_app.db import Database
-from stream_app.db.migrate import upgrade_to_head
 from stream_app.db.models import ConnectionRow
 from stream_app.service import TokenService
 from stream_app.settings import Settings
 
-DEFAULT_SERVER = os.environ.get(
-    "TEST_DATABASE_URL", "postgresql+asyncpg://token_refresh:token_refresh@127.0.0.1:5432/token_refresh_test"
-)
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # the script's own folder is on the path, not the repository
+    sys.path.insert(0, str(REPO))
+from tests.support.databases import POSTGRES_URL, migrated_database  # noqa: E402  # the suite's helpers
+
 PLATFORM = "spotify"
 
 
@@ -182,29 +182,11 @@ async def _remove(database: Database, users: Sequence[uuid.UUID]) -> None:
         await database.dispose()
 
 
-async def _administer(server_url: URL, statement: str) -> None:
-    engine = create_async_engine(server_url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            await connection.exec_driver_sql(statement)
-    finally:
-        await engine.dispose()
-
-
 async def run(args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
     """Every variant ``args.rounds`` times, in turns, in a database of the script's own."""
-    server_url = make_url(args.server_url)
-    name = f"bench_api_{uuid.uuid4().hex[:8]}"
-    await _administer(server_url, f'CREATE DATABASE "{name}"')
-    database_url = server_url.set(database=name).render_as_string(hide_password=False)
     key = generate_key()
     results: dict[str, list[dict[str, float]]] = {variant.label: [] for variant in VARIANTS}
-    try:
-        database = Database(database_url)
-        try:
-            await upgrade_to_head(database)
-        finally:
-            await database.dispose()
+    async with migrated_database(args.server_url, f"bench_api_{uuid.uuid4().hex[:8]}") as database_url:
         for round_number in range(1, args.rounds + 1):
             for variant in VARIANTS:
                 result = await measure_api(
@@ -222,8 +204,6 @@ async def run(args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
                     f"  round {round_number} {variant.label:42} p50 {result['p50_ms']:8.3f} ms  "
                     f"p99 {result['p99_ms']:8.3f} ms  {result['calls_per_second']:9,.0f} calls/s\n"
                 )
-    finally:
-        await _administer(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     return results
 
 
@@ -259,7 +239,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--connections", type=int, default=100, help="connections the calls spread over (100)")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each variant, in turns (3)")
     parser.add_argument(
-        "--server-url", default=DEFAULT_SERVER, help="a Postgres database to connect to; the script creates its own"
+        "--server-url", default=POSTGRES_URL, help="a Postgres database to connect to; the script creates its own"
     )
     return parser
 

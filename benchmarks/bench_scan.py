@@ -6,9 +6,9 @@ The script creates a Postgres database of its own (dropped at the end) and a top
 (deleted at the end), seeds ``--rows`` connections of which ``--backlog`` are due now (the
 rest are due hours later, so they are in the index but not in the scan), and runs the real
 scan (``stream_app.scheduler.scan_requests``: pages read ``FOR UPDATE SKIP LOCKED`` and
-marked with one ``UPDATE ... WHERE id = ANY(...)``, each emitted with
-``KafkaPublisher.send_many`` and committed once acknowledged, the next page claimed
-meanwhile) with the real publisher against the real broker, as the worker does. Seeding is
+marked with one ``UPDATE ... WHERE id = ANY(...)``, each claim committed, then emitted with
+``KafkaPublisher.send_many``, the next page claimed meanwhile) with the real publisher
+against the real broker, as the worker does. Seeding is
 one ``INSERT ... SELECT`` over ``generate_series`` (rows need no valid ciphertext: the scan
 reads none), with the secondary indexes built after it.
 
@@ -32,12 +32,9 @@ import os
 import platform
 import re
 import shutil
-import signal
 import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -49,22 +46,22 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import event, text
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from stream_app.catalog import REFRESHABLE_PLATFORMS
 from stream_app.clock import utc_now
 from stream_app.crypto import generate_key
 from stream_app.db import Database
-from stream_app.db.migrate import upgrade_to_head
 from stream_app.db.scan import claim_due_page
 from stream_app.publisher import KafkaPublisher, OutgoingRecord
 from stream_app.scheduler import RequestPage, scan_requests
 from stream_app.settings import Settings
 
-DEFAULT_SERVER = os.environ.get(
-    "TEST_DATABASE_URL", "postgresql+asyncpg://token_refresh:token_refresh@127.0.0.1:5432/token_refresh_test"
-)
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # the script's own folder is on the path, not the repository
+    sys.path.insert(0, str(REPO))
+from tests.support.databases import POSTGRES_URL, create_database, drop_database  # noqa: E402  # the suite's helpers
+from tests.support.worker import WorkerProcess  # noqa: E402
+
 SCAN_INDEX = "idx_platform_connections_refresh_due"
 WORKER_TOPICS = (
     "connection.created",
@@ -145,15 +142,6 @@ async def postgres_cpu_seconds(database: Database) -> float:
 def rss_mb() -> float:
     """This process's resident set size now (not its peak), in MiB."""
     return _rss_mb_of(os.getpid())
-
-
-async def administer(server_url: URL, statement: str) -> None:
-    engine = create_async_engine(server_url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            await connection.exec_driver_sql(statement)
-    finally:
-        await engine.dispose()
 
 
 async def seed(database: Database, rows: int, backlog: int, fillfactor: int | None = None) -> None:
@@ -291,12 +279,10 @@ async def run_bench(
     fillfactor: int | None = None,
     log: bool = False,
 ) -> Bench:
-    server = make_url(server_url)
     suffix = uuid.uuid4().hex[:8]
     name = f"bench_scan_{suffix}"
     topic = f"bench-scan.{suffix}"
-    await administer(server, f'CREATE DATABASE "{name}"')
-    database_url = server.set(database=name).render_as_string(hide_password=False)
+    database_url = await create_database(server_url, name)
     database = Database(database_url)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -317,7 +303,6 @@ async def run_bench(
 
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
-        await upgrade_to_head(database)
         started = time.perf_counter()
         await seed(database, rows, backlog, fillfactor)
         bench.seed_seconds = time.perf_counter() - started
@@ -345,7 +330,7 @@ async def run_bench(
         finally:
             await admin.close()
             await database.dispose()
-            await administer(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await drop_database(server_url, name)
     return bench
 
 
@@ -381,24 +366,20 @@ async def measure_worker_rss(
     ciphertext, so each request ends as a dead letter (connection marked error): the refresh
     path runs up to its first step. The worker has an app id, topics and database of its own,
     all removed at the end."""
-    server = make_url(server_url)
     suffix = uuid.uuid4().hex[:8]
     name = f"bench_worker_{suffix}"
     topics = {topic: f"{topic}.{suffix}" for topic in WORKER_TOPICS}
     created = [*topics.values(), f"{topics['connection.created']}.dlq", f"{topics['token.expiring']}.dlq"]
-    await administer(server, f'CREATE DATABASE "{name}"')
-    database_url = server.set(database=name).render_as_string(hide_password=False)
+    database_url = await create_database(server_url, name)
     database = Database(database_url)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     samples: list[float] = []
-    workdir = Path(tempfile.mkdtemp(prefix="bench-worker-"))
+    workdir = REPO / ".local" / "bench" / f"worker-rss-{suffix}"  # its log, spool and Faust data
     try:
-        await upgrade_to_head(database)
         await seed(database, rows, backlog)
         await admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1) for topic in created])
         env = {
-            **os.environ,
             "ENCRYPTION_KEY": generate_key(),
             "DATABASE_URL": database_url,
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -410,25 +391,17 @@ async def measure_worker_rss(
             "TOKEN_SPOOL_DIR": str(workdir / "spool"),
             **{f"TOPIC_{topic.upper().replace('.', '_')}": named for topic, named in topics.items()},
         }
-        with (workdir / "worker.log").open("wb") as log:
-            worker = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "stream_app", "worker", env=env, stdout=log, stderr=subprocess.STDOUT
-            )
+        worker = WorkerProcess(env, workdir / "worker.log").start()
         try:
             started = time.monotonic()
-            while time.monotonic() - started < seconds and worker.returncode is None:
+            while time.monotonic() - started < seconds and worker.running:
                 await asyncio.sleep(1)
                 samples.append(_rss_mb_of(worker.pid))
         finally:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(worker.wait(), 30)
-            except TimeoutError:
-                worker.kill()
-                await worker.wait()
+            await asyncio.to_thread(worker.stop, 30)
         emitted = sum(
             int(line.split("emitted ")[1].split()[0])
-            for line in (workdir / "worker.log").read_text(errors="replace").splitlines()
+            for line in worker.log().splitlines()
             if "Expiry scan emitted" in line
         )
     finally:
@@ -437,7 +410,7 @@ async def measure_worker_rss(
         finally:
             await admin.close()
             await database.dispose()
-            await administer(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await drop_database(server_url, name)
             shutil.rmtree(workdir, ignore_errors=True)
     return {
         "rows": rows,
@@ -496,14 +469,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--page-size", type=int, help="the scan's page (default: SCAN_PAGE_SIZE's default)")
     parser.add_argument("--rounds", type=int, default=1, help="scans of the backlog, each variant in turn (1)")
     parser.add_argument("--baseline-rows", type=int, default=1000, help="rows the per-row baseline sends (1000)")
-    parser.add_argument("--fillfactor", type=int, help="the table's fillfactor (the migrations': 100)")
+    parser.add_argument("--fillfactor", type=int, help="the table's fillfactor (the migrations': 85)")
     parser.add_argument(
         "--worker-seconds", type=float, default=0, help="then run a real worker on such a table this long (0: no)"
     )
     parser.add_argument("--partitions", type=int, default=4, help="partitions of the topic (4)")
     parser.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka (127.0.0.1:9092)")
     parser.add_argument(
-        "--server-url", default=DEFAULT_SERVER, help="a Postgres database to connect to; the script creates its own"
+        "--server-url", default=POSTGRES_URL, help="a Postgres database to connect to; the script creates its own"
     )
     return parser
 

@@ -7,14 +7,12 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.engine import make_url
 
 from stream_app.crypto import generate_key
-from stream_app.db import Database
-from stream_app.db.migrate import upgrade_to_head
 from stream_app.sandbox import SandboxServer
 from stream_app.settings import Settings
+from tests.support.databases import create_database, drop_database
 from tests.support.infra import require_kafka, require_postgres
 from tests.support.kafka import delete_topics, list_topics
 
@@ -62,35 +60,13 @@ def own_database_url() -> Iterator[str]:
 
 @contextlib.contextmanager
 def _migrated_database() -> Iterator[str]:
-    server_url = make_url(require_postgres())
-    name = f"{server_url.database}_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_create_database(server_url, name))
+    server_url = require_postgres()
+    name = f"{make_url(server_url).database}_{uuid.uuid4().hex[:8]}"
+    url = asyncio.run(create_database(server_url, name))
     try:
-        yield server_url.set(database=name).render_as_string(hide_password=False)
+        yield url
     finally:
-        asyncio.run(_drop_database(server_url, name))
-
-
-async def _create_database(server_url: URL, name: str) -> None:
-    await _administer(server_url, f'CREATE DATABASE "{name}"')
-    database = Database(server_url.set(database=name).render_as_string(hide_password=False))
-    try:
-        await upgrade_to_head(database)
-    finally:
-        await database.dispose()
-
-
-async def _drop_database(server_url: URL, name: str) -> None:
-    await _administer(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-async def _administer(server_url: URL, statement: str) -> None:
-    engine = create_async_engine(server_url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            await connection.exec_driver_sql(statement)
-    finally:
-        await engine.dispose()
+        asyncio.run(drop_database(server_url, name))
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,9 @@
 """The run's own broker, database and provider sandbox, and the grants every path refreshes.
 
 The broker is chaoskit's ``Kafka`` (scripts/chaoskit/infra.py) on its own port and state
-directory; the database is a new one on the local cluster, migrated by ``python -m stream_app
-migrate`` (chaoskit's ``create_database``); the sandbox is ``python -m stream_app sandbox``
-(chaoskit's ``Sandbox``) answering after ``latency`` seconds.
+directory; the database is a new one on the local cluster, migrated (tests/support/databases.py);
+the sandbox is ``python -m stream_app.sandbox --quiet`` (chaoskit's ``Sandbox``) answering after
+``latency`` seconds.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class Environment:
             await asyncio.to_thread(self.own_kafka.start)
         if not self.server_url:
             self.server_url = await asyncio.to_thread(_local_postgres)
-        self.database_url = await create_database(self.server_url, self.database, self.key)
+        self.database_url = await create_database(self.server_url, self.database)
         await asyncio.to_thread(self.sandbox.start)
         async with httpx.AsyncClient(base_url=self.sandbox.base_url, timeout=30) as admin:
             (await admin.post("/_admin/latency", json={"seconds": self.latency})).raise_for_status()

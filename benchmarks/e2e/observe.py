@@ -1,4 +1,5 @@
-"""Publishing the burst, and reading outcomes and their timestamps back from the topics.
+"""Reading outcomes and their timestamps back from the topics (the burst is published with
+chaoskit's ``publish``).
 
 Times come from the records' own timestamps (the producer's clock, this machine's), so the
 end of a run is the moment its last ``token.refreshed`` was produced, not when we polled it.
@@ -10,39 +11,13 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer
 
-from schemas import ConnectionCreated
+from .borrowed import partitions_of
 
 
 class NotAllRefreshed(RuntimeError):
     pass
-
-
-async def publish(bootstrap: str, topic: str, events: list[ConnectionCreated]) -> float:
-    """Send every event (idempotent, acks=all, keyed by connection); returns the wall-clock time
-    just before the first send."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
-    await producer.start()
-    try:
-        payloads = [(event.key.encode(), event.to_bytes()) for event in events]
-        started = time.time()
-        sent = [await producer.send(topic, value, key=key) for key, value in payloads]
-        await asyncio.gather(*sent)
-    finally:
-        await producer.stop()
-    return started
-
-
-async def _partitions(bootstrap: str, topics: list[str]) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        described = await admin.describe_topics(topics)
-    finally:
-        await admin.close()
-    return [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
 
 
 class Outcomes:
@@ -67,7 +42,7 @@ class Outcomes:
 
     async def start(self) -> None:
         topics = [self.refreshed_topic, *self.other_topics, *self.final_topics]
-        partitions = await _partitions(self.bootstrap, topics)
+        partitions = await partitions_of(self.bootstrap, topics)
         self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
         await self.consumer.start()
         self.consumer.assign(partitions)
@@ -114,7 +89,7 @@ async def first_timestamps(bootstrap: str, topic: str, expected: int, patience: 
 
 
 async def _first_timestamps(bootstrap: str, topic: str) -> dict[str, int]:
-    partitions = await _partitions(bootstrap, [topic])
+    partitions = await partitions_of(bootstrap, [topic])
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     found: dict[str, int] = {}

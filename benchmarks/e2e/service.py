@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from stream_app.clock import utc_now
 
 from . import observe, procstat, rows
+from .borrowed import WorkerProcess, publish
 from .environment import Environment
 from .results import Measurement
 from .rows import Connection
-from .worker import WorkerProcess, topic_names, worker_env
+from .worker import topic_names, worker_env
 
 _runs = itertools.count(1)
 
@@ -59,7 +60,7 @@ async def service_run(
         partitions=options.partitions,
         code=options.code,
     )
-    workers = [WorkerProcess(f"{tag}.worker-{i}", env, environment.workdir) for i in range(1, options.workers + 1)]
+    workers = [WorkerProcess(env, environment.workdir / f"{tag}.worker-{i}.log") for i in range(1, options.workers + 1)]
     outcomes = observe.Outcomes(
         environment.bootstrap,
         topics["token.refreshed"],
@@ -81,7 +82,7 @@ async def service_run(
         await outcomes.start()
         if path == "burst":
             events = [rows.created_event(environment.cipher, connection) for connection in connections]
-            started = await observe.publish(environment.bootstrap, topics["connection.created"], events)
+            started = await publish(environment.bootstrap, topics["connection.created"], events)
         done = await outcomes.wait_for({connection.key for connection in connections}, timeout)
         await asyncio.sleep(2 * sampler.interval)  # a sample after the last outcome
         peak = procstat.peak_rss(sampler.pids)

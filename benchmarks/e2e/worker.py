@@ -1,19 +1,10 @@
-"""One real worker process, ``python -m stream_app worker``, as an operator runs it.
-
-Like chaoskit's ``Worker`` (scripts/chaoskit/processes.py), but started in the run's own
-directory (Faust's data directory and the token spool land there, not in the repository)
-and with the service's normal timings: only the scan interval is shortened (a wave then
-starts within seconds instead of a minute; it is timed from the scan's first request).
+"""The environment of a real worker process (``python -m stream_app worker``, started by the
+suite's ``WorkerProcess`` in the run's own directory, where its Faust data directory lands),
+as an operator runs it: the service's normal timings, only the scan interval shortened (a wave
+then starts within seconds instead of a minute; it is timed from the scan's first request).
 """
 
 from __future__ import annotations
-
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 from .environment import Environment
 
@@ -54,54 +45,3 @@ def worker_env(
     if max_in_flight is not None:
         env["MAX_REFRESHES_IN_FLIGHT"] = str(max_in_flight)
     return env
-
-
-class WorkerProcess:
-    def __init__(self, name: str, env: dict[str, str], workdir: Path) -> None:
-        self.name = name
-        self.env = env
-        self.workdir = workdir
-        self.log_path = workdir / f"{name}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        if self.process is None:
-            raise RuntimeError(f"{self.name} was not started")
-        return self.process.pid
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "stream_app", "worker"],
-                env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
-                cwd=self.workdir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if "Ready" in self.log_path.read_text(errors="replace"):
-                return
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode}; see {self.log_path}")
-            time.sleep(0.2)
-        raise RuntimeError(f"{self.name} not ready within {timeout:.0f}s; see {self.log_path}")
-
-    def stop(self, timeout: float = 60.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()

@@ -7,7 +7,6 @@ are provisioned by the project's scripts (scripts/kafka_local.py, scripts/postgr
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import signal
@@ -15,8 +14,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-import asyncpg  # type: ignore[import-untyped]
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts"
@@ -96,42 +93,5 @@ class Postgres:
         _run(["pg_dropcluster", self.version, self.name, "--stop"])
 
 
-def database_url(server_url: str, name: str) -> str:
-    return server_url.rsplit("/", 1)[0] + "/" + name
-
-
 def asyncpg_dsn(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://")
-
-
-async def create_database(server_url: str, name: str, encryption_key: str) -> str:
-    """A new database, migrated by the project's own `migrate` command; returns its URL."""
-    admin = await asyncpg.connect(asyncpg_dsn(server_url))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = database_url(server_url, name)
-    env = {**os.environ, "DATABASE_URL": url, "ENCRYPTION_KEY": encryption_key}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "stream_app",
-        "migrate",
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    output, _ = await process.communicate()
-    if process.returncode != 0:
-        raise RuntimeError(f"migrate failed:\n{output.decode(errors='replace')}")
-    return url
-
-
-async def drop_database(server_url: str, name: str) -> None:
-    admin = await asyncpg.connect(asyncpg_dsn(server_url))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()

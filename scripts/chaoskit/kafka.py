@@ -5,23 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas import ConnectionCreated
+from tests.support.kafka import produce
 
 from .figures import Record
 
 
-async def publish(bootstrap: str, topic: str, events: list[ConnectionCreated]) -> None:
-    """As a producer would: idempotent, acks=all, keyed by connection."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
-    await producer.start()
-    try:
-        sent = [await producer.send(topic, event.to_bytes(), key=event.key.encode()) for event in events]
-        await asyncio.gather(*sent)
-    finally:
-        await producer.stop()
+async def publish(bootstrap: str, topic: str, events: list[ConnectionCreated]) -> float:
+    """Keyed by connection, as a producer would; returns the wall-clock time just before the first send."""
+    return await produce(bootstrap, topic, [(event.key.encode(), event.to_bytes()) for event in events])
 
 
 async def partitions_of(bootstrap: str, topics: list[str]) -> list[TopicPartition]:

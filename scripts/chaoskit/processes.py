@@ -1,4 +1,5 @@
-"""The real processes under test: `python -m stream_app worker` (twice) and the sandbox."""
+"""The real processes under test: `python -m stream_app worker` (twice, tests/support/worker.py) and
+the sandbox."""
 
 from __future__ import annotations
 
@@ -12,26 +13,17 @@ from pathlib import Path
 import httpx
 
 from stream_app.sandbox.dialects import PLATFORMS, credential_key, default_credentials
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _spawn(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "stream_app", *args],
-            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+from tests.support.worker import WorkerProcess
 
 
 class Sandbox:
-    def __init__(self, port: int, log_path: Path) -> None:
+    """``python -m stream_app.sandbox`` on ``port``, quiet (no access-log line per request: under
+    a run's load formatting them costs the sandbox CPU) unless ``access_log``."""
+
+    def __init__(self, port: int, log_path: Path, *, access_log: bool = False) -> None:
         self.port = port
         self.log_path = log_path
+        self.access_log = access_log
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -39,7 +31,16 @@ class Sandbox:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> None:
-        self.process = _spawn(["sandbox", "--port", str(self.port)], {}, self.log_path)
+        command = [sys.executable, "-m", "stream_app.sandbox", "--port", str(self.port)]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [*command, *([] if self.access_log else ["--quiet"])],
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                cwd=self.log_path.parent,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -73,53 +74,38 @@ class Sandbox:
 
 
 class Worker:
-    """One worker slot; each (re)start is a new process with its own log file."""
+    """One worker slot; each (re)start is a new process with its own log file, in ``workdir``
+    (where its Faust data directory and token spool are kept too)."""
 
     def __init__(self, name: str, env: dict[str, str], workdir: Path) -> None:
         self.name = name
         self.env = env
         self.workdir = workdir
-        self.process: subprocess.Popen[bytes] | None = None
-        self.logs: list[Path] = []
+        self.runs: list[WorkerProcess] = []
 
     @property
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.env['METRICS_PORT']}/metrics"
 
+    @property
+    def logs(self) -> list[Path]:
+        return [run.log_path for run in self.runs]
+
     def start(self) -> None:
-        log_path = self.workdir / f"{self.name}.{len(self.logs)}.log"
-        self.logs.append(log_path)
-        self.process = _spawn(["worker"], self.env, log_path)
+        self.runs.append(WorkerProcess(self.env, self.workdir / f"{self.name}.{len(self.runs)}.log").start())
 
     def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if "Ready" in self.logs[-1].read_text(errors="replace"):
-                return
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode}; see {self.logs[-1]}")
-            time.sleep(0.5)
-        raise RuntimeError(f"{self.name} not ready within {timeout:.0f}s; see {self.logs[-1]}")
+        self.runs[-1].wait_ready(timeout)
 
     def kill9(self) -> int:
-        if self.process is None or self.process.poll() is not None:
+        if not self.runs or not self.runs[-1].running:
             raise RuntimeError(f"{self.name} is not running")
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-        return self.process.pid
+        self.runs[-1].kill()
+        return self.runs[-1].pid
 
     def stop(self, timeout: float = 60.0) -> bool:
         """SIGTERM and wait; True when it exited by itself (False: it had to be killed)."""
-        if self.process is None or self.process.poll() is not None:
-            return True
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-            return True
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-            return False
+        return self.runs[-1].stop(timeout) if self.runs else True
 
     def log_text(self) -> str:
-        return "".join(path.read_text(errors="replace") for path in self.logs if path.exists())
+        return "".join(run.log() for run in self.runs)

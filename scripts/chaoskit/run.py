@@ -22,10 +22,11 @@ from stream_app.crypto import TokenCipher, generate_key
 from stream_app.errors import DecryptionError
 from stream_app.kafka_client import ensure_topics
 from stream_app.settings import load_settings
+from tests.support.databases import create_database, drop_database
 
 from . import events, figures, kafka
 from .figures import Connection, Evidence, StoredRow
-from .infra import REPO, Kafka, Postgres, asyncpg_dsn, create_database, drop_database
+from .infra import REPO, Kafka, Postgres, asyncpg_dsn
 from .observe import DatabaseSamples, epoch, sample_database, scrape_metrics
 from .processes import Sandbox, Worker
 from .timeline import Plan, make_plan
@@ -111,7 +112,7 @@ class ChaosRun:
         await asyncio.to_thread(self.kafka.start)
         self.server_url = await asyncio.to_thread(self.postgres.start)
         say(f"private Kafka at {self.kafka.bootstrap}, Postgres {self.postgres.version}/chaos on :{self.postgres.port}")
-        self.database_url = await create_database(self.server_url, self.database, self.key)
+        self.database_url = await create_database(self.server_url, self.database)
         names: dict[str, Any] = {f"topic_{name.replace('.', '_')}": topic for name, topic in self.topics.items()}
         await ensure_topics(
             load_settings(encryption_key=self.key, kafka_bootstrap_servers=self.kafka.bootstrap, **names)

@@ -18,7 +18,8 @@ from tests.support.infra import require_postgres
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+REPO = Path(__file__).resolve().parents[2]
+BENCHMARKS = REPO / "benchmarks"
 CONNECTIONS = 30
 
 
@@ -47,6 +48,8 @@ async def test_every_path_refreshes_every_connection(e2e: ModuleType, kafka_boot
         service_timeout=60.0,
     )
 
+    left_before = worker_leftovers()
+
     report = await e2e.runner.run(options)
 
     assert list(report.table.rows) == list(paths)
@@ -63,3 +66,15 @@ async def test_every_path_refreshes_every_connection(e2e: ModuleType, kafka_boot
         assert e2e.results.LABELS[path] in text, path
     assert "vs raw limit" in text and "vs Authlib loop" in text
     assert report.leaks == (0, 0), "a plain-text token in the benchmark's logs"
+    assert worker_leftovers() == left_before, "a worker kept its Faust data or spool outside the run's directory"
+
+
+def worker_leftovers() -> set[Path]:
+    """Faust data directories of benchmark workers and token spools in the repository root and
+    the current directory (the run's own directory, under .local/, is the only place for them)."""
+    return {
+        path
+        for folder in {REPO, Path.cwd()}
+        for pattern in ("token-refresh-bench-*-data", "token_refresh_spool")
+        for path in folder.glob(pattern)
+    }

@@ -11,12 +11,10 @@ import socket
 
 import pytest
 
+from tests.support.databases import POSTGRES_URL
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 KAFKA_BOOTSTRAP = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-POSTGRES_URL = os.environ.get(
-    "TEST_DATABASE_URL",
-    "postgresql+asyncpg://token_refresh:token_refresh@127.0.0.1:5432/token_refresh_test",
-)
 
 
 def reachable(host: str, port: int, timeout: float = 2.0) -> bool:

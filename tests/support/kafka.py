@@ -47,14 +47,18 @@ async def delete_topics(bootstrap: str, names: set[str], chunk: int = 200) -> No
         await admin.close()
 
 
-async def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+async def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> float:
+    """As a producer of the service's input would (idempotent, acks=all); returns the wall-clock
+    time just before the first send (a benchmark's start)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
     await producer.start()
     try:
+        started = time.time()
         sent = [await producer.send(topic, value, key=key) for key, value in records]
         await asyncio.gather(*sent)
     finally:
         await producer.stop()
+    return started
 
 
 class TopicReader:

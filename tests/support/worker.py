@@ -1,4 +1,11 @@
-"""The real worker (`python -m stream_app worker`) as a subprocess of the test."""
+"""The real worker (``python -m stream_app worker``) as a child process: the one launcher of the
+tests, the benchmarks (benchmarks/e2e, bench_scan.py) and the chaos runs (scripts/chaoskit).
+
+A worker runs in the directory of its log file. What it keeps relative to its working
+directory (Faust's data directory ``<KAFKA_APP_ID>-data``, and the token spool
+``token_refresh_spool`` unless TOKEN_SPOOL_DIR says otherwise) therefore lands in the caller's
+run directory beside the log, never in the repository or wherever the caller was started.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +15,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Self
 
-REPO = Path(__file__).resolve().parents[2]
+
+class WorkerFailed(RuntimeError):
+    """The worker exited, or did not log what was awaited in time; the message ends with its log."""
 
 
 class WorkerProcess:
@@ -18,17 +28,31 @@ class WorkerProcess:
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> WorkerProcess:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "stream_app", "worker"],
-            env=self.env,
-            cwd=self.log_path.parent,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+    @property
+    def name(self) -> str:
+        return self.log_path.stem
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise RuntimeError(f"{self.name} was not started")
+        return self.process.pid
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> Self:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "stream_app", "worker"],
+                env=self.env,
+                cwd=self.log_path.parent,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         return self
 
     def wait_until_logged(self, text: str, timeout: float = 60.0) -> None:
@@ -37,20 +61,28 @@ class WorkerProcess:
             if text in self.log():
                 return
             if self.process is not None and self.process.poll() is not None:
-                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log()[-4000:]}")
+                raise WorkerFailed(f"{self.name} exited with {self.process.returncode}:\n{self.log()[-4000:]}")
             time.sleep(0.2)
-        raise AssertionError(f"worker did not log {text!r} within {timeout}s:\n{self.log()[-4000:]}")
+        raise WorkerFailed(f"{self.name} did not log {text!r} within {timeout:.0f}s:\n{self.log()[-4000:]}")
 
-    def stop(self, timeout: float = 30.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        self.wait_until_logged("Ready", timeout)
+
+    def stop(self, timeout: float = 60.0) -> bool:
+        """SIGTERM and wait; True when it exited by itself (False: it had to be killed)."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return True
+        process.send_signal(signal.SIGTERM)
         try:
-            self.process.wait(timeout)
+            process.wait(timeout)
+            return True
         except subprocess.TimeoutExpired:
             self.kill()
+            return False
 
     def kill(self) -> None:
+        """SIGKILL to its whole process group, and wait for it."""
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
