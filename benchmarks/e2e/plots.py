@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from .results import Measurement, median_run
 
@@ -36,13 +37,7 @@ def throughput_vs_in_flight(sweep: dict[str, dict[int, list[Measurement]]], path
     )
     axes.set_ylabel("refreshes/s")
     axes.set_ylim(bottom=0)
-    axes.set_title(title, fontsize=10)
-    axes.grid(True, alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, axes, path, title)
 
 
 def latency_cdf(runs: dict[str, Measurement], path: Path, title: str) -> Path:
@@ -59,6 +54,11 @@ def latency_cdf(runs: dict[str, Measurement], path: Path, title: str) -> Path:
     axes.set_ylabel("share of connections")
     axes.set_ylim(0, 1.02)
     axes.set_xlim(left=0)
+    return _save(plt, figure, axes, path, title)
+
+
+def _save(plt: ModuleType, figure: Any, axes: Any, path: Path, title: str) -> Path:
+    """Title, grid and legend, then the PNG written and the figure closed."""
     axes.set_title(title, fontsize=10)
     axes.grid(True, alpha=0.3)
     axes.legend()

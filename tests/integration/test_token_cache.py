@@ -232,6 +232,19 @@ async def terminate_backends(database_url: str) -> int:
         await admin.dispose()
 
 
+async def served_then_backends_terminated(
+    service: TokenService, sandbox: SandboxServer, database_url: str
+) -> tuple[uuid.UUID, str]:
+    """A fresh connection whose token was served once (from a pooled connection, now idle),
+    then every pooled connection closed by the server; returns its user id and token."""
+    user_id, grant = await seed_connection(
+        service.database, service.cipher, sandbox, "spotify", expires_in=timedelta(hours=1)
+    )
+    assert await service.get_valid_access_token(user_id, "spotify") == grant["live_access_token"]
+    assert await terminate_backends(database_url) >= 1
+    return user_id, grant["live_access_token"]
+
+
 @contextmanager
 def disconnects_seen(database: Database) -> Iterator[list[BaseException]]:
     seen: list[BaseException] = []
@@ -251,16 +264,12 @@ async def test_a_read_on_a_connection_the_server_dropped_is_retried_once(
     own_database_url: str, encryption_key: str, tmp_path: Path, sandbox: SandboxServer
 ) -> None:
     async with service_on(own_database_url, encryption_key, tmp_path, ping_after_idle_seconds=3600) as service:
-        user_id, grant = await seed_connection(
-            service.database, service.cipher, sandbox, "spotify", expires_in=timedelta(hours=1)
-        )
-        assert await service.get_valid_access_token(user_id, "spotify") == grant["live_access_token"]
-        assert await terminate_backends(own_database_url) >= 1
+        user_id, token = await served_then_backends_terminated(service, sandbox, own_database_url)
 
         with disconnects_seen(service.database) as disconnects:
             tokens = [await service.get_valid_access_token(user_id, "spotify") for _ in range(3)]
 
-        assert tokens == [grant["live_access_token"]] * 3
+        assert tokens == [token] * 3
         assert len(disconnects) == 1  # the first read met the dropped connection; none after it
 
 
@@ -268,14 +277,10 @@ async def test_an_idle_pooled_connection_is_pinged_and_replaced_before_a_stateme
     own_database_url: str, encryption_key: str, tmp_path: Path, sandbox: SandboxServer
 ) -> None:
     async with service_on(own_database_url, encryption_key, tmp_path, ping_after_idle_seconds=0) as service:
-        user_id, grant = await seed_connection(
-            service.database, service.cipher, sandbox, "spotify", expires_in=timedelta(hours=1)
-        )
-        assert await service.get_valid_access_token(user_id, "spotify") == grant["live_access_token"]
-        assert await terminate_backends(own_database_url) >= 1
+        user_id, token = await served_then_backends_terminated(service, sandbox, own_database_url)
 
         with disconnects_seen(service.database) as disconnects:
-            assert await service.get_valid_access_token(user_id, "spotify") == grant["live_access_token"]
+            assert await service.get_valid_access_token(user_id, "spotify") == token
 
         assert disconnects == []
 
