@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import DateTime, Integer, Text, Uuid, any_, bindparam, or_, select, text, update
+from sqlalchemy import Table, any_, bindparam, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Result
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from stream_app.db.arrays import arrays_of, insert_from_arrays, unnest
 from stream_app.db.clock import db_now
 from stream_app.db.connections import update_fenced
 from stream_app.db.models import ConnectionRow
@@ -24,6 +26,8 @@ from stream_app.db.models import ConnectionRow
 # Rows per statement: well under PostgreSQL's 32,767 bind parameters for the widest row (an
 # inserted connection, ~20 columns), and SQLite's 32,766.
 MAX_ROWS_PER_STATEMENT = 500
+
+_connections = cast(Table, ConnectionRow.__table__)
 
 
 async def get_connections(
@@ -87,24 +91,40 @@ async def upsert_connections(session: AsyncSession, rows: Sequence[dict[str, Any
     changed: set[tuple[uuid.UUID, str]] = set()
     if not rows:
         return changed
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     names = [name for name in rows[0] if name not in ("user_id", "platform")]
+    fresh = {"version": 0, "consecutive_failures": 0}
     for chunk in _chunks(rows):
-        statement = insert(ConnectionRow).values(
-            [{"id": uuid.uuid4(), "version": 0, "consecutive_failures": 0, **row} for row in chunk]
-        )
-        replaced: dict[str, Any] = {name: statement.excluded[name] for name in names}
-        replaced["version"] = ConnectionRow.version + 1
-        replaced["consecutive_failures"] = 0
-        upsert = statement.on_conflict_do_update(
-            index_elements=["user_id", "platform"],
-            set_=replaced,
-            where=or_(
-                ConnectionRow.connected_at.is_(None),
-                ConnectionRow.connected_at < statement.excluded.connected_at,
-            ),
-        ).returning(ConnectionRow.user_id, ConnectionRow.platform)
-        changed.update((user_id, platform) for user_id, platform in await session.execute(upsert))
+        complete = [{"id": uuid.uuid4(), **fresh, **row} for row in chunk]
+        result: Result[Any]
+        if session.get_bind().dialect.name == "postgresql":
+            assignments = ", ".join(f"{name} = EXCLUDED.{name}" for name in names)
+            result = await insert_from_arrays(
+                session,
+                _connections,
+                complete,
+                "ON CONFLICT (user_id, platform) DO UPDATE SET "
+                f"{assignments}, version = platform_connections.version + 1, consecutive_failures = 0 "
+                "WHERE platform_connections.connected_at IS NULL "
+                "OR platform_connections.connected_at < EXCLUDED.connected_at "
+                "RETURNING user_id, platform",
+            )
+        else:
+            statement = sqlite.insert(ConnectionRow).values(complete)
+            replaced: dict[str, Any] = {name: statement.excluded[name] for name in names}
+            replaced["version"] = ConnectionRow.version + 1
+            replaced["consecutive_failures"] = 0
+            result = await session.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["user_id", "platform"],
+                    set_=replaced,
+                    where=or_(
+                        ConnectionRow.connected_at.is_(None),
+                        ConnectionRow.connected_at < statement.excluded.connected_at,
+                    ),
+                ).returning(ConnectionRow.user_id, ConnectionRow.platform)
+            )
+        returned: Sequence[Any] = result.all()
+        changed.update((user_id, platform) for user_id, platform in returned)
     return changed
 
 
@@ -134,30 +154,17 @@ async def _update_from_arrays(
     session: AsyncSession, names: tuple[str, ...], writes: Sequence[FencedWrite]
 ) -> set[uuid.UUID]:
     """One ``UPDATE … FROM unnest(arrays)``: one array per column, one element per row."""
-    table = ConnectionRow.__table__
     columns = ("id", "version", "refresh_lease_owner", *names)
-    arrays: dict[str, list[Any]] = {name: [] for name in columns}
-    for row, owner, new in writes:
-        arrays["id"].append(row.id)
-        arrays["version"].append(row.version)
-        arrays["refresh_lease_owner"].append(owner)
-        for name in names:
-            value = new[name]
-            arrays[name].append(str(value) if isinstance(value, str) else value)  # a StrEnum as its value
-    unnest = ", ".join(f"CAST(:{name} AS {_SQL_TYPES[type(table.c[name].type)]}[])" for name in columns)
+    rows = [{"id": row.id, "version": row.version, "refresh_lease_owner": owner, **new} for row, owner, new in writes]
     assignments = ", ".join(f"{name} = new.{name}" for name in names)
     statement = text(
         f"UPDATE platform_connections AS c SET version = c.version + 1, refresh_lease_owner = NULL, "  # noqa: S608
         f"refresh_lease_expires_at = NULL, {assignments} "
-        f"FROM unnest({unnest}) AS new({', '.join(columns)}) "
+        f"FROM {unnest(_connections, columns)} "
         "WHERE c.id = new.id AND c.version = new.version AND c.refresh_lease_owner = new.refresh_lease_owner "
         "RETURNING c.id"
     )
-    return set((await session.execute(statement, arrays)).scalars())
-
-
-# Column names come from the model, never from input: they are safe to write into the SQL.
-_SQL_TYPES = {Uuid: "uuid", Integer: "integer", Text: "text", DateTime: "timestamp"}
+    return set((await session.execute(statement, arrays_of(rows, columns))).scalars())
 
 
 def _among(session: AsyncSession, type_: Any, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:

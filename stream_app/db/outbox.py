@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Table, func, select, update
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas import Event
+from stream_app.db.arrays import insert_from_arrays
 from stream_app.db.models import OutboxRow
 
 
@@ -31,8 +32,12 @@ async def add_records(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> 
     """``add_events`` for rows already serialised (event_id, topic, key, payload, created_at)."""
     if not rows:
         return
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    await session.execute(insert(OutboxRow).values(list(rows)).on_conflict_do_nothing(index_elements=["event_id"]))
+    if session.get_bind().dialect.name == "postgresql":
+        await insert_from_arrays(session, cast(Table, OutboxRow.__table__), rows, "ON CONFLICT (event_id) DO NOTHING")
+    else:
+        await session.execute(
+            sqlite.insert(OutboxRow).values(list(rows)).on_conflict_do_nothing(index_elements=["event_id"])
+        )
 
 
 # The transaction-level advisory lock that makes one relay at a time publish, across every

@@ -5,11 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import delete
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Table, delete
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from stream_app.db.arrays import insert_from_arrays
 from stream_app.db.models import ProcessedEventRow
 
 
@@ -22,10 +24,14 @@ async def mark_processed_once(
     unique = {event_id: topic for event_id, topic in events}
     if not unique:
         return set()
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    rows = [{"event_id": event_id, "topic": topic, "processed_at": now} for event_id, topic in unique.items()]
+    if session.get_bind().dialect.name == "postgresql":
+        table = cast(Table, ProcessedEventRow.__table__)
+        result = await insert_from_arrays(session, table, rows, "ON CONFLICT (event_id) DO NOTHING RETURNING event_id")
+        return set(result.scalars())
     statement = (
-        insert(ProcessedEventRow)
-        .values([{"event_id": event_id, "topic": topic, "processed_at": now} for event_id, topic in unique.items()])
+        sqlite.insert(ProcessedEventRow)
+        .values(rows)
         .on_conflict_do_nothing(index_elements=["event_id"])
         .returning(ProcessedEventRow.event_id)
     )
