@@ -143,3 +143,33 @@ def test_a_circuit_open_past_its_cool_down_is_reported_stuck() -> None:
     with trial:
         trial.succeeded()
     assert circuits.stuck(grace=20) == []
+
+
+def test_it_opens_exactly_when_a_recount_of_the_window_says_so() -> None:
+    """The failures of the window are counted as calls come and go; a recount of the window
+    after every call agrees with it, over a long random run of calls, gaps and openings."""
+    import random
+
+    clock = Clock()
+    circuits = breaker(clock)
+    rng = random.Random(7)
+    window: list[tuple[float, bool]] = []  # the reference: every call of the window, recounted
+    for _ in range(5000):
+        clock.now += rng.choice([0.0, 0.5, 3.0, 20.0, 70.0])
+        admitted = circuits.admit("spotify")
+        if not isinstance(admitted, Permit):
+            window.clear()
+            continue
+        if admitted.trial:
+            admitted.succeeded()
+            window.clear()
+            continue
+        ok = rng.random() < 0.6
+        with admitted:
+            admitted.succeeded() if ok else admitted.failed()
+        window = [(at, succeeded) for at, succeeded in window if at >= clock.now - 60] + [(clock.now, ok)]
+        failures = sum(1 for _, succeeded in window if not succeeded)
+        should_open = len(window) >= 4 and failures >= 0.5 * len(window)
+        assert (circuits.state("spotify") is CircuitState.OPEN) is should_open
+        if should_open:
+            window.clear()
