@@ -115,7 +115,7 @@ class Settings(BaseSettings):
     # Where fresh tokens that could not be stored yet are kept, sealed, until they are (replayed
     # at start). Keep it on a persistent volume.
     token_spool_dir: Path = Path("token_refresh_spool")
-    scan_page_size: int = Field(default=500, ge=1)
+    scan_page_size: int = Field(default=2000, ge=1)
     # How long input event ids are remembered to recognise duplicates (replays, retries).
     processed_event_retention_days: float = Field(default=7, gt=0)
     # How long published outbox events are kept (at most ten years) before the leader's hourly
