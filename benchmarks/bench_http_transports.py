@@ -3,7 +3,7 @@
 
 httpx's own connection pool collapses when many requests are in flight at once
 (encode/httpx#3215); the service therefore keeps httpx's API but gives it aiohttp's pool
-(``httpx_aiohttp.AiohttpTransport``, see ``stream_app.providers.client.build_http_client``).
+(``httpx_aiohttp.AiohttpTransport``, see ``stream_app.providers.client.build_http_transport``).
 This script shows the difference, and checks that the service's client really is the fast
 one, against one local token endpoint:
 
@@ -242,21 +242,23 @@ def _qualname(obj: object) -> str:
 def _httpx_route(client: Any, url: str) -> Route:
     """Which transport httpx picks for ``url`` (mounts included), and whether it is aiohttp's."""
     import httpx
+
+    return lambda: _describe_transport(client._transport_for_url(httpx.URL(url)))
+
+
+def _describe_transport(transport: Any) -> tuple[str, bool]:
+    """The transport's class, and whether it is aiohttp's and its pool was used."""
     from httpx_aiohttp import AiohttpTransport
 
-    def describe() -> tuple[str, bool]:
-        transport = client._transport_for_url(httpx.URL(url))
-        if isinstance(transport, AiohttpTransport):
-            import aiohttp
+    if isinstance(transport, AiohttpTransport):
+        import aiohttp
 
-            # The transport opens its aiohttp session on its first request: after the run it
-            # must be there, holding the connections.
-            session = transport.client
-            used = isinstance(session, aiohttp.ClientSession) and isinstance(session.connector, aiohttp.BaseConnector)
-            return _qualname(transport), used
-        return _qualname(transport), False
-
-    return describe
+        # The transport opens its aiohttp session on its first request: after the run it
+        # must be there, holding the connections.
+        session = transport.client
+        used = isinstance(session, aiohttp.ClientSession) and isinstance(session.connector, aiohttp.BaseConnector)
+        return _qualname(transport), used
+    return _qualname(transport), False
 
 
 def _httpx_client(make: Callable[[Workload], Any]) -> OpenClient:
@@ -301,20 +303,22 @@ def _httpx_over_aiohttp(workload: Workload) -> Any:
     return httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(workload.timeout))
 
 
-def service_settings(timeout: float = 10.0) -> Any:
-    """Settings as the service would build them (environment and .env included)."""
-    from stream_app.crypto import generate_key
-    from stream_app.settings import load_settings
+@asynccontextmanager
+async def _service(workload: Workload, url: str) -> AsyncIterator[tuple[Post, Route]]:
+    """The service's own path: ``post_form`` on ``build_http_transport()``."""
+    from stream_app.providers.client import build_http_transport, post_form
 
-    # ENCRYPTION_KEY is required but unused by the HTTP client: a throwaway one, so that the
-    # benchmark runs without the service's secrets.
-    return load_settings(http_timeout_seconds=timeout, encryption_key=generate_key())
+    transport = build_http_transport(max_connections=workload.concurrency)
+    headers = {"Accept": "application/json"}
+    try:
 
+        async def post(form: dict[str, str]) -> tuple[int, bytes]:
+            status, _, body = await post_form(transport, url, form, headers, workload.timeout)
+            return status, body or b""
 
-def _service_client(workload: Workload) -> Any:
-    from stream_app.providers.client import build_http_client
-
-    return build_http_client(service_settings(workload.timeout))
+        yield post, lambda: _describe_transport(transport)
+    finally:
+        await transport.aclose()
 
 
 @asynccontextmanager
@@ -347,7 +351,7 @@ CLIENTS: tuple[ClientSpec, ...] = (
         "httpx.AsyncClient(transport=AiohttpTransport(limits=<concurrency>))",
         _httpx_client(_httpx_over_aiohttp),
     ),
-    ClientSpec("service", "stream_app.providers.build_http_client(settings)", _httpx_client(_service_client)),
+    ClientSpec("service", "stream_app.providers.client.post_form(build_http_transport(), ...)", _service),
     ClientSpec(REFERENCE, "aiohttp.ClientSession(TCPConnector(limit=<concurrency>)) - no httpx", _raw_aiohttp),
 )
 CLIENT_NAMES = tuple(spec.name for spec in CLIENTS)
@@ -587,7 +591,7 @@ def format_report(results: Sequence[ClientResult], environment: dict[str, Any], 
     service = next((r for r in results if r.name == "service"), None)
     if service is not None:
         verdict = "goes through aiohttp's pool" if service_ok else "DOES NOT go through aiohttp's pool"
-        lines.append(f"build_http_client(settings) {verdict}: httpx routed the token URL to {service.transport}")
+        lines.append(f"build_http_transport() {verdict}: httpx routed the token URL to {service.transport}")
     return "\n".join(lines)
 
 

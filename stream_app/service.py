@@ -22,7 +22,7 @@ from stream_app.decisions import Action, RefreshPolicy, decide_refresh
 from stream_app.engine import REFRESHING_ELSEWHERE, RefreshEngine, RefreshResult
 from stream_app.errors import DecryptionError, TokenUnavailableError
 from stream_app.privacy import UserIdHasher
-from stream_app.providers import ProviderClient, build_http_client
+from stream_app.providers import ProviderClient, build_http_transport
 from stream_app.scheduler import scan_expiring
 from stream_app.settings import Settings
 from stream_app.token_cache import TokenCache
@@ -46,7 +46,7 @@ class TokenService:
         key = settings.encryption_key.get_secret_value()
         self.settings = settings
         self.database = database or Database.from_settings(settings)
-        self.http = build_http_client(settings)
+        self.http = build_http_transport()
         self.cipher = TokenCipher(key, settings.retired_keys())
         self.hash_user_id = UserIdHasher(settings.log_hash_secret())
         self.policy = RefreshPolicy.from_settings(settings)

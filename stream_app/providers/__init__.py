@@ -1,5 +1,5 @@
 """Clients of the providers' token endpoints: one request shape, per-platform dialects."""
 
-from stream_app.providers.client import ProviderClient, RefreshedTokens, build_http_client
+from stream_app.providers.client import ProviderClient, RefreshedTokens, build_http_transport
 
-__all__ = ["ProviderClient", "RefreshedTokens", "build_http_client"]
+__all__ = ["ProviderClient", "RefreshedTokens", "build_http_transport"]

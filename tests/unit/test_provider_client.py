@@ -27,7 +27,7 @@ from stream_app.errors import (
     ProviderUnexpectedAnswer,
     ReauthRequiredError,
 )
-from stream_app.providers import ProviderClient, build_http_client
+from stream_app.providers import ProviderClient, build_http_transport
 from stream_app.providers.client import MAX_BODY_BYTES
 from stream_app.settings import Settings, collect_platform_variables, load_settings
 
@@ -56,9 +56,9 @@ def assert_quotes_nothing(exc: ProviderError) -> None:
 async def refresh_through(handler: Handler, encryption_key: str) -> Any:
     """One refresh through httpx with a fake transport; the tokens, or the exception raised."""
     settings = make_settings(encryption_key, "https://provider.test/token")
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+    async with httpx.MockTransport(handler) as transport:
         try:
-            return await ProviderClient(http, settings).refresh(SPEC, REFRESH_TOKEN)
+            return await ProviderClient(transport, settings).refresh(SPEC, REFRESH_TOKEN)
         except Exception as exc:  # the test judges what came out, whatever it was
             return exc
 
@@ -191,9 +191,9 @@ Script = Callable[[asyncio.StreamWriter], Awaitable[None]]
 
 
 @contextlib.asynccontextmanager
-async def local_server(script: Script) -> AsyncIterator[str]:
-    """A one-route HTTP/1.1 server on a free port that reads a request and runs ``script``;
-    its handlers are cancelled on the way out."""
+async def local_server(script: Script, heads: list[bytes] | None = None) -> AsyncIterator[str]:
+    """A one-route HTTP/1.1 server on a free port that reads a request (its head kept in
+    ``heads``) and runs ``script``; its handlers are cancelled on the way out."""
     handlers: set[asyncio.Task[Any]] = set()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -202,6 +202,8 @@ async def local_server(script: Script) -> AsyncIterator[str]:
         handlers.add(task)
         try:
             head = await reader.readuntil(b"\r\n\r\n")
+            if heads is not None:
+                heads.append(head)
             lengths = [
                 line.split(b":", 1)[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
             ]
@@ -226,11 +228,11 @@ async def local_server(script: Script) -> AsyncIterator[str]:
 
 
 async def refresh_against(script: Script, encryption_key: str, *, timeout: float = 5.0) -> tuple[Any, float]:
-    """One refresh through ``build_http_client`` (httpx over aiohttp) against a local server
+    """One refresh through ``build_http_transport`` (httpx over aiohttp) against a local server
     that answers with ``script``: (tokens or the exception raised, seconds it took)."""
     async with local_server(script) as url:
         settings = make_settings(encryption_key, url, http_timeout_seconds=timeout)
-        async with build_http_client(settings) as http:
+        async with build_http_transport() as http:
             started = time.monotonic()
             try:
                 # A generous outer bound, so a call with no deadline fails the test instead of hanging it.
@@ -305,6 +307,21 @@ async def test_a_well_formed_answer_over_a_real_socket_is_read(encryption_key: s
 
     assert not isinstance(outcome, BaseException), repr(outcome)
     assert (outcome.access_token, outcome.expires_in) == ("sbx_at_fresh", 3600)
+
+
+async def test_the_environments_proxy_carries_the_request(encryption_key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY is honoured, through the service's own pool (not httpx's, as it once was)."""
+    heads: list[bytes] = []
+    async with local_server(sends(head("200 OK", f"Content-Length: {len(BODY)}"), BODY), heads) as proxy:
+        for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy.removesuffix("/token"))
+        settings = make_settings(encryption_key, "http://provider.test/token")
+        async with build_http_transport() as http:
+            tokens = await ProviderClient(http, settings).refresh(SPEC, REFRESH_TOKEN)
+
+    assert tokens.access_token == "sbx_at_fresh"
+    assert heads[0].startswith(b"POST http://provider.test/token HTTP/1.1\r\n")
 
 
 def trickle(data: bytes) -> list[bytes]:
