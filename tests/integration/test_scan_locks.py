@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 from sqlalchemy import insert, select, update
 
+from agents.local import LocalRefreshes
+from agents.scheduler import publish_or_refresh_here
 from schemas import TokenExpiring
 from stream_app.catalog import REFRESHABLE_PLATFORMS
 from stream_app.clock import utc_now
@@ -29,7 +31,8 @@ from stream_app.db.scan import claim_due_page
 from stream_app.decisions import RefreshPolicy
 from stream_app.engine.claims import ClaimRequest, Claims
 from stream_app.engine.lease import Leases
-from stream_app.scheduler import scan_expiring
+from stream_app.publisher import OutgoingRecord
+from stream_app.scheduler import scan_expiring, scan_requests
 from stream_app.settings import Settings, load_settings
 
 pytestmark = pytest.mark.postgres
@@ -118,6 +121,45 @@ async def test_a_claim_batch_does_not_wait_for_a_page_on_its_way_to_a_slow_broke
     # The page's marks were committed before it was sent: nobody requests it again meanwhile.
     marks = await requested_at(database, [row["id"] for row in page[:3]])
     assert all(mark is not None for mark in marks.values())
+
+
+async def test_a_broker_slower_than_the_deadline_holds_no_claim_and_the_page_is_refreshed_here(
+    database: Database,
+) -> None:
+    """The worker's own emit against a broker that never answers: while it waits (8 s here, 30 s
+    by default), a claim batch on the page's rows goes through; at the deadline the page is
+    refreshed in the scanning process, and stays marked, so the next scan within the interval
+    does not ask again."""
+    rows = await insert_connections(database, due=3)
+    sending = asyncio.Event()
+    started_here: list[tuple[str, list[uuid.UUID]]] = []
+
+    class RefreshedHere:
+        def start(self, events: list[TokenExpiring], why: str) -> None:
+            started_here.append((why, [event.user_id for event in events]))
+
+    async def never_acknowledged(records: Sequence[OutgoingRecord]) -> None:
+        sending.set()
+        await asyncio.Event().wait()
+
+    emit = publish_or_refresh_here(
+        never_acknowledged, cast(LocalRefreshes, RefreshedHere()), "token.expiring", deadline=8
+    )
+    settings = scan_settings(database)
+    scan = asyncio.create_task(scan_requests(database, settings, emit))
+    claims = Claims(database, Leases(database, ttl=30), RefreshPolicy(buffer_seconds=BUFFER_SECONDS))
+    try:
+        await asyncio.wait_for(sending.wait(), 10)
+        async with asyncio.timeout(5):
+            results = await asyncio.gather(
+                *(claims.claim(ClaimRequest(row["user_id"], "spotify", "scheduled", False)) for row in rows)
+            )
+        assert all(result.held is not None for result in results)
+        assert not scan.done()  # still waiting for the broker
+    finally:
+        assert await asyncio.wait_for(scan, 30) == 3
+    assert started_here == [("broker_unavailable", [row["user_id"] for row in rows])]
+    assert await scan_requests(database, settings, emit) == 0
 
 
 async def test_a_page_being_sent_looks_requested_to_a_second_scan(database: Database) -> None:
