@@ -26,6 +26,7 @@ from typing import Any
 from prometheus_client import Gauge
 
 from stream_app.metrics import REFRESHES_IN_FLIGHT
+from stream_app.slots import Slots
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class Dispatcher:
         self._acks = acks
         self._gauge = gauge
         self._on_escape = on_escape
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self._slots = Slots(max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, event: Any, job: Callable[[], Awaitable[None]]) -> None:

@@ -11,6 +11,7 @@ import logging
 from schemas import TokenExpiring
 from stream_app.engine import RefreshEngine
 from stream_app.metrics import LOCAL_REFRESHES
+from stream_app.slots import Slots
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 class LocalRefreshes:
     def __init__(self, engine: RefreshEngine, *, max_in_flight: int) -> None:
         self._engine = engine
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self._slots = Slots(max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self, events: list[TokenExpiring], why: str) -> None:

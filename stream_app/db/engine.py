@@ -16,6 +16,7 @@ from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from stream_app.settings import Settings
+from stream_app.slots import Slots
 
 # A pooled connection returned less than this long ago is taken to be alive and handed out
 # without a ping (HikariCP's "alive bypass window"): a busy pool pays no round trip per
@@ -58,7 +59,7 @@ class Database:
         else:
             _ping_after_idle(self.engine, ping_after_idle_seconds)
         self._sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._gate = asyncio.Semaphore(pool_size + overflow)
+        self._gate = Slots(pool_size + overflow)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:

@@ -3,19 +3,19 @@ provider limits the whole application, and the circuit breaker."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 
 from stream_app.engine.breaker import CircuitBreaker, CircuitState
 from stream_app.settings import Settings
+from stream_app.slots import Slots
 
 
 class PlatformGates:
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
         self._max_concurrency = settings.platform_max_concurrency
         self._clock = clock
-        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._slots: dict[str, Slots] = {}
         self._paused_until: dict[str, float] = {}
         self.breaker = CircuitBreaker(
             failure_ratio=settings.circuit_failure_ratio,
@@ -25,11 +25,11 @@ class PlatformGates:
             clock=clock,
         )
 
-    def slot(self, platform: str) -> asyncio.Semaphore:
+    def slot(self, platform: str) -> Slots:
         """Held for the duration of one call, never during a wait."""
         slot = self._slots.get(platform)
         if slot is None:
-            slot = self._slots[platform] = asyncio.Semaphore(self._max_concurrency)
+            slot = self._slots[platform] = Slots(self._max_concurrency)
         return slot
 
     def pause(self, platform: str, seconds: float) -> None:
