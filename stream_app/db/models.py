@@ -110,6 +110,13 @@ class OutboxRow(Base):
             postgresql_where=text("published_at IS NULL"),
             sqlite_where=text("published_at IS NULL"),
         ),
+        # The retention's chunks: migration 0006.
+        Index(
+            "idx_outbox_events_published_at",
+            "published_at",
+            postgresql_where=text("published_at IS NOT NULL"),
+            sqlite_where=text("published_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
