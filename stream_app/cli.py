@@ -155,13 +155,18 @@ def _check_broker(bootstrap_servers: str, timeout: float = 5.0) -> None:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8099, show_default=True, type=int)
-def sandbox(host: str, port: int) -> None:
+@click.option(
+    "--quiet", is_flag=True, help="No access-log line per request (it costs the sandbox CPU under a benchmark's load)."
+)
+def sandbox(host: str, port: int, quiet: bool) -> None:
     """Run the OAuth provider sandbox (a test double of the providers' token endpoints)."""
     from stream_app.sandbox import serve
 
     _configure_logging("INFO")
     try:
-        asyncio.run(serve(host, port, ready=lambda url: click.echo(f"sandbox listening on {url}")))
+        asyncio.run(
+            serve(host, port, access_log=not quiet, ready=lambda url: click.echo(f"sandbox listening on {url}"))
+        )
     except KeyboardInterrupt:
         pass
 
