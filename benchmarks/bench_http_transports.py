@@ -3,7 +3,7 @@
 
 httpx's own connection pool collapses when many requests are in flight at once
 (encode/httpx#3215); the service therefore keeps httpx's API but gives it aiohttp's pool
-(``httpx_aiohttp.AiohttpTransport``, see ``stream_app.providers.client.build_http_transport``).
+(``httpx_aiohttp.AiohttpTransport``, see ``stream_app.providers.transport``).
 This script shows the difference, and checks that the service's client really is the fast
 one, against one local token endpoint:
 
@@ -306,7 +306,10 @@ def _httpx_over_aiohttp(workload: Workload) -> Any:
 @asynccontextmanager
 async def _service(workload: Workload, url: str) -> AsyncIterator[tuple[Post, Route]]:
     """The service's own path: ``post_form`` on ``build_http_transport()``."""
-    from stream_app.providers.client import build_http_transport, post_form
+    import httpx
+
+    from stream_app.providers.client import post_form
+    from stream_app.providers.transport import build_http_transport
 
     transport = build_http_transport(max_connections=workload.concurrency)
     headers = {"Accept": "application/json"}
@@ -316,7 +319,7 @@ async def _service(workload: Workload, url: str) -> AsyncIterator[tuple[Post, Ro
             status, _, body = await post_form(transport, url, form, headers, workload.timeout)
             return status, body or b""
 
-        yield post, lambda: _describe_transport(transport)
+        yield post, lambda: _describe_transport(transport.route(httpx.URL(url)))
     finally:
         await transport.aclose()
 

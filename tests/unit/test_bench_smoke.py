@@ -11,10 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import httpx
 import pytest
 from httpx_aiohttp import AiohttpTransport
 
-from stream_app.providers.client import build_http_transport
+from stream_app.providers.transport import build_http_transport
 
 BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_http_transports.py"
 REQUESTS = 20
@@ -90,6 +91,8 @@ def test_the_report_renders(bench: ModuleType) -> None:
 async def test_the_service_sends_through_aiohttps_pool() -> None:
     transport = build_http_transport()  # httpx's requests and responses...
     try:
-        assert isinstance(transport, AiohttpTransport)  # ...over aiohttp's pool
+        assert isinstance(
+            transport.route(httpx.URL("https://accounts.example/token")), AiohttpTransport
+        )  # ...over aiohttp
     finally:
         await transport.aclose()

@@ -324,6 +324,21 @@ async def test_the_environments_proxy_carries_the_request(encryption_key: str, m
     assert heads[0].startswith(b"POST http://provider.test/token HTTP/1.1\r\n")
 
 
+async def test_no_proxy_exempts_its_hosts(encryption_key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    heads: list[bytes] = []
+    async with local_server(sends(head("200 OK", f"Content-Length: {len(BODY)}"), BODY), heads) as url:
+        for name in ("no_proxy", "http_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens: used, it fails
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        settings = make_settings(encryption_key, url)
+        async with build_http_transport() as http:
+            tokens = await ProviderClient(http, settings).refresh(SPEC, REFRESH_TOKEN)
+
+    assert tokens.access_token == "sbx_at_fresh"
+    assert heads[0].startswith(b"POST /token HTTP/1.1\r\n")
+
+
 def trickle(data: bytes) -> list[bytes]:
     return [data[i : i + 1] for i in range(len(data))]
 
