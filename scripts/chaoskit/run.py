@@ -79,7 +79,7 @@ class ChaosRun:
 
     # -- setup ----------------------------------------------------------------------------
 
-    def worker_env(self, metrics_port: int) -> dict[str, str]:
+    def worker_env(self, name: str, metrics_port: int) -> dict[str, str]:
         return {
             "ENCRYPTION_KEY": self.key,
             "DATABASE_URL": self.database_url,
@@ -104,6 +104,9 @@ class ChaosRun:
             "METRICS_HOST": "127.0.0.1",
             "METRICS_PORT": str(metrics_port),
             "LOG_LEVEL": "INFO",
+            # A spool of each worker's own, as on its own machine in production; kept across its
+            # restarts, so a worker killed with tokens spooled finds them when it starts again.
+            "TOKEN_SPOOL_DIR": str(self.workdir / name / "spool"),
         }
 
     async def provision(self) -> None:
@@ -119,7 +122,8 @@ class ChaosRun:
         )
         await asyncio.to_thread(self.sandbox.start)
         for index, port in enumerate(self.options.metrics_ports, start=1):
-            self.workers.append(Worker(f"worker-{index}", self.worker_env(port), self.workdir))
+            name = f"worker-{index}"
+            self.workers.append(Worker(name, self.worker_env(name, port), self.workdir))
         for worker in self.workers:
             worker.start()
         await asyncio.gather(*(asyncio.to_thread(w.wait_ready) for w in self.workers))
