@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, func, select, update
-from sqlalchemy.dialects import sqlite
+from sqlalchemy import BigInteger, Table, any_, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas import Event
 from stream_app.db.arrays import insert_from_arrays
 from stream_app.db.models import OutboxRow
+
+_outbox = cast(Table, OutboxRow.__table__)
 
 
 async def add_events(session: AsyncSession, events: Sequence[tuple[str, Event]], now: datetime) -> None:
@@ -33,7 +35,7 @@ async def add_records(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> 
     if not rows:
         return
     if session.get_bind().dialect.name == "postgresql":
-        await insert_from_arrays(session, cast(Table, OutboxRow.__table__), rows, "ON CONFLICT (event_id) DO NOTHING")
+        await insert_from_arrays(session, _outbox, rows, "ON CONFLICT (event_id) DO NOTHING")
     else:
         await session.execute(
             sqlite.insert(OutboxRow).values(list(rows)).on_conflict_do_nothing(index_elements=["event_id"])
@@ -58,16 +60,30 @@ async def take_relay_turn(session: AsyncSession) -> bool:
     return bool(await session.scalar(select(func.pg_try_advisory_xact_lock(RELAY_LOCK_KEY))))
 
 
-async def pending_events(session: AsyncSession, limit: int) -> Sequence[OutboxRow]:
+class PendingEvent(NamedTuple):
+    id: int
+    topic: str
+    key: bytes
+    payload: bytes
+
+
+async def pending_events(session: AsyncSession, limit: int) -> list[PendingEvent]:
     """The oldest unpublished events, in id order. Call it after ``take_relay_turn``."""
-    query = select(OutboxRow).where(OutboxRow.published_at.is_(None)).order_by(OutboxRow.id).limit(limit)
+    c = _outbox.c
+    query = select(c.id, c.topic, c.key, c.payload).where(c.published_at.is_(None)).order_by(c.id).limit(limit)
     # Never SKIP LOCKED: jumping past rows another relay holds would publish a key's later event
     # before its earlier one. Under the turn nobody else holds them; a relay that takes no turn
     # (an older version during a rolling upgrade) is waited for rather than overtaken.
     query = query.with_for_update()
-    return (await session.execute(query)).scalars().all()
+    return [PendingEvent(*row) for row in await session.execute(query)]
 
 
 async def mark_published(session: AsyncSession, ids: Sequence[int], now: datetime) -> None:
-    if ids:
-        await session.execute(update(OutboxRow).where(OutboxRow.id.in_(ids)).values(published_at=now))
+    if not ids:
+        return
+    c = _outbox.c
+    if session.get_bind().dialect.name == "postgresql":  # one statement whatever the count
+        among = c.id == any_(bindparam("ids", list(ids), type_=postgresql.ARRAY(BigInteger)))
+    else:
+        among = c.id.in_(ids)
+    await session.execute(update(_outbox).where(among).values(published_at=now))
