@@ -1,10 +1,12 @@
 """Leader-only timers: the expiry scan every SCAN_INTERVAL_SECONDS, and hourly housekeeping
-(forgetting old processed event ids, pruning published outbox events)."""
+(forgetting old processed event ids, pruning published outbox events), first run on the
+leader's first check after it starts."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 
@@ -24,6 +26,37 @@ from stream_app.transient import is_transient
 log = logging.getLogger(__name__)
 
 SendMany = Callable[[Sequence[OutgoingRecord]], Awaitable[object]]
+
+# Faust's timers sleep their interval before the first run: an hourly timer would never run on
+# a leader that restarts more often than hourly. Housekeeping is checked every minute instead,
+# and runs when it has not in the last hour in this process (so first about a minute in).
+HOUSEKEEPING_INTERVAL_SECONDS = 3600.0
+HOUSEKEEPING_CHECK_SECONDS = 60.0
+
+
+class AtMostEvery:
+    """Runs ``job`` when called, unless it is running or started less than ``interval`` seconds
+    before in this process; the first call runs it. Returns whether it ran."""
+
+    def __init__(
+        self, interval: float, job: Callable[[], Awaitable[object]], clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._interval = interval
+        self._job = job
+        self._clock = clock
+        self._started: float | None = None
+        self._running = False
+
+    async def __call__(self) -> bool:
+        now = self._clock()
+        if self._running or (self._started is not None and now - self._started < self._interval):
+            return False
+        self._started, self._running = now, True
+        try:
+            await self._job()
+        finally:
+            self._running = False
+        return True
 
 
 def attach(context: WorkerContext) -> None:
@@ -47,19 +80,34 @@ def attach(context: WorkerContext) -> None:
             # The next tick tries again; the refresh buffer absorbs a missed interval.
             log.exception("Expiry scan failed")
 
-    @context.app.timer(3600, on_leader=True, name="forget_processed_events")
-    async def forget_processed_events() -> None:
-        cutoff = utc_now() - timedelta(days=context.settings.processed_event_retention_days)
-        try:
-            async with context.service.database.transaction() as session:
-                forgotten = await forget_processed_before(session, cutoff)
-            log.info("Forgot %d processed event id(s) older than %s", forgotten, cutoff)
-        except Exception:
-            log.exception("Forgetting old processed event ids failed")
+    database, settings = context.service.database, context.settings
+    forget_due = AtMostEvery(
+        HOUSEKEEPING_INTERVAL_SECONDS,
+        lambda: forget_old_processed_events(database, settings.processed_event_retention_days),
+    )
+    prune_due = AtMostEvery(
+        HOUSEKEEPING_INTERVAL_SECONDS, lambda: prune_published_outbox(database, settings.outbox_retention_hours)
+    )
 
-    @context.app.timer(3600, on_leader=True, name="prune_outbox")
+    @context.app.timer(HOUSEKEEPING_CHECK_SECONDS, on_leader=True, name="forget_processed_events")
+    async def forget_processed_events() -> None:
+        await forget_due()
+
+    @context.app.timer(HOUSEKEEPING_CHECK_SECONDS, on_leader=True, name="prune_outbox")
     async def prune_outbox() -> None:
-        await prune_published_outbox(context.service.database, context.settings.outbox_retention_hours)
+        await prune_due()
+
+
+async def forget_old_processed_events(database: Database, retention_days: float) -> None:
+    """Forget processed event ids older than ``retention_days``. A failure is logged, never
+    raised: the next hour tries again."""
+    cutoff = utc_now() - timedelta(days=retention_days)
+    try:
+        async with database.transaction() as session:
+            forgotten = await forget_processed_before(session, cutoff)
+        log.info("Forgot %d processed event id(s) older than %s", forgotten, cutoff)
+    except Exception:
+        log.exception("Forgetting old processed event ids failed")
 
 
 async def prune_published_outbox(database: Database, retention_hours: float) -> int:
