@@ -80,7 +80,8 @@ class ConnectionRow(Base):
     access_token: Mapped[str | None] = mapped_column(Text)
     refresh_token: Mapped[str | None] = mapped_column(Text)
     token_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
-    status: Mapped[str] = mapped_column(Text, default=ConnectionStatus.CONNECTED)
+    # Nullable, as in the seed's schema (migration 0001); the service always writes one.
+    status: Mapped[str] = mapped_column(Text, nullable=True, default=ConnectionStatus.CONNECTED)
     last_sync_status: Mapped[str | None] = mapped_column(Text, default="pending")
     last_sync_error: Mapped[str | None] = mapped_column(Text)
     connected_at: Mapped[datetime | None] = mapped_column(DateTime)
