@@ -13,11 +13,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Protocol
 
 from schemas import RefreshReason
 from stream_app.catalog import PlatformSpec
-from stream_app.db.models import REFRESHABLE_STATUSES, ConnectionRow, ConnectionStatus
+from stream_app.db.models import REFRESHABLE_STATUSES, ConnectionStatus
 from stream_app.settings import Settings
+
+
+class RefreshState(Protocol):
+    """What deciding reads of a connection: a ``ConnectionRow``, or a lighter copy of these."""
+
+    @property
+    def status(self) -> str | None: ...
+    @property
+    def token_expires_at(self) -> datetime | None: ...
+    @property
+    def token_lifetime_seconds(self) -> int | None: ...
+    @property
+    def refresh_token(self) -> str | None: ...
+    @property
+    def refresh_not_before(self) -> datetime | None: ...
 
 
 class Action(StrEnum):
@@ -79,7 +95,7 @@ class RefreshPolicy:
 
 
 def decide_refresh(
-    row: ConnectionRow | None,
+    row: RefreshState | None,
     spec: PlatformSpec,
     now: datetime,
     policy: RefreshPolicy,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, any_, bindparam, or_, select, text, update
@@ -30,20 +32,40 @@ MAX_ROWS_PER_STATEMENT = 500
 _connections = cast(Table, ConnectionRow.__table__)
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionState:
+    """What a claim reads of a connection to decide (``decide_refresh``): plain values, not an
+    ORM object (materialising batches of rows as ORM objects was a worker's CPU, twice over
+    with the lease's RETURNING)."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    platform: str
+    status: str | None
+    token_expires_at: datetime | None
+    token_lifetime_seconds: int | None
+    refresh_token: str | None
+    refresh_not_before: datetime | None
+
+
+_STATE_COLUMNS = [_connections.c[name] for name in ConnectionState.__slots__]
+
+
 async def get_connections(
     session: AsyncSession, keys: Sequence[tuple[uuid.UUID, str]]
-) -> dict[tuple[uuid.UUID, str], ConnectionRow]:
-    """The rows of the (user_id, platform) ``keys`` that exist."""
+) -> dict[tuple[uuid.UUID, str], ConnectionState]:
+    """What deciding reads of the rows of the (user_id, platform) ``keys`` that exist."""
     wanted = set(keys)
-    found: dict[tuple[uuid.UUID, str], ConnectionRow] = {}
+    found: dict[tuple[uuid.UUID, str], ConnectionState] = {}
     for chunk in _chunks(keys):
         # By user id (the unique index's leading column), then the exact pairs.
-        query = select(ConnectionRow).where(
-            _among(session, ConnectionRow.user_id.type, ConnectionRow.user_id, [k[0] for k in chunk])
+        query = select(*_STATE_COLUMNS).where(
+            _among(session, _connections.c.user_id.type, _connections.c.user_id, [k[0] for k in chunk])
         )
-        for row in (await session.execute(query)).scalars():
-            if (row.user_id, row.platform) in wanted:
-                found[(row.user_id, row.platform)] = row
+        for values in await session.execute(query):
+            state = ConnectionState(*values)
+            if (state.user_id, state.platform) in wanted:
+                found[(state.user_id, state.platform)] = state
     return found
 
 

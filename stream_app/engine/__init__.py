@@ -162,14 +162,14 @@ class RefreshEngine:
             # The refresh we waited for answers a manual request as well as a due one.
             deciding = "on_demand" if trigger == "manual" else trigger
             waited = True
-        lease, row = held
+        lease, leased = held
         try:
             async with lease.kept_alive():
                 # The row may have changed between the first read and the lease: decide again.
-                decision = decide_refresh(row, spec, utc_now(), self._policy, deciding)
+                decision = decide_refresh(leased, spec, utc_now(), self._policy, deciding)
                 if decision.action is Action.SKIP:
                     return RefreshResult("skipped", decision.reason)
-                return await self._refresh_held(row, lease, spec, decision, trigger, tag)
+                return await self._refresh_held(leased, lease, spec, decision, trigger, tag)
         except LeaseLost:
             log.warning("%s Refresh lease lost; another process owns this refresh now", tag)
             return RefreshResult("skipped", "lease_lost")

@@ -18,7 +18,7 @@ from stream_app.batching import Coalescer
 from stream_app.catalog import platform
 from stream_app.clock import utc_now
 from stream_app.db import ConnectionRow, Database
-from stream_app.db.bulk import forget_refresh_requests, get_connections
+from stream_app.db.bulk import ConnectionState, forget_refresh_requests, get_connections
 from stream_app.decisions import Action, Decision, RefreshPolicy, decide_refresh
 from stream_app.engine.lease import Lease, Leases
 
@@ -38,7 +38,7 @@ class ClaimRequest:
 
 @dataclass(frozen=True)
 class Claim:
-    row: ConnectionRow | None  # as read, before the lease
+    row: ConnectionState | None  # as read, before the lease
     decision: Decision
     held: tuple[Lease, ConnectionRow] | None  # the lease and the row once held, if taken
 
@@ -87,7 +87,7 @@ class Claims:
             for row, decision in zip(found, decisions, strict=True)
         ]
 
-    def _decide(self, row: ConnectionRow | None, request: ClaimRequest, now: datetime) -> Decision | Exception:
+    def _decide(self, row: ConnectionState | None, request: ClaimRequest, now: datetime) -> Decision | Exception:
         """The decision, or what made it fail: that claim alone fails, not its whole batch."""
         try:
             return decide_refresh(row, platform(request.platform), now, self._policy, request.trigger)
