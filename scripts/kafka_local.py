@@ -28,7 +28,8 @@ Environment:
     KAFKA_CONTROLLER_PORT   KRaft controller port (default 9093)
     KAFKA_NUM_PARTITIONS    default partitions for auto-created topics (default 4)
     KAFKA_HEAP_OPTS         JVM heap flags (default "-Xms256m -Xmx512m")
-    KAFKA_START_TIMEOUT     seconds to wait for the broker to serve clients (default 90)
+    KAFKA_START_TIMEOUT     seconds to wait for the broker to serve clients (default 300: a
+                            broker holding thousands of test topics loads them for minutes)
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ class Config:
             controller_port=int(os.environ.get("KAFKA_CONTROLLER_PORT", "9093")),
             num_partitions=int(os.environ.get("KAFKA_NUM_PARTITIONS", str(DEFAULT_PARTITIONS))),
             heap_opts=os.environ.get("KAFKA_HEAP_OPTS", "-Xms256m -Xmx512m"),
-            start_timeout=float(os.environ.get("KAFKA_START_TIMEOUT", "90")),
+            start_timeout=float(os.environ.get("KAFKA_START_TIMEOUT", "300")),
         )
 
     @property

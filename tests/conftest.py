@@ -11,19 +11,8 @@ from sqlalchemy.engine import make_url
 
 from stream_app.crypto import generate_key
 from stream_app.sandbox import SandboxServer
-from stream_app.settings import Settings
 from tests.support.databases import create_database, drop_database
 from tests.support.infra import require_kafka, require_postgres
-from tests.support.kafka import delete_topics, list_topics
-
-# Never deleted: the default deployment's topics (its own, their dead letters, Faust's), which a
-# `make run` beside the suite may be using.
-_DEFAULTS = Settings.model_construct()
-_KEPT = {
-    *_DEFAULTS.topic_names().values(),
-    *(f"{name}.dlq" for name in _DEFAULTS.topic_names().values()),
-    f"{_DEFAULTS.kafka_app_id}-__assignor-__leader",
-}
 
 
 @pytest.fixture(scope="session")
@@ -33,14 +22,8 @@ def encryption_key() -> str:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
-    """The suite's broker. Topics the session created are deleted at its end: thousands of
-    them left behind make the next start of the local broker take minutes."""
-    bootstrap = require_kafka()
-    before = asyncio.run(list_topics(bootstrap))
-    yield bootstrap
-    created = asyncio.run(list_topics(bootstrap)) - before
-    asyncio.run(delete_topics(bootstrap, created - _KEPT))
+def kafka_bootstrap() -> str:
+    return require_kafka()
 
 
 @pytest.fixture(scope="session")

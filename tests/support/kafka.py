@@ -27,26 +27,6 @@ async def create_topics(bootstrap: str, names: list[str], partitions: int = 4) -
         await admin.close()
 
 
-async def list_topics(bootstrap: str) -> set[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        return {name for name in await admin.list_topics() if not name.startswith("__")}
-    finally:
-        await admin.close()
-
-
-async def delete_topics(bootstrap: str, names: set[str], chunk: int = 200) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=120_000)
-    await admin.start()
-    try:
-        ordered = sorted(names)
-        for start in range(0, len(ordered), chunk):
-            await admin.delete_topics(ordered[start : start + chunk], timeout_ms=120_000)
-    finally:
-        await admin.close()
-
-
 async def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> float:
     """As a producer of the service's input would (idempotent, acks=all); returns the wall-clock
     time just before the first send (a benchmark's start)."""
