@@ -57,6 +57,13 @@ REFRESHING_ELSEWHERE = "refreshing_elsewhere"
 MAX_RATE_LIMIT_WAITS = 5
 
 
+class NotCalled:
+    """A call given up before it went out: the platform's gates closed while it waited for a slot."""
+
+
+NOT_CALLED = NotCalled()
+
+
 class RefreshEngine:
     def __init__(
         self,
@@ -234,12 +241,14 @@ class RefreshEngine:
                 )
             if isinstance(answer, RefreshResult):
                 return answer
+            if isinstance(answer, LeaseLost):
+                raise answer
+            if isinstance(answer, NotCalled):
+                continue  # the platform was paused or its circuit opened while we queued: look again
             error = answer
             if isinstance(error, ProviderRateLimited):
                 rate_limit_waits += 1
-                wait = self._rate_limit_wait(error)
-                if error.platform_wide:
-                    self._gates.pause(spec.key, wait)
+                wait = self._rate_limit_wait(error)  # a platform-wide one paused the platform already
                 if rate_limit_waits > MAX_RATE_LIMIT_WAITS:
                     return await self._retryable_failure(row, lease, error, tag)
                 if wait > inline_limit:
@@ -295,31 +304,49 @@ class RefreshEngine:
         started: float,
         trigger: RefreshReason,
         tag: str,
-    ) -> RefreshResult | ProviderError:
-        answer = await self._one_call(spec, refresh_token, permit)
+    ) -> RefreshResult | ProviderError | LeaseLost | NotCalled:
+        answer = await self._one_call(spec, refresh_token, permit, lease)
         if isinstance(answer, RefreshedTokens):
             return await self._refreshed(row, lease, answer, refresh_token, sent_at, failures, started, trigger, tag)
         return answer
 
     async def _one_call(
-        self, spec: PlatformSpec, refresh_token: str, permit: Permit
-    ) -> RefreshedTokens | ProviderError:
+        self, spec: PlatformSpec, refresh_token: str, permit: Permit, lease: Lease
+    ) -> RefreshedTokens | ProviderError | LeaseLost | NotCalled:
         """One call to the token endpoint: fresh tokens or the provider's error; its verdict
-        goes to the circuit breaker."""
-        try:
-            # A per-platform cap on calls in flight; waits happen outside it, so one
-            # rate-limited connection does not hold back the others of its platform.
-            async with self._gates.slot(spec.key):
+        goes to the circuit breaker. No call (NOT_CALLED, LeaseLost) when what was checked
+        before the wait for a slot no longer holds once the slot is ours."""
+        # A per-platform cap on calls in flight; waits happen outside it, so one rate-limited
+        # connection does not hold back the others of its platform.
+        async with self._gates.slot(spec.key):
+            # Hundreds of calls can queue here for longer than a 429's answer takes, a circuit
+            # takes to open or a lease lives: those calls must not go out.
+            if self._gates.paused_for(spec.key) > 0 or (
+                not permit.trial and self._gates.circuit_state(spec.key) is not CircuitState.CLOSED
+            ):
+                return NOT_CALLED
+            try:
+                await lease.ensure_held()
+            except LeaseLost as lost:
+                return lost
+            except Exception as exc:  # the database: not the provider's failure, and not surely ours
+                return LeaseLost(f"refresh lease could not be confirmed ({type(exc).__name__})")
+            # The verdict and a pause are recorded before the slot goes to the next call queued.
+            try:
                 tokens = await self._providers.refresh(spec, refresh_token)
-        except RetryableProviderError as exc:
-            # A 429 is an answer (a wait, not an outage); 5xx, timeouts and network errors are failures.
-            permit.succeeded() if isinstance(exc, ProviderRateLimited) else permit.failed()
-            return exc
-        except ProviderError as exc:  # a clear answer about this grant or our client
+            except ProviderRateLimited as exc:  # an answer (a wait, not an outage)
+                if exc.platform_wide:
+                    self._gates.pause(spec.key, self._rate_limit_wait(exc))
+                permit.succeeded()
+                return exc
+            except RetryableProviderError as exc:  # 5xx, timeouts and network errors: failures
+                permit.failed()
+                return exc
+            except ProviderError as exc:  # a clear answer about this grant or our client
+                permit.succeeded()
+                return exc
             permit.succeeded()
-            return exc
-        permit.succeeded()
-        return tokens
+            return tokens
 
     async def _refreshed(
         self,
