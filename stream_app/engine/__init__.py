@@ -331,22 +331,36 @@ class RefreshEngine:
                 return lost
             except Exception as exc:  # the database: not the provider's failure, and not surely ours
                 return LeaseLost(f"refresh lease could not be confirmed ({type(exc).__name__})")
-            # The verdict and a pause are recorded before the slot goes to the next call queued.
+            if not self._gates.may_call(spec.key):  # paused meanwhile, or another call is the probe
+                return NOT_CALLED
+            paused_again: bool | None = None
             try:
-                tokens = await self._providers.refresh(spec, refresh_token)
-            except ProviderRateLimited as exc:  # an answer (a wait, not an outage)
-                if exc.platform_wide:
-                    self._gates.pause(spec.key, self._rate_limit_wait(exc))
-                permit.succeeded()
-                return exc
-            except RetryableProviderError as exc:  # 5xx, timeouts and network errors: failures
-                permit.failed()
-                return exc
-            except ProviderError as exc:  # a clear answer about this grant or our client
-                permit.succeeded()
-                return exc
+                answer = await self._answer_of(spec, refresh_token, permit)
+                paused_again = isinstance(answer, ProviderRateLimited) and answer.platform_wide
+                return answer
+            finally:
+                self._gates.called(spec.key, paused_again=paused_again)
+
+    async def _answer_of(
+        self, spec: PlatformSpec, refresh_token: str, permit: Permit
+    ) -> RefreshedTokens | ProviderError:
+        """The provider's answer; its verdict goes to the breaker and a platform-wide 429 pauses
+        the platform, both before the slot goes to the next call queued."""
+        try:
+            tokens = await self._providers.refresh(spec, refresh_token)
+        except ProviderRateLimited as exc:  # an answer (a wait, not an outage)
+            if exc.platform_wide:
+                self._gates.pause(spec.key, self._rate_limit_wait(exc))
             permit.succeeded()
-            return tokens
+            return exc
+        except RetryableProviderError as exc:  # 5xx, timeouts and network errors: failures
+            permit.failed()
+            return exc
+        except ProviderError as exc:  # a clear answer about this grant or our client
+            permit.succeeded()
+            return exc
+        permit.succeeded()
+        return tokens
 
     async def _refreshed(
         self,

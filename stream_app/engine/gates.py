@@ -10,6 +10,9 @@ from stream_app.engine.breaker import CircuitBreaker, CircuitState
 from stream_app.settings import Settings
 from stream_app.slots import Slots
 
+# How long a platform's calls wait, and look again, while its probe after a pause is out.
+_PROBE_WAIT_SECONDS = 1.0
+
 
 class PlatformGates:
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
@@ -17,6 +20,10 @@ class PlatformGates:
         self._clock = clock
         self._slots: dict[str, Slots] = {}
         self._paused_until: dict[str, float] = {}
+        # Platforms paused since their last answer, and those whose first call after the pause
+        # (the probe) is out: the rest of the platform's calls wait for the probe's answer.
+        self._unproven: set[str] = set()
+        self._probing: set[str] = set()
         self.breaker = CircuitBreaker(
             failure_ratio=settings.circuit_failure_ratio,
             min_calls=settings.circuit_min_calls,
@@ -33,12 +40,35 @@ class PlatformGates:
         return slot
 
     def pause(self, platform: str, seconds: float) -> None:
-        """The provider limits the whole application: nobody calls it for ``seconds``."""
+        """The provider limits the whole application: nobody calls it for ``seconds``, then one
+        call (the probe) goes first."""
         until = self._clock() + seconds
         self._paused_until[platform] = max(until, self._paused_until.get(platform, 0.0))
+        self._unproven.add(platform)
 
     def paused_for(self, platform: str) -> float:
-        return max(0.0, self._paused_until.get(platform, 0.0) - self._clock())
+        """How long the platform's calls must wait: its pause, or while its probe is out a short
+        wait for the probe's answer."""
+        remaining = self._paused_until.get(platform, 0.0) - self._clock()
+        if remaining > 0:
+            return remaining
+        return _PROBE_WAIT_SECONDS if platform in self._probing else 0.0
+
+    def may_call(self, platform: str) -> bool:
+        """Right before a call, holding the platform's slot: whether it may go now. The first
+        call after a pause becomes the probe; report how it ended with ``called``."""
+        if self.paused_for(platform) > 0:
+            return False
+        if platform in self._unproven:
+            self._probing.add(platform)
+        return True
+
+    def called(self, platform: str, *, paused_again: bool | None) -> None:
+        """A call allowed by ``may_call`` ended: it paused the platform again, it did not (the
+        provider takes calls: everyone may call), or None when it ended without an answer."""
+        self._probing.discard(platform)
+        if paused_again is False:
+            self._unproven.discard(platform)
 
     def circuit_state(self, platform: str) -> CircuitState:
         return self.breaker.state(platform)
