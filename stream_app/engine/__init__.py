@@ -215,13 +215,18 @@ class RefreshEngine:
     ) -> RefreshResult:
         started = time.monotonic()
         failures = rate_limit_waits = 0
-        inline_limit = self._settings.rate_limit_max_inline_wait_seconds
+        # RATE_LIMIT_MAX_INLINE_WAIT_SECONDS bounds the waits one refresh sleeps through in all,
+        # and a platform's waits are slept by PLATFORM_MAX_CONCURRENCY refreshes at most: a
+        # throttle of short Retry-Afters, one after another, over thousands of requests is
+        # recorded as holds too (slept through, it kept every dispatcher slot, and the
+        # partitions' acks, for as long as it lasted).
+        inline_left = self._settings.rate_limit_max_inline_wait_seconds
         while True:
             paused = self._gates.paused_for(spec.key)
             if paused > 0:  # another call was told the whole application must wait
-                if paused > inline_limit:
+                if paused > inline_left or not await self._slept(spec.key, paused):
                     return await self._hold(row, lease, paused, "rate_limited", tag)
-                await self._sleep(paused)
+                inline_left -= paused
                 continue
             # Still ours: never spend a refresh token under a lost lease.
             await lease.ensure_held()
@@ -251,11 +256,10 @@ class RefreshEngine:
                 wait = self._rate_limit_wait(error)  # a platform-wide one paused the platform already
                 if rate_limit_waits > MAX_RATE_LIMIT_WAITS:
                     return await self._retryable_failure(row, lease, error, tag)
-                if wait > inline_limit:
-                    return await self._hold(row, lease, wait, "rate_limited", tag)
-                log.warning("⏳ %s Rate limited, waiting %dms before retry", tag, wait * 1000)
-                await self._sleep(wait)
-                continue
+                if wait <= inline_left and await self._slept(spec.key, wait, tag=tag):
+                    inline_left -= wait
+                    continue
+                return await self._hold(row, lease, wait, "rate_limited", tag)
             if isinstance(error, RetryableProviderError):
                 failures += 1
                 if failures > self._settings.refresh_max_attempts:
@@ -275,6 +279,16 @@ class RefreshEngine:
                 status=ConnectionStatus.ERROR,
                 will_retry=False,
             )
+
+    async def _slept(self, platform_key: str, seconds: float, *, tag: str | None = None) -> bool:
+        """Sleep through a wait of the platform, unless enough refreshes already do (then False);
+        with ``tag``, a wait this refresh was told to take, which is logged."""
+        with self._gates.inline_wait(platform_key) as allowed:
+            if allowed:
+                if tag is not None:
+                    log.warning("⏳ %s Rate limited, waiting %dms before retry", tag, seconds * 1000)
+                await self._sleep(seconds)
+        return allowed
 
     async def _spend(self, spending: Coroutine[Any, Any, T]) -> T:
         """Run the part of a refresh that spends the refresh token (the call, then the commit

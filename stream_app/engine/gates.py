@@ -3,8 +3,9 @@ provider limits the whole application, and the circuit breaker."""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from stream_app.engine.breaker import CircuitBreaker, CircuitState
 from stream_app.settings import Settings
@@ -24,6 +25,7 @@ class PlatformGates:
         # (the probe) is out: the rest of the platform's calls wait for the probe's answer.
         self._unproven: set[str] = set()
         self._probing: set[str] = set()
+        self._sleeping: dict[str, int] = {}
         self.breaker = CircuitBreaker(
             failure_ratio=settings.circuit_failure_ratio,
             min_calls=settings.circuit_min_calls,
@@ -69,6 +71,21 @@ class PlatformGates:
         self._probing.discard(platform)
         if paused_again is False:
             self._unproven.discard(platform)
+
+    @contextlib.contextmanager
+    def inline_wait(self, platform: str) -> Iterator[bool]:
+        """Whether one more refresh may sleep through a wait of this platform in memory, counted
+        while inside. At most PLATFORM_MAX_CONCURRENCY at once: no more could call when the wait
+        ends, and each keeps a dispatcher slot (and its partition's acks) while it sleeps."""
+        sleeping = self._sleeping.get(platform, 0)
+        if sleeping >= self._max_concurrency:
+            yield False
+            return
+        self._sleeping[platform] = sleeping + 1
+        try:
+            yield True
+        finally:
+            self._sleeping[platform] -= 1
 
     def circuit_state(self, platform: str) -> CircuitState:
         return self.breaker.state(platform)

@@ -44,11 +44,17 @@ THROTTLE_ENV = {
 }
 
 
-@pytest.mark.parametrize("retry_after", [THROTTLE_SECONDS, THROTTLE_SECONDS / 3], ids=["one-wait", "three-waits"])
+@pytest.mark.parametrize(
+    "retry_after",
+    [THROTTLE_SECONDS, THROTTLE_SECONDS / 3, 4.0],
+    ids=["one-wait", "three-waits", "waits-each-short-enough-to-sleep"],
+)
 async def test_a_minutes_long_throttle_is_honoured_held_and_acked_and_stalls_no_other_platform(
     stack: Stack, retry_after: float
 ) -> None:
-    """With Retry-After the whole throttle, or a third of it (the provider extends it twice)."""
+    """With Retry-After the whole throttle, a third of it (the provider extends it twice), or
+    4 s again and again: each wait short enough to sleep through (RATE_LIMIT_MAX_INLINE_WAIT_SECONDS
+    is 5), the throttle not."""
     stack.worker.stop()
     env = {**stack.worker.env, **THROTTLE_ENV}
     worker = WorkerProcess(env, stack.worker.log_path.with_name(f"long-throttle-{retry_after:g}.log")).start()
