@@ -51,7 +51,7 @@ def attach(context: WorkerContext) -> None:
             acks, max_in_flight=context.settings.max_refreshes_in_flight, on_escape=context.last_resort
         ),
         # As long as a refresh in flight can take to end (TokenService.aclose waits as long).
-        drain_seconds=2 * context.settings.http_timeout_seconds,
+        drain_seconds=2 * context.settings.longest_call_seconds,
     )
     context.on_start(consumer.start)
     context.on_stop(consumer.stop)

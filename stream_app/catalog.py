@@ -30,6 +30,9 @@ class PlatformSpec:
     default_expires_in: int | None = 3600
     refresh_params: dict[str, str] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
+    # Each refresh token works once: a request sent spends it, whether or not its answer comes
+    # back, so an answer is waited for longer (LATE_ANSWER_SECONDS).
+    single_use_refresh_tokens: bool = False
 
 
 _GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
@@ -54,6 +57,7 @@ PLATFORMS: tuple[PlatformSpec, ...] = (
         "discord",
         "https://discord.com/api/oauth2/token",
         default_expires_in=604800,
+        single_use_refresh_tokens=True,
     ),
     _google("youtube", "YouTube"),
     _google("gmail", "Gmail"),
@@ -74,6 +78,7 @@ PLATFORMS: tuple[PlatformSpec, ...] = (
         dialect="github_app",
         default_expires_in=28800,
         headers={"Accept": "application/json"},
+        single_use_refresh_tokens=True,
     ),
     PlatformSpec(
         "x",
@@ -83,6 +88,7 @@ PLATFORMS: tuple[PlatformSpec, ...] = (
         auth_method="basic",
         dialect="invalid_request_is_bad_grant",
         default_expires_in=7200,
+        single_use_refresh_tokens=True,
     ),
     PlatformSpec(
         "linkedin",
@@ -124,6 +130,7 @@ PLATFORMS: tuple[PlatformSpec, ...] = (
         auth_method="basic",
         dialect="slack",
         default_expires_in=43200,
+        single_use_refresh_tokens=True,
     ),
 )
 

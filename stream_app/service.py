@@ -78,7 +78,7 @@ class TokenService:
         commit whose tokens are spooled, and is stopped."""
         if self._background:
             _, unfinished = await asyncio.wait(
-                list(self._background.values()), timeout=2 * self.settings.http_timeout_seconds
+                list(self._background.values()), timeout=2 * self.settings.longest_call_seconds
             )
             for task in unfinished:
                 task.cancel()

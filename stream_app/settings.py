@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     # How long a refresh may hold a connection before others may take over; renewed in the
     # background every third of it while held. At least 3 x HTTP_TIMEOUT_SECONDS.
     refresh_lease_seconds: float = Field(default=120, ge=5)
+    # How much longer than HTTP_TIMEOUT_SECONDS an answer is waited for from a provider whose
+    # refresh tokens are single use: once the request is sent the token may be spent, and an
+    # answer given up on takes the rotated one with it. Default: REFRESH_LEASE_SECONDS minus
+    # 2 x HTTP_TIMEOUT_SECONDS, so the longest call ends inside a lease confirmed just before it.
+    late_answer_seconds: float | None = Field(default=None, ge=0)
     # A provider's wait (Retry-After, a platform-wide pause, an open circuit) up to this long is
     # waited in memory; a longer one is recorded on the row and the scan brings it back.
     rate_limit_max_inline_wait_seconds: float = Field(default=5, ge=0)
@@ -161,7 +166,20 @@ class Settings(BaseSettings):
                 "REFRESH_LEASE_SECONDS: must be at least 3 x HTTP_TIMEOUT_SECONDS "
                 f"({3 * self.http_timeout_seconds:g}), so a provider call always ends well inside the lease"
             )
+        if self.longest_call_seconds > self.refresh_lease_seconds - self.http_timeout_seconds:
+            raise ValueError(
+                "LATE_ANSWER_SECONDS: HTTP_TIMEOUT_SECONDS plus it must end at least HTTP_TIMEOUT_SECONDS "
+                f"inside REFRESH_LEASE_SECONDS (at most {self.refresh_lease_seconds - 2 * self.http_timeout_seconds:g})"
+            )
         return self
+
+    @property
+    def longest_call_seconds(self) -> float:
+        """The longest a provider call is waited for: a single-use provider's late answer included."""
+        late = self.late_answer_seconds
+        if late is None:
+            late = self.refresh_lease_seconds - 2 * self.http_timeout_seconds
+        return self.http_timeout_seconds + late
 
     def pool_size(self) -> tuple[int, int]:
         """(pool size, overflow): by default one connection per 25 refreshes in flight, 5 to 20."""

@@ -112,7 +112,7 @@ class RefreshEngine:
 
     def stuck_circuits(self) -> list[str]:
         """Platforms whose circuit stayed open well past its cool-down (see CircuitBreaker.stuck)."""
-        grace = self._settings.scan_interval_seconds + 2 * self._settings.http_timeout_seconds
+        grace = self._settings.scan_interval_seconds + 2 * self._settings.longest_call_seconds
         return self._gates.breaker.stuck(grace)
 
     async def refresh(
@@ -294,7 +294,7 @@ class RefreshEngine:
         """Run the part of a refresh that spends the refresh token (the call, then the commit
         of what it returned) to its end even if the caller is cancelled (a worker stopping):
         the provider may already have rotated the token, and its answer must be stored. A
-        cancelled caller waits for it up to twice HTTP_TIMEOUT_SECONDS; a commit still failing
+        cancelled caller waits for it up to twice the longest call (Settings.longest_call_seconds); a commit still failing
         then has its tokens in the spool."""
         task = asyncio.ensure_future(spending)
         self._spending.add(task)
@@ -303,7 +303,7 @@ class RefreshEngine:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             with contextlib.suppress(BaseException):
-                await asyncio.wait_for(task, timeout=2 * self._settings.http_timeout_seconds)
+                await asyncio.wait_for(task, timeout=2 * self._settings.longest_call_seconds)
             raise
 
     async def _call_and_store(

@@ -100,7 +100,11 @@ class ProviderClient:
             headers["Authorization"] = _basic_auth(credentials.client_id, secret)
         else:
             form |= {"client_id": credentials.client_id, "client_secret": secret}
-        status, answer_headers, content = await self._exchange(url, form, headers)
+        # A single-use token is spent once the request is out: its answer is worth a longer wait.
+        deadline = self._settings.http_timeout_seconds
+        if spec.single_use_refresh_tokens:
+            deadline = self._settings.longest_call_seconds
+        status, answer_headers, content = await self._exchange(url, form, headers, deadline)
         body = None if content is None else _json_or_none(content)
         if content is None and 200 <= status < 300:
             raise ProviderUnexpectedAnswer(f"HTTP {status} answer over {MAX_BODY_BYTES} bytes", status_code=status)
@@ -115,10 +119,9 @@ class ProviderClient:
         return _tokens_from(body, spec)
 
     async def _exchange(
-        self, url: str, form: dict[str, str], headers: dict[str, str]
+        self, url: str, form: dict[str, str], headers: dict[str, str], deadline: float
     ) -> tuple[int, httpx.Headers, bytes | None]:
-        """``post_form`` within HTTP_TIMEOUT_SECONDS, its failures as ``ProviderError``s."""
-        deadline = self._settings.http_timeout_seconds
+        """``post_form`` within ``deadline``, its failures as ``ProviderError``s."""
         try:
             return await post_form(self._transport, self._parsed(url), form, headers, deadline)
         except (TimeoutError, httpx.TimeoutException):

@@ -584,9 +584,16 @@ WAITING = {
 NOT_GOOGLE = {"forbidden_html": replace(WAITING["forbidden_html"], wait=0.0, leeway=1.0, attempts=2)}
 
 
+# A single-use platform's answer is waited for past HTTP_TIMEOUT_SECONDS (LATE_ANSWER_SECONDS):
+# the timed-out request is answered, and nothing is sent a second time.
+SINGLE_USE_WAITS = {"timeout": replace(WAITING["timeout"], wait=1.5, attempts=1, answers=(200,))}
+
+
 def expected_wait(scenario: str, platform: str) -> Waiting:
     if platform not in GOOGLE and scenario in NOT_GOOGLE:
         return NOT_GOOGLE[scenario]
+    if platform in SINGLE_USE and scenario in SINGLE_USE_WAITS:
+        return SINGLE_USE_WAITS[scenario]
     return WAITING[scenario]
 
 
@@ -640,3 +647,32 @@ async def test_waits_then_refreshes(
     assert obs.event.payload["attempts"] == spec.attempts
     assert_stores_live_tokens(TokenCipher(encryption_key), obs)
     assert_expiry_anchored(obs, latency=spec.latency)
+
+
+# -- 5. a provider that answers after the HTTP deadline ------------------------------------------
+
+LATE_SETTINGS = {"http_timeout_seconds": 1, "refresh_lease_seconds": 6}  # late answers: up to 4 s more
+
+
+@pytest.mark.parametrize("platform", sorted(SINGLE_USE))
+async def test_a_late_answer_of_a_single_use_provider_is_waited_for(
+    harnesses: Callable[..., Awaitable[Harness]], platform: str
+) -> None:
+    """The request left, so the provider spent the refresh token: giving up on its answer at
+    the deadline would lose the rotated one, and the next attempt would present a spent token
+    (X revokes the whole grant for it)."""
+    h = await harnesses(**LATE_SETTINGS)
+    assert platform_spec(platform).single_use_refresh_tokens
+    conn = await h.connect(platform)
+    h.sandbox.state.latency = 2.0  # after HTTP_TIMEOUT_SECONDS, inside the late-answer window
+
+    obs = await h.refresh(conn)
+
+    assert obs.result.outcome == "refreshed"
+    assert obs.truth["revoked"] is False
+    assert_stores_live_tokens(h.service.cipher, obs)
+    assert len(h.history(conn)) == 1  # one request, answered late: no second spend
+
+
+async def test_only_single_use_providers_get_the_late_answer_window() -> None:
+    assert {key for key in REFRESHABLE_PLATFORMS if platform_spec(key).single_use_refresh_tokens} == SINGLE_USE

@@ -41,7 +41,9 @@ Handler = Callable[[httpx.Request], httpx.Response]
 
 
 def make_settings(encryption_key: str, url: str, **overrides: Any) -> Settings:
+    """Discord's settings; its single-use tokens' late answers are not waited for unless asked."""
     env = {"DISCORD_CLIENT_ID": "discord-client", "DISCORD_CLIENT_SECRET": CLIENT_SECRET, "DISCORD_TOKEN_URL": url}
+    overrides = {"late_answer_seconds": 0, **overrides}
     return load_settings(encryption_key=encryption_key, **collect_platform_variables(env), **overrides)
 
 
@@ -227,11 +229,13 @@ async def local_server(script: Script, heads: list[bytes] | None = None) -> Asyn
         await server.wait_closed()
 
 
-async def refresh_against(script: Script, encryption_key: str, *, timeout: float = 5.0) -> tuple[Any, float]:
+async def refresh_against(
+    script: Script, encryption_key: str, *, timeout: float = 5.0, **overrides: Any
+) -> tuple[Any, float]:
     """One refresh through ``build_http_transport`` (httpx over aiohttp) against a local server
     that answers with ``script``: (tokens or the exception raised, seconds it took)."""
     async with local_server(script) as url:
-        settings = make_settings(encryption_key, url, http_timeout_seconds=timeout)
+        settings = make_settings(encryption_key, url, http_timeout_seconds=timeout, **overrides)
         async with build_http_transport() as http:
             started = time.monotonic()
             try:
@@ -358,6 +362,27 @@ async def test_an_answer_that_trickles_ends_at_the_timeout(script: Script, encry
     assert outcome.description.startswith("timeout")
     assert 0.9 <= elapsed <= 1.5
     assert_quotes_nothing(outcome)
+
+
+@pytest.mark.parametrize(("late_answer", "answered"), [(2.0, True), (0.0, False)])
+async def test_a_single_use_providers_late_answer_is_waited_for(
+    late_answer: float, answered: bool, encryption_key: str
+) -> None:
+    """Discord's tokens are single use: an answer after HTTP_TIMEOUT_SECONDS still counts,
+    for up to LATE_ANSWER_SECONDS more."""
+
+    async def late(writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(1.5)
+        writer.write(head("200 OK", f"Content-Length: {len(BODY)}") + BODY)
+        await writer.drain()
+
+    outcome, elapsed = await refresh_against(late, encryption_key, timeout=1.0, late_answer_seconds=late_answer)
+
+    if answered:
+        assert not isinstance(outcome, BaseException), repr(outcome)
+        assert outcome.access_token == "sbx_at_fresh" and 1.4 <= elapsed <= 2.5
+    else:
+        assert isinstance(outcome, ProviderNetworkError) and 0.9 <= elapsed <= 1.4
 
 
 async def test_a_server_that_never_answers_ends_at_the_timeout(encryption_key: str) -> None:

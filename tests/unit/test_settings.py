@@ -201,6 +201,26 @@ def test_bad_outbox_retention_is_refused_by_name(monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.mark.usefixtures("key")
+def test_late_answers_are_waited_for_within_the_lease_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("LATE_ANSWER_SECONDS", "HTTP_TIMEOUT_SECONDS", "REFRESH_LEASE_SECONDS"):
+        monkeypatch.delenv(name, raising=False)
+    assert load_settings().longest_call_seconds == 110  # 10 s, then up to 120 - 2 x 10 more
+
+    monkeypatch.setenv("LATE_ANSWER_SECONDS", "30")
+    assert load_settings().longest_call_seconds == 40
+
+
+@pytest.mark.usefixtures("key")
+def test_a_late_answer_window_past_the_lease_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LATE_ANSWER_SECONDS", "101")  # 10 + 101 > 120 - 10
+
+    message = config_error(naming="LATE_ANSWER_SECONDS")
+
+    assert message.startswith("LATE_ANSWER_SECONDS: ")
+    assert ";" not in message
+
+
+@pytest.mark.usefixtures("key")
 def test_the_worker_does_not_start_with_a_zero_outbox_retention(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OUTBOX_RETENTION_HOURS", "0")
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # were the check gone: no worker starts
