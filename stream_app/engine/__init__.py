@@ -294,8 +294,8 @@ class RefreshEngine:
         """Run the part of a refresh that spends the refresh token (the call, then the commit
         of what it returned) to its end even if the caller is cancelled (a worker stopping):
         the provider may already have rotated the token, and its answer must be stored. A
-        cancelled caller waits for it up to twice the longest call (Settings.longest_call_seconds); a commit still failing
-        then has its tokens in the spool."""
+        cancelled caller waits for it up to twice the longest call (``longest_call_seconds``);
+        a commit still failing then has its tokens in the spool."""
         task = asyncio.ensure_future(spending)
         self._spending.add(task)
         task.add_done_callback(self._spending.discard)
