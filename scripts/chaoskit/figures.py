@@ -125,9 +125,7 @@ def _held_against_the_service(evidence: Evidence) -> list[Connection]:
 def in_flight_at_a_kill(evidence: Evidence) -> Figure:
     """Rotations lost because the worker was killed while the provider answered (see lost_at_a_kill)."""
     found = sorted(lost_at_a_kill(evidence))
-    return Figure(
-        "rotations in flight at a kill -9 (no client can keep them)", len(found), found, informational=True
-    )
+    return Figure("rotations in flight at a kill -9 (no client can keep them)", len(found), found, informational=True)
 
 
 def stranded(evidence: Evidence) -> Figure:
@@ -173,9 +171,7 @@ def false_needs_reauth(evidence: Evidence) -> Figure:
 def double_spends(evidence: Evidence) -> Figure:
     """Presentations of a spent single-use refresh token, as the sandbox counted them."""
     excused = lost_at_a_kill(evidence)
-    spent = {
-        gid: g["double_spends"] for gid, g in evidence.grants.items() if g["double_spends"] and gid not in excused
-    }
+    spent = {gid: g["double_spends"] for gid, g in evidence.grants.items() if g["double_spends"] and gid not in excused}
     return Figure("double spends", sum(spent.values()), [f"{gid}:x{n}" for gid, n in spent.items()])
 
 

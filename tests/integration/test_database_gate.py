@@ -29,9 +29,7 @@ async def test_more_transactions_than_connections_all_complete(postgres_url: str
     assert sum(done) == 60
 
 
-@pytest.mark.parametrize(
-    ("in_flight", "pool"), [(500, (20, 10)), (100, (5, 2)), (250, (10, 5)), (10_000, (20, 10))]
-)
+@pytest.mark.parametrize(("in_flight", "pool"), [(500, (20, 10)), (100, (5, 2)), (250, (10, 5)), (10_000, (20, 10))])
 def test_the_pool_is_sized_from_the_refreshes_in_flight(in_flight: int, pool: tuple[int, int]) -> None:
     settings = load_settings(encryption_key="ab" * 32, max_refreshes_in_flight=in_flight)
     assert settings.pool_size() == pool
