@@ -197,8 +197,8 @@ async def adopt_offsets(settings: Settings, topic: str, group_id: str, legacy_gr
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
-        ours = await admin.list_consumer_group_offsets(group_id)
-        theirs = await admin.list_consumer_group_offsets(legacy_group_id)
+        ours = await _group_offsets(admin, group_id)
+        theirs = await _group_offsets(admin, legacy_group_id)
     finally:
         await admin.close()
     committed = {tp for tp, meta in ours.items() if meta.offset >= 0}
@@ -216,6 +216,19 @@ async def adopt_offsets(settings: Settings, topic: str, group_id: str, legacy_gr
         log.info("%s: group %s did not take over offsets (%s): it has members", topic, group_id, type(exc).__name__)
     finally:
         await consumer.stop()
+
+
+async def _group_offsets(admin: AIOKafkaAdminClient, group_id: str, patience: float = 60.0) -> Any:
+    """The group's committed offsets; a broker still electing its group coordinator (a fresh
+    one has no offsets topic yet) is asked again for ``patience`` seconds."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return await admin.list_consumer_group_offsets(group_id)
+        except KafkaError as exc:
+            if not exc.retriable or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no types
