@@ -18,8 +18,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import text
 
 from agents.batch_consumer import refresh_group_id
@@ -27,7 +25,7 @@ from stream_app.db import Database
 from stream_app.sandbox import SandboxServer
 from tests.integration.conftest import ServiceFactory, Stack
 from tests.support.connections import seed_connection
-from tests.support.kafka import committed_offset, produce
+from tests.support.kafka import produce, uncommitted
 from tests.support.worker import WorkerProcess
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -255,20 +253,5 @@ async def _wait_until_committed(stack: Stack, deadline: float) -> None:
 
 async def _uncommitted(stack: Stack) -> tuple[int, int]:
     """(records on `token.expiring`, those of them the worker's group has not committed past)."""
-    topic = stack.topics["token.expiring"]
     group = refresh_group_id(stack.worker.env["KAFKA_APP_ID"])
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.bootstrap)
-    await admin.start()
-    try:
-        (described,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.bootstrap)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets(partitions)
-    finally:
-        await consumer.stop()
-    committed = [max(0, await committed_offset(stack.bootstrap, group, tp)) for tp in partitions]
-    return sum(ends.values()), sum(ends.values()) - sum(committed)
+    return await uncommitted(stack.bootstrap, group, stack.topics["token.expiring"])

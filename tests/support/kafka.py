@@ -105,6 +105,25 @@ async def committed_offset(bootstrap: str, group: str, tp: TopicPartition) -> in
     return found.offset if found is not None else -1
 
 
+async def uncommitted(bootstrap: str, group: str, topic: str) -> tuple[int, int]:
+    """(records on ``topic``, those of them ``group`` has not committed past)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+    committed = [max(0, await committed_offset(bootstrap, group, tp)) for tp in partitions]
+    return sum(ends.values()), sum(ends.values()) - sum(committed)
+
+
 def _json(value: bytes | None) -> dict[str, Any] | None:
     try:
         decoded = json.loads(value or b"")
