@@ -205,6 +205,20 @@ async def commit_as(settings: Settings, group: str, tp: TopicPartition, offset: 
         await consumer.stop()
 
 
+async def started_to_the_end(settings: Settings, topic: str, tp: TopicPartition, end: int) -> list[bytes]:
+    """The values whose jobs a new consumer started, once its group committed up to ``end``."""
+    jobs = Jobs()
+    for n in range(end):
+        jobs.release(b"%d" % n)
+    consumer = consumer_for(settings, topic, jobs)
+    await consumer.start()
+    try:
+        await wait_committed(settings, tp, end)
+    finally:
+        await consumer.stop()
+    return jobs.started
+
+
 async def test_a_partition_its_group_never_committed_starts_where_fausts_group_left_it(
     setup: tuple[Settings, str],
 ) -> None:
@@ -214,17 +228,7 @@ async def test_a_partition_its_group_never_committed_starts_where_fausts_group_l
     tp = TopicPartition(topic, 0)
     await produce(settings.kafka_bootstrap_servers, topic, [(b"k", b"%d" % n) for n in range(5)])
     await commit_as(settings, settings.kafka_app_id, tp, 3)  # Faust's group: KAFKA_APP_ID
-    jobs = Jobs()
-    jobs.expected = 2
-    for n in range(5):
-        jobs.release(b"%d" % n)
-    consumer = consumer_for(settings, topic, jobs)
-    await consumer.start()
-    try:
-        await wait_committed(settings, tp, 5)
-    finally:
-        await consumer.stop()
-    assert jobs.started == [b"3", b"4"]
+    assert await started_to_the_end(settings, topic, tp, 5) == [b"3", b"4"]
 
 
 async def test_a_partition_its_group_committed_ignores_fausts_group(setup: tuple[Settings, str]) -> None:
@@ -233,14 +237,4 @@ async def test_a_partition_its_group_committed_ignores_fausts_group(setup: tuple
     await produce(settings.kafka_bootstrap_servers, topic, [(b"k", b"%d" % n) for n in range(5)])
     await commit_as(settings, settings.kafka_app_id, tp, 4)
     await commit_as(settings, refresh_group_id(settings.kafka_app_id), tp, 1)
-    jobs = Jobs()
-    jobs.expected = 4
-    for n in range(5):
-        jobs.release(b"%d" % n)
-    consumer = consumer_for(settings, topic, jobs)
-    await consumer.start()
-    try:
-        await wait_committed(settings, tp, 5)
-    finally:
-        await consumer.stop()
-    assert jobs.started == [b"1", b"2", b"3", b"4"]
+    assert await started_to_the_end(settings, topic, tp, 5) == [b"1", b"2", b"3", b"4"]
