@@ -17,7 +17,9 @@
         └── ReauthRequiredError     the grant is dead (invalid_grant, access_denied, an unknown
                                     OAuth error code): status `needs_reauth`
 
-Messages never carry a token: provider text is sanitised before it reaches an exception.
+Messages carry no text of the provider's: a refusal is described by the provider's error code
+(when it is a short, well-formed code that quotes no secret) and words of our own
+(``stream_app.providers.wording``); other messages name only HTTP statuses and exception types.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import aiohttp
 import httpx
 
 from stream_app.catalog import PlatformSpec
-from stream_app.errors import InvalidClientError, ProviderNetworkError, ProviderUnexpectedAnswer
+from stream_app.errors import InvalidClientError, ProviderError, ProviderNetworkError, ProviderUnexpectedAnswer
 from stream_app.privacy import sanitize_provider_text
 from stream_app.providers.dialects import raise_for_answer
 from stream_app.settings import Settings
@@ -27,8 +27,12 @@ from stream_app.settings import Settings
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
-# An expires_in beyond this is nonsense (and would overflow a date): read as unsaid.
+# An expires_in beyond this is nonsense (and would overflow a date, or the table's 32-bit
+# token_lifetime_seconds): read as unsaid, the platform's default lifetime.
 MAX_EXPIRES_IN_SECONDS = 10 * 365 * 24 * 3600
+# An integer literal longer than this in an answer is read as infinite, not refused with the
+# whole answer (Python refuses over 4300 digits): the tokens beside it are still stored.
+_MAX_INTEGER_DIGITS = 30
 # The connection failed or broke off: the answer never (fully) arrived.
 _TRANSPORT_ERRORS = (httpx.TransportError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError)
 # Something arrived, but not HTTP we can read: a bad status line or header, a body that does
@@ -108,15 +112,23 @@ class ProviderClient:
         body = None if content is None else _json_or_none(content)
         if content is None and 200 <= status < 300:
             raise ProviderUnexpectedAnswer(f"HTTP {status} answer over {MAX_BODY_BYTES} bytes", status_code=status)
-        raise_for_answer(
-            spec.dialect,
-            status,
-            answer_headers,
-            body,
-            default_wait=self._settings.rate_limit_default_wait_seconds,
-            sanitize=lambda text: sanitize_provider_text(text, (refresh_token, secret)),
-        )
-        return _tokens_from(body, spec)
+        # What the provider may echo: the token, the secret, and the pair a Basic header encodes.
+        sent = (refresh_token, secret, f"{credentials.client_id}:{secret}")
+        try:
+            raise_for_answer(
+                spec.dialect,
+                status,
+                answer_headers,
+                body,
+                default_wait=self._settings.rate_limit_default_wait_seconds,
+                sanitize=lambda text: sanitize_provider_text(text, sent),
+            )
+            return _tokens_from(body, spec)
+        except ProviderError:
+            raise
+        except Exception as exc:  # reading the answer must end as tokens or a ProviderError
+            log.warning("reading a token endpoint's answer failed with an unexpected %s", type(exc).__name__)
+            raise ProviderUnexpectedAnswer(f"{type(exc).__name__} reading the answer", status_code=status) from None
 
     async def _exchange(
         self, url: str, form: dict[str, str], headers: dict[str, str], deadline: float
@@ -158,8 +170,21 @@ async def _bounded_body(response: httpx.Response) -> bytes | None:
 def _json_or_none(content: bytes) -> Any:
     try:
         return json.loads(content)
-    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting raises RecursionError
+    except RecursionError:  # deep nesting
         return None
+    except ValueError:  # not JSON (UnicodeDecodeError included), or an integer over 4300 digits
+        pass
+    try:
+        return json.loads(content, parse_int=_bounded_int)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _bounded_int(literal: str) -> int | float:
+    """A JSON integer; one too long to mean anything is infinite (signed), never an error."""
+    if len(literal.lstrip("-")) > _MAX_INTEGER_DIGITS:
+        return -math.inf if literal.startswith("-") else math.inf
+    return int(literal)
 
 
 def _tokens_from(body: Any, spec: PlatformSpec) -> RefreshedTokens:

@@ -17,19 +17,23 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import logging
 import math
-import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from stream_app.errors import (
     InvalidClientError,
+    ProviderError,
     ProviderRateLimited,
     ProviderServerError,
     ProviderUnexpectedAnswer,
     ReauthRequiredError,
 )
+from stream_app.providers.wording import describe, shown_code
+
+log = logging.getLogger(__name__)
 
 # A provider asking for more than an hour is misbehaving; the scan will come back anyway.
 MAX_RETRY_AFTER_SECONDS = 3600.0
@@ -39,11 +43,12 @@ _EPOCH_THRESHOLD = 1e9
 
 class Reading(NamedTuple):
     """What a token-endpoint answer says: ``meaning`` is the code it is classified by (None:
-    the answer carries no error code), ``said`` the provider's own code and description, kept
-    for the record."""
+    the answer carries no error code), ``said`` the provider's own words (never stored nor
+    published: a scrubbed DEBUG line at most), ``code`` the provider's own code as it sent it."""
 
     meaning: str | None
     said: str = ""
+    code: str | None = None
 
 
 NO_CODE = Reading(None)
@@ -92,7 +97,19 @@ SERVER_TROUBLE_CODES = frozenset(
 )
 # Headers that say a quota is spent (GitHub, X, Twitch, the IETF draft).
 _REMAINING_HEADERS = ("x-ratelimit-remaining", "x-rate-limit-remaining", "ratelimit-remaining")
-_MEDIA_TYPE = re.compile(r"[\w.+-]+/[\w.+-]+")
+# The media types an answer's is named by in the record; any other is "another media type"
+# (a header is the provider's text too).
+_KNOWN_MEDIA_TYPES = frozenset(
+    {
+        "application/json",
+        "application/problem+json",
+        "application/x-www-form-urlencoded",
+        "application/xml",
+        "text/html",
+        "text/plain",
+        "text/xml",
+    }
+)
 
 
 def _said(code: str, description: str) -> str:
@@ -104,7 +121,7 @@ def _rfc6749(status: int, body: Any) -> Reading:
         return NO_CODE
     error = body.get("error")
     if isinstance(error, str) and error:
-        return Reading(error, _said(error, str(body.get("error_description") or "")))
+        return Reading(error, _said(error, str(body.get("error_description") or "")), error)
     if isinstance(error, Mapping):
         return _api_error(error)
     return NO_CODE
@@ -117,7 +134,7 @@ def _api_error(error: Mapping[str, Any]) -> Reading:
     reasons = [item.get("reason") for item in details if isinstance(item, Mapping)] if isinstance(details, list) else []
     for reason in (*reasons, error.get("status")):
         if isinstance(reason, str) and reason.lower() in THROTTLING_CODES:
-            return Reading(reason, reason)
+            return Reading(reason, reason, reason)
     message = error.get("message")
     if isinstance(message, str) and ("rate limit" in message.lower() or "quota" in message.lower()):
         return Reading("rate_limit_exceeded", "rate_limit_exceeded")
@@ -144,7 +161,7 @@ def _invalid_request_is_bad_grant(status: int, body: Any) -> Reading:
 def _slack(status: int, body: Any) -> Reading:
     if isinstance(body, Mapping) and body.get("ok") is False:
         code = body.get("error")
-        return Reading(code, code) if isinstance(code, str) and code else NO_CODE
+        return Reading(code, code, code) if isinstance(code, str) and code else NO_CODE
     return _rfc6749(status, body)
 
 
@@ -192,7 +209,7 @@ def raise_for_answer(
     if status >= 500:
         raise ProviderServerError(f"server error {status}", status_code=status)
     lowered = {name.lower(): value for name, value in headers.items()}
-    code, said = DIALECTS[dialect](status, body)
+    code, said, own_code = DIALECTS[dialect](status, body)
     if code is None:
         _judge_codeless(status, lowered, body, default_wait)
         return
@@ -200,14 +217,25 @@ def raise_for_answer(
         raise _throttled(f"throttled ({code.lower()})", status, headers, body, default_wait)
     if code in SERVER_TROUBLE_CODES:
         raise ProviderServerError(f"server error {status} ({code})", status_code=status)
-    text = sanitize(said or code)
-    if code in BAD_GRANT_CODES:
-        raise ReauthRequiredError(text, reason="invalid_grant", status_code=status)
-    if code in CONSENT_WITHDRAWN_CODES:
-        raise ReauthRequiredError(text, reason="access_denied", status_code=status)
-    if code in BAD_CLIENT_CODES:
-        raise InvalidClientError(text, status_code=status)
-    raise ReauthRequiredError(text, reason="unknown_error", status_code=status)
+    if said:
+        log.debug("Token endpoint's own words (HTTP %s, scrubbed): %s", status, sanitize(said))
+    raise _verdict(code, own_code, status, sanitize)
+
+
+def _verdict(meaning: str, own_code: str | None, status: int, sanitize: Callable[[str], str]) -> ProviderError:
+    """The refusal ``meaning`` classifies, described by its code and our own words only."""
+    if meaning in BAD_CLIENT_CODES:
+        error_class = "invalid_client"
+    elif meaning in BAD_GRANT_CODES:
+        error_class = "invalid_grant"
+    elif meaning in CONSENT_WITHDRAWN_CODES:
+        error_class = "access_denied"
+    else:
+        error_class = "unknown_error"
+    text = describe(shown_code(own_code, error_class, sanitize), meaning, error_class, status)
+    if error_class == "invalid_client":
+        return InvalidClientError(text, status_code=status)
+    return ReauthRequiredError(text, reason=error_class, status_code=status)
 
 
 def _judge_codeless(status: int, headers: Mapping[str, str], body: Any, default_wait: float) -> None:
@@ -222,7 +250,8 @@ def _judge_codeless(status: int, headers: Mapping[str, str], body: Any, default_
         raise _throttled("forbidden (throttled)", status, headers, body, default_wait)
     if status == 401 and headers.get("www-authenticate", "").lstrip().lower().startswith("basic"):
         # RFC 6749 §5.2: client authentication failed (Reddit's only way of saying it).
-        raise InvalidClientError("client authentication refused (HTTP 401, Basic challenge)", status_code=status)
+        text = describe("invalid_client", "invalid_client", "invalid_client", status, how="Basic challenge")
+        raise InvalidClientError(text, status_code=status)
     raise ProviderUnexpectedAnswer(
         f"unexpected answer: HTTP {status} with no OAuth error code ({_media_type(headers)})", status_code=status
     )
@@ -237,7 +266,7 @@ def _asks_to_wait(headers: Mapping[str, str], body: Any) -> bool:
     """A Retry-After (header or Discord's body field) or a rate-limit quota at zero."""
     return (
         "retry-after" in headers
-        or (isinstance(body, Mapping) and isinstance(body.get("retry_after"), int | float))
+        or _body_wait(body) is not None
         or any(headers.get(name, "").strip() == "0" for name in _REMAINING_HEADERS)
     )
 
@@ -255,9 +284,12 @@ def _throttled(
 
 
 def _media_type(headers: Mapping[str, str]) -> str:
-    """The answer's media type for the record, if it is one (nothing else of a header is kept)."""
+    """The answer's media type for the record, if it is a common one (nothing else of a header
+    is kept)."""
     value = headers.get("content-type", "").split(";")[0].strip().lower()
-    return value if _MEDIA_TYPE.fullmatch(value) else "no content type"
+    if not value:
+        return "no content type"
+    return value if value in _KNOWN_MEDIA_TYPES else "another media type"
 
 
 def _platform_wide(headers: Mapping[str, str], body: Any) -> bool:
@@ -286,14 +318,16 @@ def _requested_wait(headers: Mapping[str, str], body: Any, now: float) -> float 
     Discord's ``X-RateLimit-Reset-After`` seconds, and ``X-RateLimit-Reset``: seconds from
     Reddit, epoch seconds from Discord."""
     lowered = {name.lower(): value for name, value in headers.items()}
-    if isinstance(body, Mapping) and isinstance(body.get("retry_after"), int | float):
-        return float(body["retry_after"])
+    in_body = _body_wait(body)
+    if in_body is not None:
+        return in_body
     retry_after = lowered.get("retry-after")
     if retry_after:
         seconds = _number(retry_after)
         if seconds is not None:
             return seconds
-        with contextlib.suppress(TypeError, ValueError):
+        # A date beyond datetime's range, or a zone offset of a hundred digits: unsaid.
+        with contextlib.suppress(TypeError, ValueError, OverflowError):
             when = email.utils.parsedate_to_datetime(retry_after)
             if when.tzinfo is not None:
                 return when.timestamp() - now
@@ -309,8 +343,18 @@ def _requested_wait(headers: Mapping[str, str], body: Any, now: float) -> float 
     return None
 
 
-def _number(text: str | None) -> float | None:
+def _body_wait(body: Any) -> float | None:
+    """Discord's ``retry_after``: a JSON number in the body."""
+    value = body.get("retry_after") if isinstance(body, Mapping) else None
+    return _number(value) if isinstance(value, int | float) else None
+
+
+def _number(value: object) -> float | None:
+    """A number of seconds from a header's text or a JSON number; None for anything else
+    (a bool, words, an integer too large for a float). Not yet bounded: may be inf or NaN."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
     try:
-        return float(text) if text else None
-    except ValueError:
+        return float(value) if value != "" else None
+    except (ValueError, OverflowError):
         return None

@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from .dialects import NEVER_REFRESHED, PLATFORMS, ROUTES, Answer, Dialect, dialect_for
+from .echo import echo_answer, hostile_number_answer
 from .exchange import (
     Clients,
     Outcome,
@@ -97,6 +98,19 @@ async def _faulted(request: web.Request, fault: Fault, dialect: Dialect, treq: T
             outcome.auth_method,
             outcome.rotated,
         ), True
+    if fault.mode is FaultMode.ECHO_SECRETS:
+        return Outcome(echo_answer(dialect, fault, treq), label), False
+    if fault.mode is FaultMode.HOSTILE_NUMBER and fault.shape == "expires_in":
+        outcome = handle_refresh(state, clients, dialect, treq)  # processed and spent, as normal
+        return Outcome(
+            hostile_number_answer(dialect, fault, outcome.answer),
+            f"{label}:{outcome.outcome}",
+            outcome.grant,
+            outcome.auth_method,
+            outcome.rotated,
+        ), False
+    if fault.mode is FaultMode.HOSTILE_NUMBER:
+        return Outcome(hostile_number_answer(dialect, fault, Answer(429)), label), False
     answer = fault_answer(dialect, fault, treq.refresh_token, time.time())
     return Outcome(answer, label), False
 

@@ -44,6 +44,17 @@ class FaultMode(enum.StrEnum):
     INVALID_CLIENT = "invalid_client"
     ECHO_TOKEN = "echo_token"
     LOST_RESPONSE = "lost_response"  # extension: refresh processed, answer never arrives
+    # Extension: an error answer in the dialect's shape echoing every encoding of every secret
+    # the request carried (shape: bad_grant, wrong_client, code, page): stream_app.sandbox.echo.
+    ECHO_SECRETS = "echo_secrets"
+    # Extension: a hostile number (raw JSON text) in place of expires_in in a successful
+    # refresh (the token is spent), or of the wait in a 429 (shape: expires_in, retry_after).
+    HOSTILE_NUMBER = "hostile_number"
+
+
+ECHO_SHAPES = ("bad_grant", "wrong_client", "code", "page")
+NUMBER_SHAPES = ("expires_in", "retry_after")
+_MAX_NUMBER_TEXT = 10_000
 
 
 class Verdict(enum.StrEnum):
@@ -127,6 +138,8 @@ class Fault:
     status: int | None = None
     # A rate limit on the whole application (Discord's "global": true), not on one user.
     platform_wide: bool = False
+    shape: str | None = None  # echo_secrets and hostile_number: which answer (ECHO/NUMBER_SHAPES)
+    number: str | None = None  # hostile_number: the raw text sent as the number
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -138,6 +151,8 @@ class Fault:
             "delay": self.delay,
             "status": self.status,
             "platform_wide": self.platform_wide,
+            "shape": self.shape,
+            "number": self.number,
         }
 
 
@@ -170,6 +185,8 @@ def _fault_from(spec: dict[str, Any], *, any_platform: bool = False) -> Fault:
             delay=float(spec.get("delay", 30.0)),
             status=int(spec["status"]) if spec.get("status") is not None else None,
             platform_wide=bool(spec.get("platform_wide", False)),
+            shape=_shape(mode, spec.get("shape")),
+            number=_number_text(mode, spec.get("number")),
         )
     except (TypeError, ValueError) as exc:
         raise SandboxError(f"bad fault parameters: {exc}") from None
@@ -178,6 +195,28 @@ def _fault_from(spec: dict[str, Any], *, any_platform: bool = False) -> Fault:
     if fault.status is not None and not 100 <= fault.status <= 599:
         raise SandboxError("status must be an HTTP status code")
     return fault
+
+
+def _shape(mode: FaultMode, shape: Any) -> str | None:
+    shapes = {FaultMode.ECHO_SECRETS: ECHO_SHAPES, FaultMode.HOSTILE_NUMBER: NUMBER_SHAPES}.get(mode)
+    if shapes is None:
+        if shape is not None:
+            raise SandboxError(f"shape applies to echo_secrets and hostile_number only, not {mode.value}")
+        return None
+    chosen = shapes[0] if shape is None else str(shape)
+    if chosen not in shapes:
+        raise SandboxError(f"shape must be one of {', '.join(shapes)}")
+    return chosen
+
+
+def _number_text(mode: FaultMode, number: Any) -> str | None:
+    if mode is not FaultMode.HOSTILE_NUMBER:
+        if number is not None:
+            raise SandboxError(f"number applies to hostile_number only, not {mode.value}")
+        return None
+    if not isinstance(number, str) or not number.isprintable() or not 0 < len(number) <= _MAX_NUMBER_TEXT:
+        raise SandboxError(f"number must be the raw text to send, 1 to {_MAX_NUMBER_TEXT} printable characters")
+    return number
 
 
 class SandboxState:
