@@ -45,16 +45,27 @@ OUTBOX_PRUNED = Counter(
     "token_refresh_outbox_pruned",
     "Published outbox events deleted once older than OUTBOX_RETENTION_HOURS",
 )
+# A key id is a hash that names a key without revealing it (stream_app.crypto.key_id).
+UNKNOWN_KEY = Counter(
+    "token_refresh_unknown_key",
+    "Ciphertexts met under a key id this process has not configured (a key deploy under way)",
+    ["key_id"],
+)
 
 
 # What /ready answers, replaced whole by the worker's upkeep (read from the server's thread).
 _readiness: dict[str, Any] = {"ready": True, "stuck_circuits": []}
 
 
-def report_readiness(stuck_circuits: list[str]) -> None:
-    """Not ready while a platform's circuit stays open past its cool-down: nothing reaches it."""
+def report_readiness(stuck_circuits: list[str], unknown_key_ids: list[str] | None = None) -> None:
+    """Not ready while a platform's circuit stays open past its cool-down (nothing reaches it),
+    or while stored rows under key ids this process lacks were met lately
+    (TokenCipher.unknown_key_ids: a key deploy has not reached it); those are listed."""
     global _readiness
-    _readiness = {"ready": not stuck_circuits, "stuck_circuits": sorted(stuck_circuits)}
+    readiness: dict[str, Any] = {"ready": not stuck_circuits, "stuck_circuits": sorted(stuck_circuits)}
+    if unknown_key_ids:
+        readiness |= {"ready": False, "unknown_key_ids": sorted(unknown_key_ids)}
+    _readiness = readiness
 
 
 def serve(host: str, port: int) -> None:

@@ -4,19 +4,25 @@ Batches walk the table by id; each batch is a short transaction of compare-and-s
 (a row a refresh rewrote meanwhile already holds current-key ciphertexts and is left alone),
 so refreshes are never blocked for long. Rows in the seed's format are bound to their row and
 column on the way. Rerunning resumes: only rows still needing a rotation are touched.
+
+A row under a key id this process has not configured is not tampered with: it is counted by
+key id, named in a warning, and left alone (the command then exits non-zero). The report says
+how many rows still hold a seed-format (unbound) ciphertext; once none does,
+REFUSE_UNBOUND_CIPHERTEXTS can be set.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from stream_app.crypto import TokenCipher, TokenField
+from stream_app.crypto import TokenCipher, TokenField, UnknownKeyError
 from stream_app.db import ConnectionRow, Database
 from stream_app.errors import DecryptionError
 
@@ -29,8 +35,10 @@ _FIELDS: tuple[TokenField, ...] = ("access_token", "refresh_token")
 class RotationReport:
     rotated: int = 0
     changed_meanwhile: int = 0
-    unreadable: int = 0
+    unreadable: int = 0  # failed authentication under a configured key (or malformed): tampering
     remaining: int = 0
+    unknown_keys: Counter[str] = field(default_factory=Counter)  # rows by key id not configured
+    seed_format: int = 0  # rows still holding a seed-format (unbound) ciphertext, after the run
 
 
 def _needs_rotation(cipher: TokenCipher) -> ColumnElement[bool]:
@@ -43,9 +51,19 @@ def _needs_rotation(cipher: TokenCipher) -> ColumnElement[bool]:
     )
 
 
+def _unbound() -> ColumnElement[bool]:
+    return or_(*(getattr(ConnectionRow, f).is_not(None) & getattr(ConnectionRow, f).not_like("v2:%") for f in _FIELDS))
+
+
 async def count_needing_rotation(database: Database, cipher: TokenCipher) -> int:
     async with database.sessions() as session:
         return int(await session.scalar(select(func.count()).where(_needs_rotation(cipher))) or 0)
+
+
+async def count_seed_format(database: Database) -> int:
+    """Rows with a token still in the seed format (unbound: it would decrypt in any row)."""
+    async with database.sessions() as session:
+        return int(await session.scalar(select(func.count()).where(_unbound())) or 0)
 
 
 async def rotate_keys(
@@ -72,7 +90,11 @@ async def rotate_keys(
                 )
             ).all()
             for row in rows:
-                values = _reencrypted(cipher, row)
+                try:
+                    values = _reencrypted(cipher, row)
+                except UnknownKeyError as exc:
+                    report.unknown_keys[exc.key_id] += 1
+                    continue
                 if values is None:
                     report.unreadable += 1
                     continue
@@ -96,6 +118,7 @@ async def rotate_keys(
         if progress:
             progress(min(done, total), total)
     report.remaining = await count_needing_rotation(database, cipher)
+    report.seed_format = await count_seed_format(database)
     log.info(
         "Key rotation: %d rotated, %d changed meanwhile, %d unreadable, %d remaining",
         report.rotated,
@@ -103,16 +126,32 @@ async def rotate_keys(
         report.unreadable,
         report.remaining,
     )
+    _tell_operator(report, cipher)
     return report
+
+
+def _tell_operator(report: RotationReport, cipher: TokenCipher) -> None:
+    """What the operator must act on, at WARNING (the command logs nothing below it)."""
+    for kid, rows in sorted(report.unknown_keys.items()):
+        log.warning(
+            "Key rotation: %d row(s) under key id %s, which is not configured here: add that key to "
+            "RETIRED_ENCRYPTION_KEYS and run rotate-keys again",
+            rows,
+            kid,
+        )
+    if report.seed_format:
+        log.warning("Key rotation: %d row(s) still hold a seed-format (unbound) ciphertext", report.seed_format)
+    elif not cipher.refuse_unbound:
+        log.warning("Key rotation: no row left in the seed format; REFUSE_UNBOUND_CIPHERTEXTS=true can now be set")
 
 
 def _reencrypted(cipher: TokenCipher, row: ConnectionRow) -> dict[str, str] | None:
     values: dict[str, str] = {}
-    for field in _FIELDS:
-        if getattr(row, field) is None:
+    for column in _FIELDS:
+        if getattr(row, column) is None:
             continue
         try:
-            values[field] = cipher.encrypt_column(row, field, cipher.decrypt_column(row, field))
-        except DecryptionError:
+            values[column] = cipher.encrypt_column(row, column, cipher.decrypt_column(row, column))
+        except DecryptionError:  # UnknownKeyError, a configuration problem, goes to the caller
             return None
     return values

@@ -15,7 +15,7 @@ from schemas import TokenExpiring
 from stream_app.catalog import PlatformSpec
 from stream_app.catalog import platform as platform_spec
 from stream_app.clock import utc_now
-from stream_app.crypto import TokenCipher
+from stream_app.crypto import TokenCipher, UnknownKeyError
 from stream_app.db import ConnectionRow, Database
 from stream_app.db.connections import get_connection
 from stream_app.decisions import Action, RefreshPolicy, decide_refresh
@@ -43,11 +43,10 @@ class RefreshedAccessToken:
 
 class TokenService:
     def __init__(self, settings: Settings, *, database: Database | None = None) -> None:
-        key = settings.encryption_key.get_secret_value()
         self.settings = settings
         self.database = database or Database.from_settings(settings)
         self.http = build_http_transport()
-        self.cipher = TokenCipher(key, settings.retired_keys())
+        self.cipher = TokenCipher.from_settings(settings)
         self.hash_user_id = UserIdHasher(settings.log_hash_secret())
         self.policy = RefreshPolicy.from_settings(settings)
         self.token_cache = TokenCache(settings.token_cache_ttl_seconds, settings.token_cache_max_entries)
@@ -103,7 +102,11 @@ class TokenService:
         goes on in the background either way, so a rotated token is never abandoned.
 
         A fresh token is answered from the process-local cache of its sealed row when one is
-        held (TOKEN_CACHE_TTL_SECONDS): no database round trip."""
+        held (TOKEN_CACHE_TTL_SECONDS): no database round trip.
+
+        Raises UnknownKeyError when the stored token is under a key id this process has not
+        configured (a key deploy not yet complete here): a configuration problem, and the row
+        is left as it is."""
         user_id = _as_uuid(user_id)
         spec = platform_spec(platform)
         token = self._cached_fresh_token(user_id, platform, spec)
@@ -164,6 +167,14 @@ class TokenService:
             return None
         try:
             return self.cipher.decrypt_column(row, "access_token")
+        except UnknownKeyError as exc:  # a key deploy under way: the caller's error, the row untouched
+            log.error(
+                "[%s][%s] Stored access token is under key id %s, not configured in this process",
+                platform,
+                self.hash_user_id(user_id),
+                exc.key_id,
+            )
+            raise
         except DecryptionError:
             log.error("[%s][%s] Stored access token cannot be decrypted", platform, self.hash_user_id(user_id))
             return None

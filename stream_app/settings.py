@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     log_hash_key: SecretStr | None = None
     # Keys being retired, comma-separated: still read, never written (`token-refresh rotate-keys`).
     retired_encryption_keys: SecretStr | None = None
+    # Refuse seed-format (unbound) ciphertexts read from the table: set it once `rotate-keys`
+    # reports no row left in the seed format (a copied one then decrypts in no other row).
+    refuse_unbound_ciphertexts: bool = False
 
     topic_connection_created: str = "connection.created"
     topic_token_expiring: str = "token.expiring"

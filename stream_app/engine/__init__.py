@@ -195,18 +195,9 @@ class RefreshEngine:
         if decision.action is Action.REAUTH:
             log.warning("🔐 %s No refresh token - user must re-authenticate", tag)
             return await self._outcomes.needs_reauth(row, lease, decision.reason, None)
-        try:
-            refresh_token = self._cipher.decrypt_column(row, "refresh_token")
-        except DecryptionError as exc:
-            log.error("❌ %s Stored refresh token cannot be decrypted: %s", tag, exc)
-            return await self._outcomes.failed(
-                row,
-                lease,
-                error_class="decryption_error",
-                error=str(exc),
-                status=ConnectionStatus.ERROR,
-                will_retry=False,
-            )
+        refresh_token = await self._outcomes.stored_refresh_token(row, lease, tag)
+        if isinstance(refresh_token, RefreshResult):  # unreadable: deferred (key not configured) or tampered
+            return refresh_token
         log.info("🔄 %s Token expiring soon, refreshing...", tag)
         return await self._call_provider(row, lease, spec, refresh_token, trigger, tag)
 

@@ -19,7 +19,7 @@ from schemas import Event, RefreshReason, TokenNeedsReauth, TokenRefreshed, Toke
 from stream_app.backoff import Backoff
 from stream_app.batching import Coalescer
 from stream_app.clock import to_aware_utc, utc_now
-from stream_app.crypto import TokenBinding, TokenCipher
+from stream_app.crypto import TokenBinding, TokenCipher, UnknownKeyError
 from stream_app.db import ConnectionRow, ConnectionStatus, Database
 from stream_app.db.bulk import update_fenced_many
 from stream_app.db.connections import update_fenced, update_if
@@ -192,6 +192,34 @@ class OutcomeWriter:
         values = {"refresh_due_at": until, "refresh_not_before": until, "refresh_requested_at": None}
         return await self._store(row, lease, values, None, RefreshResult("deferred", reason))
 
+    async def stored_refresh_token(self, row: ConnectionRow, lease: Lease, tag: str) -> str | RefreshResult:
+        """The row's refresh token in plain text, or what its being unreadable came to. Under a
+        key id this process has not configured (a key deploy under way), the refresh is deferred
+        a scan interval and the status kept; failing authentication under a configured key
+        (tampering), the connection is marked `error` for an operator."""
+        try:
+            return self._cipher.decrypt_column(row, "refresh_token")
+        except UnknownKeyError as exc:
+            wait = self._policy.scan_interval_seconds
+            log.error(
+                "🔑 %s Stored token is under key id %s, not configured in this process: refresh deferred %.0fs, "
+                "status kept (give this process that key: ENCRYPTION_KEY or RETIRED_ENCRYPTION_KEYS)",
+                tag,
+                exc.key_id,
+                wait,
+            )
+            return await self.deferred(row, lease, until=utc_now() + timedelta(seconds=wait), reason="unknown_key")
+        except DecryptionError as exc:
+            log.error("❌ %s Stored refresh token cannot be decrypted: %s", tag, exc)
+            return await self.failed(
+                row,
+                lease,
+                error_class="decryption_error",
+                error=str(exc),
+                status=ConnectionStatus.ERROR,
+                will_retry=False,
+            )
+
     async def _store(
         self, row: ConnectionRow, lease: Lease, values: dict[str, Any], event: Event | None, result: RefreshResult
     ) -> RefreshResult:
@@ -300,7 +328,7 @@ class OutcomeWriter:
                 return False
             try:
                 return self._cipher.decrypt_column(current, "refresh_token") == refresh_token
-            except DecryptionError:
+            except (DecryptionError, UnknownKeyError):  # unreadable here: not surely the spent one
                 return False
 
         return holds
@@ -332,7 +360,7 @@ class OutcomeWriter:
             binding = TokenBinding(outcome.user_id, outcome.platform, "refresh_token")
             try:
                 spent = self._cipher.decrypt(outcome.spent_refresh_token, binding)
-            except DecryptionError:
+            except (DecryptionError, UnknownKeyError):
                 log.error("Spool entry %s is under a key no longer configured; left for an operator", entry.path.name)
                 entry.release()
                 continue
