@@ -20,11 +20,12 @@ RUN groupadd --system --gid 10001 app \
 # `README.m[d]`: pyproject names README.md as the long description; the pattern copies it when
 # it exists and does not fail the build when it does not (pyproject.toml always matches).
 WORKDIR /tmp/build
-COPY pyproject.toml README.m[d] ./
+COPY pyproject.toml constraints.txt README.m[d] ./
 COPY stream_app ./stream_app
 COPY schemas ./schemas
 COPY agents ./agents
-RUN pip install . \
+# The exact versions CI tested (constraints.txt), not whatever is newest on the day of the build.
+RUN pip install --constraint constraints.txt . \
     && cd / && rm -rf /tmp/build
 
 # A writable working directory of the unprivileged user: Faust keeps its data directory

@@ -75,7 +75,7 @@ def migrate() -> None:
     _configure_logging(settings.log_level)
 
     async def run() -> str | None:
-        database = Database(settings.database_url)
+        database = Database(settings.database_url.get_secret_value())
         try:
             await upgrade_to_head(database)
             return await current_revision(database)
@@ -123,19 +123,27 @@ _PLAIN_WORKER_LOGS = {
 
 async def _prepare(settings: Settings) -> None:
     """Topics exist with the configured partitions; the embedded SQLite default migrates
-    itself, a shared database must have been migrated (`token-refresh migrate`)."""
+    itself, a shared database must have been migrated (`token-refresh migrate`); no real
+    client is pointed at the sandbox, and every platform with connections to refresh has its
+    client credentials."""
     from stream_app.db import Database
     from stream_app.db.migrate import current_revision, head_revision, upgrade_to_head
     from stream_app.kafka_client import ensure_topics
+    from stream_app.startup_checks import (
+        refuse_foreign_credentials_at_the_sandbox,
+        refuse_platforms_without_credentials,
+    )
 
+    await refuse_foreign_credentials_at_the_sandbox(settings)
     await ensure_topics(settings)
 
-    database = Database(settings.database_url)
+    database = Database(settings.database_url.get_secret_value())
     try:
         if database.is_sqlite:
             await upgrade_to_head(database)
         elif await current_revision(database) != head_revision():
             raise ConfigurationError("DATABASE_URL: database is not migrated; run `token-refresh migrate`")
+        await refuse_platforms_without_credentials(settings, database)
     finally:
         await database.dispose()
 
@@ -228,7 +236,7 @@ def rotate_keys(batch_size: int) -> None:
     cipher = TokenCipher(settings.encryption_key.get_secret_value(), settings.retired_keys())
 
     async def run() -> RotationReport:
-        database = Database(settings.database_url)
+        database = Database(settings.database_url.get_secret_value())
         try:
             with _ProgressBar("Re-encrypting connections") as bar:
                 return await rotate(database, cipher, batch_size=batch_size, progress=bar.update)

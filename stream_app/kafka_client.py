@@ -17,11 +17,25 @@ from stream_app.settings import Settings
 INPUT_TOPICS = ("connection.created", "token.expiring")
 
 
+# Client libraries whose verbose levels print data: aiokafka logs whole records (keys carry user
+# ids) at DEBUG; httpx logs every request at INFO (a line per refresh, with its URL); aiosqlite
+# logs every call at DEBUG with its bound parameters (user ids, ciphertexts), and so does asyncpg;
+# SQLAlchemy logs statements at INFO (parameters hidden: hide_parameters) and result rows and
+# pool checkouts at DEBUG.
+CAPPED_LOGGERS = (
+    ("aiokafka", logging.INFO),
+    ("httpx", logging.WARNING),
+    ("aiosqlite", logging.INFO),
+    ("asyncpg", logging.INFO),
+    ("sqlalchemy.engine", logging.WARNING),
+    ("sqlalchemy.pool", logging.WARNING),
+)
+
+
 def cap_client_logging() -> None:
-    """aiokafka logs whole records (keys carry user ids) at DEBUG: never let it go below INFO.
-    httpx logs every request it makes at INFO (a line per refresh, with its URL): WARNING."""
+    """Keep the client libraries of CAPPED_LOGGERS at or above their floor, whatever LOG_LEVEL."""
     # Their own levels, not the root's: Faust lowers the root to LOG_LEVEL after this runs.
-    for name, floor in (("aiokafka", logging.INFO), ("httpx", logging.WARNING)):
+    for name, floor in CAPPED_LOGGERS:
         logger = logging.getLogger(name)
         logger.setLevel(max(logger.level, floor))
 

@@ -20,9 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic.fields import FieldInfo
 from pydantic_core.core_schema import ValidationInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from stream_app.catalog import CREDENTIAL_KEYS
 from stream_app.errors import ConfigurationError
+from stream_app.setting_rules import key_weakness, token_url_problem
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./token_refresh.db"
 _PLACEHOLDER_KEYS = {"your-64-character-hex-key"}
@@ -30,6 +33,16 @@ _PLACEHOLDER_KEYS = {"your-64-character-hex-key"}
 # workload identity sets AZURE_CLIENT_ID in every pod, for instance).
 _FOREIGN_PREFIXES = frozenset({"azure", "aws", "oidc", "github"})
 _PLATFORM_VARIABLE = re.compile(r"^(?P<prefix>[A-Z0-9_]+?)_(?P<what>CLIENT_ID|CLIENT_SECRET|TOKEN_URL)$")
+
+
+class DatabaseUrl(SecretStr):
+    """DATABASE_URL: shown with its password masked (``repr``, a settings dump, an error)."""
+
+    def _display(self) -> str:
+        try:
+            return make_url(self.get_secret_value()).render_as_string(hide_password=True)
+        except ArgumentError:
+            return "**********"
 
 
 class ClientCredentials(BaseModel):
@@ -42,7 +55,7 @@ class ClientCredentials(BaseModel):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True, case_sensitive=False)
 
-    database_url: str = DEFAULT_DATABASE_URL
+    database_url: DatabaseUrl = DatabaseUrl(DEFAULT_DATABASE_URL)
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -139,19 +152,32 @@ class Settings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
+    # Plain http:// token URLs off this machine: test deployments only (the sandbox in compose).
+    allow_insecure_token_urls: bool = False
     credentials: dict[str, ClientCredentials] = Field(default_factory=dict)
     token_urls: dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("encryption_key")
+    @field_validator("encryption_key", "log_hash_key")
     @classmethod
-    def _key_is_64_hex(cls, value: SecretStr) -> SecretStr:
+    def _key_is_64_random_hex(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
         key = value.get_secret_value()
         if key in _PLACEHOLDER_KEYS:
             raise ValueError("is the documentation's placeholder; generate one with `token-refresh keygen`")
-        if not re.fullmatch(r"[0-9a-fA-F]{64}", key):
-            raise ValueError("must be 64 hex characters (32 bytes); generate one with `token-refresh keygen`")
-        if len(set(key)) == 1:
-            raise ValueError("is a trivial key (one repeated digit); generate one with `token-refresh keygen`")
+        weakness = key_weakness(key)
+        if weakness is not None:
+            raise ValueError(weakness)
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_parses(cls, value: DatabaseUrl) -> DatabaseUrl:
+        # SQLAlchemy's own error would quote the whole URL, password included.
+        try:
+            make_url(value.get_secret_value())
+        except ArgumentError:
+            raise ValueError("is not a database URL (dialect+driver://user:password@host:port/database)") from None
         return value
 
     @field_validator("retired_encryption_keys")
@@ -159,8 +185,27 @@ class Settings(BaseSettings):
     def _retired_keys_are_keys(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             for key in value.get_secret_value().split(","):
-                cls._key_is_64_hex(SecretStr(key.strip()))
+                cls._key_is_64_random_hex(SecretStr(key.strip()))
         return value
+
+    @model_validator(mode="after")
+    def _sasl_has_its_credentials(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL"):
+            for name, value in (
+                ("KAFKA_SASL_USERNAME", self.kafka_sasl_username),
+                ("KAFKA_SASL_PASSWORD", self.kafka_sasl_password),
+            ):
+                if value is None or not (value.get_secret_value() if isinstance(value, SecretStr) else value):
+                    raise ValueError(f"{name}: is required with KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}")
+        return self
+
+    @model_validator(mode="after")
+    def _token_urls_are_safe(self) -> Settings:
+        for key, url in sorted(self.token_urls.items()):
+            problem = token_url_problem(url, allow_insecure=self.allow_insecure_token_urls)
+            if problem is not None:
+                raise ValueError(f"{key.upper()}_TOKEN_URL: {problem}")
+        return self
 
     @model_validator(mode="after")
     def _lease_outlives_a_provider_call(self) -> Settings:

@@ -65,7 +65,7 @@ class Database:
     def from_settings(cls, settings: Settings) -> Database:
         size, overflow = settings.pool_size()
         return cls(
-            settings.database_url,
+            settings.database_url.get_secret_value(),
             pool_size=size,
             max_overflow=overflow,
             pool_timeout=settings.database_pool_timeout_seconds,

@@ -8,6 +8,7 @@ import asyncio
 import pytest
 from sqlalchemy import text
 
+from stream_app.crypto import generate_key
 from stream_app.db import Database
 from stream_app.settings import load_settings
 
@@ -31,9 +32,9 @@ async def test_more_transactions_than_connections_all_complete(postgres_url: str
 
 @pytest.mark.parametrize(("in_flight", "pool"), [(500, (20, 10)), (100, (5, 2)), (250, (10, 5)), (10_000, (20, 10))])
 def test_the_pool_is_sized_from_the_refreshes_in_flight(in_flight: int, pool: tuple[int, int]) -> None:
-    settings = load_settings(encryption_key="ab" * 32, max_refreshes_in_flight=in_flight)
+    settings = load_settings(encryption_key=generate_key(), max_refreshes_in_flight=in_flight)
     assert settings.pool_size() == pool
-    explicit = load_settings(encryption_key="ab" * 32, database_pool_size=7, database_max_overflow=0)
+    explicit = load_settings(encryption_key=generate_key(), database_pool_size=7, database_max_overflow=0)
     assert explicit.pool_size() == (7, 0)
 
 

@@ -43,7 +43,7 @@ async def test_refresh_on_the_sqlite_default(
     for name, value in sandbox.service_env().items():
         monkeypatch.setenv(name, value)
     settings = load_settings(encryption_key=encryption_key)
-    assert settings.database_url == DEFAULT_DATABASE_URL
+    assert settings.database_url.get_secret_value() == DEFAULT_DATABASE_URL
     service = TokenService(settings)
     try:
         await upgrade_to_head(service.database)

@@ -17,6 +17,7 @@ from sqlalchemy import select, text, update
 
 from stream_app import TokenService
 from stream_app.clock import utc_now
+from stream_app.crypto import generate_key
 from stream_app.db import ConnectionRow
 from stream_app.db.clock import db_now
 from stream_app.db.connections import get_connection
@@ -84,7 +85,7 @@ def test_a_lease_shorter_than_three_provider_calls_stops_start_up() -> None:
     from stream_app.settings import load_settings
 
     with pytest.raises(ConfigurationError) as caught:
-        load_settings(encryption_key="ab" * 32, refresh_lease_seconds=20, http_timeout_seconds=10)
+        load_settings(encryption_key=generate_key(), refresh_lease_seconds=20, http_timeout_seconds=10)
     message = str(caught.value)
     assert message.startswith("REFRESH_LEASE_SECONDS:") and "HTTP_TIMEOUT_SECONDS" in message
     assert "\n" not in message
@@ -162,7 +163,7 @@ def api_env(service: TokenService, sandbox: SandboxServer) -> dict[str, str]:
         **os.environ,
         **sandbox.service_env(),
         "ENCRYPTION_KEY": service.settings.encryption_key.get_secret_value(),
-        "DATABASE_URL": service.settings.database_url,
+        "DATABASE_URL": service.settings.database_url.get_secret_value(),
     }
 
 

@@ -32,6 +32,7 @@ from stream_app.settings import Settings, collect_platform_variables, load_setti
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+SANDBOX_ENV_FILE = ROOT / "compose.sandbox.env"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 PYPROJECT = ROOT / "pyproject.toml"
@@ -41,7 +42,7 @@ SERVICES = ("kafka", "postgres", "sandbox", "migrate", "worker")
 HEALTHCHECKED = ("kafka", "postgres", "sandbox")
 PLATFORM_SUFFIXES = ("_CLIENT_ID", "_CLIENT_SECRET", "_TOKEN_URL")
 # Secrets the operator must give; every other variable has a default in the file.
-REQUIRED_OUTSIDE_SETTINGS = {"POSTGRES_PASSWORD"}
+REQUIRED_OUTSIDE_SETTINGS = {"POSTGRES_PASSWORD", "WORKER_DB_PASSWORD"}
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - what the sandbox container must bind
 # Settings wired to the other services of the file rather than left to the operator.
 WIRING = {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "TOKEN_SPOOL_DIR"}
@@ -170,7 +171,18 @@ def app_services(services: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def secrets() -> dict[str, str]:
-    return {"POSTGRES_PASSWORD": "compose-test-password", "ENCRYPTION_KEY": generate_key()}
+    return {
+        "POSTGRES_PASSWORD": "compose-test-password",
+        "WORKER_DB_PASSWORD": "compose-worker-password",
+        "ENCRYPTION_KEY": generate_key(),
+    }
+
+
+@pytest.fixture(scope="module")
+def sandbox_env() -> dict[str, str]:
+    """compose.sandbox.env, read as `docker compose --env-file` reads it (NAME=value lines)."""
+    lines = [line for line in SANDBOX_ENV_FILE.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return dict(line.split("=", 1) for line in lines)
 
 
 @pytest.fixture(scope="module")
@@ -311,10 +323,32 @@ def test_every_credential_key_has_its_three_variables(services: dict[str, Any]) 
                 assert f"{key.upper()}{suffix}" in env, f"{name}: {key.upper()}{suffix} missing"
 
 
-def test_defaults_are_the_sandbox_clients_and_endpoints(services: dict[str, Any]) -> None:
+def test_no_platform_falls_back_to_the_sandbox(services: dict[str, Any], secrets: dict[str, str]) -> None:
+    """Unset, a platform has no client and the provider's own endpoint: a production deploy that
+    forgets one never sends real tokens to the test double."""
+    for name in ("migrate", "worker"):
+        env = resolved_env(services[name], secrets)
+        assert {variable: env[variable] for variable in env if variable.endswith(PLATFORM_SUFFIXES)} == {
+            f"{key.upper()}{suffix}": "" for key in CREDENTIAL_KEYS for suffix in PLATFORM_SUFFIXES
+        }
+        assert env["ALLOW_INSECURE_TOKEN_URLS"] == "false"
+
+
+def test_the_sandbox_runs_only_in_its_profile(services: dict[str, Any]) -> None:
+    assert services["sandbox"]["profiles"] == ["sandbox"]
+    assert [name for name, service in services.items() if service.get("profiles")] == ["sandbox"]
+    # The worker waits for the sandbox when its profile is on, and starts without it otherwise.
+    assert services["worker"]["depends_on"]["sandbox"] == {"condition": "service_healthy", "required": False}
+
+
+def test_the_sandbox_env_file_points_every_platform_at_the_sandbox(
+    services: dict[str, Any], secrets: dict[str, str], sandbox_env: dict[str, str]
+) -> None:
+    assert sandbox_env["COMPOSE_PROFILES"] == "sandbox"
+    assert sandbox_env["ALLOW_INSECURE_TOKEN_URLS"] == "true"  # the sandbox speaks plain http
     sandbox_command = command_of(services["sandbox"])
     port = int(sandbox_command[sandbox_command.index("--port") + 1])
-    env = resolved_env(services["worker"], {"POSTGRES_PASSWORD": "x", "ENCRYPTION_KEY": "x"})
+    env = resolved_env(services["worker"], {**sandbox_env, **secrets})
     for key in CREDENTIAL_KEYS:
         upper = key.upper()
         assert (env[f"{upper}_CLIENT_ID"], env[f"{upper}_CLIENT_SECRET"]) == default_credentials(key)
@@ -348,40 +382,64 @@ def test_contract_numbers_are_visible(worker_env: dict[str, str]) -> None:
         assert variable in worker_env
 
 
+@pytest.mark.parametrize("deployment", ["production", "sandbox"])
 def test_settings_load_from_the_compose_environment(
-    worker_env: dict[str, str], secrets: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    services: dict[str, Any],
+    secrets: dict[str, str],
+    sandbox_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    deployment: str,
 ) -> None:
     monkeypatch.chdir(tmp_path)  # no stray .env
     for name in list(os.environ):
         if name in settings_env_names() or name.endswith(PLATFORM_SUFFIXES):
             monkeypatch.delenv(name, raising=False)
+    operator = {**sandbox_env, **secrets} if deployment == "sandbox" else secrets
+    worker_env = resolved_env(services["worker"], operator)
     for name, value in worker_env.items():
         monkeypatch.setenv(name, value)
     settings = load_settings()  # what every command does at start
     assert settings.encryption_key.get_secret_value() == secrets["ENCRYPTION_KEY"]
-    assert set(settings.credentials) == set(CREDENTIAL_KEYS)
-    assert set(settings.token_urls) == set(CREDENTIAL_KEYS)
+    configured = set(CREDENTIAL_KEYS) if deployment == "sandbox" else set()
+    assert set(settings.credentials) == configured
+    assert set(settings.token_urls) == configured
     assert settings.kafka_bootstrap_servers == "kafka:9092"
     # Every default shown in the file is the code's own default.
     for variable, field_name in settings_env_names().items():
         field = Settings.model_fields[field_name]
-        if variable in worker_env and variable not in WIRING and not field.is_required():
+        if variable in worker_env and variable not in WIRING and not field.is_required() and variable not in operator:
             assert getattr(settings, field_name) == field.default, f"{variable}: default drifted"
 
 
 def test_database_url_points_at_the_postgres_service(
     services: dict[str, Any], worker_env: dict[str, str], secrets: dict[str, str]
 ) -> None:
-    postgres = environment_of(services["postgres"])
-    url = make_url(worker_env["DATABASE_URL"])
-    assert url.drivername == "postgresql+asyncpg"
-    assert (url.host, url.port) == ("postgres", 5432)
-    assert url.username == postgres["POSTGRES_USER"]
-    assert url.database == postgres["POSTGRES_DB"]
-    assert url.password == interpolate(postgres["POSTGRES_PASSWORD"], secrets)
+    postgres = resolved_env(services["postgres"], secrets)
+    migrate = make_url(resolved_env(services["migrate"], secrets)["DATABASE_URL"])
+    worker = make_url(worker_env["DATABASE_URL"])
+    for url in (migrate, worker):
+        assert url.drivername == "postgresql+asyncpg"
+        assert (url.host, url.port) == ("postgres", 5432)
+        assert url.database == postgres["POSTGRES_DB"]
+    # Migrations run as the owner; the worker as its least-privileged role.
+    assert (migrate.username, migrate.password) == (postgres["POSTGRES_USER"], postgres["POSTGRES_PASSWORD"])
+    assert (worker.username, worker.password) == (postgres["WORKER_DB_ROLE"], postgres["WORKER_DB_PASSWORD"])
+    assert worker.username != migrate.username
     healthcheck = " ".join(all_strings(services["postgres"]["healthcheck"]["test"]))
     assert f"-U {postgres['POSTGRES_USER']}" in healthcheck
     assert f"-d {postgres['POSTGRES_DB']}" in healthcheck
+
+
+def test_postgres_creates_the_worker_role_at_its_first_start(services: dict[str, Any]) -> None:
+    mounts = dict(volume.removesuffix(":ro").rsplit(":", 1) for volume in services["postgres"]["volumes"])
+    by_target = {target: source for source, target in mounts.items()}
+    script = by_target["/docker-entrypoint-initdb.d/10-worker-role.sh"]
+    assert (ROOT / script).is_file() and os.access(ROOT / script, os.X_OK)
+    sql_target = next(target for target in by_target if target.endswith("worker-role.sql"))
+    assert f"-f {sql_target}" in (ROOT / script).read_text()
+    assert (ROOT / by_target[sql_target]).is_file()
+    assert not sql_target.startswith("/docker-entrypoint-initdb.d/")  # run by the script, with its variables
 
 
 def test_kafka_listeners_agree_with_the_app(services: dict[str, Any], worker_env: dict[str, str]) -> None:
@@ -491,7 +549,11 @@ def test_dockerfile_runs_token_refresh_worker_as_non_root() -> None:
     assert keywords.index("USER") > max(i for i, k in enumerate(keywords) if k == "RUN")
 
     runs = " ".join(rest for keyword, rest in instructions if keyword == "RUN")
-    assert re.search(r"pip install \.(\s|$)", runs), "install the project itself: pip install ."
+    assert re.search(r"pip install (--\S+ \S+ )*\.(\s|$)", runs), "install the project itself: pip install ."
+    # The versions CI tested, not whatever is newest on the day of the build.
+    assert re.search(r"pip install (--\S+ \S+ )*--constraint constraints\.txt (--\S+ \S+ )*\.", runs)
+    copied = " ".join(rest for keyword, rest in instructions if keyword == "COPY").split()
+    assert "constraints.txt" in copied
     assert "[dev]" not in runs and "-e " not in runs
 
 

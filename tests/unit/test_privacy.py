@@ -126,7 +126,7 @@ def test_html_page_becomes_a_short_single_line() -> None:
 def test_log_hashes_survive_a_key_rotation_when_log_hash_key_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
     from stream_app.settings import load_settings
 
-    monkeypatch.setenv("LOG_HASH_KEY", "a-stable-secret-for-log-hashes")
+    monkeypatch.setenv("LOG_HASH_KEY", generate_key())
     before = load_settings(encryption_key=generate_key())
     after = load_settings(encryption_key=generate_key(), retired_encryption_keys=before.encryption_key)
     assert UserIdHasher(before.log_hash_secret())(USER) == UserIdHasher(after.log_hash_secret())(USER)

@@ -320,7 +320,8 @@ async def test_the_environments_proxy_carries_the_request(encryption_key: str, m
         for name in ("NO_PROXY", "no_proxy", "http_proxy"):
             monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("HTTP_PROXY", proxy.removesuffix("/token"))
-        settings = make_settings(encryption_key, "http://provider.test/token")
+        # A plain-http URL off this machine: only with the test deployment switch.
+        settings = make_settings(encryption_key, "http://provider.test/token", allow_insecure_token_urls=True)
         async with build_http_transport() as http:
             tokens = await ProviderClient(http, settings).refresh(SPEC, REFRESH_TOKEN)
 

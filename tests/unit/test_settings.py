@@ -70,7 +70,7 @@ def test_defaults_are_the_contract_numbers() -> None:
     assert settings.scan_interval_seconds == 60
     assert settings.credentials == {}
     assert settings.token_urls == {}
-    assert settings.database_url.startswith("sqlite")
+    assert settings.database_url.get_secret_value().startswith("sqlite")
 
 
 @pytest.mark.usefixtures("key")
