@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -14,10 +13,12 @@ from faust.types import EventT, Message
 
 from schemas import DeadLetter, Event
 from stream_app.backoff import Backoff
-from stream_app.ingest import MAX_EVENT_BYTES, redact_plaintext_tokens
+from stream_app.ingest import MAX_EVENT_BYTES
 from stream_app.metrics import DEAD_LETTERS
 from stream_app.publisher import KafkaPublisher, OutgoingRecord
+from stream_app.sealed_letters import LetterSeal
 from stream_app.service import TokenService
+from stream_app.settings import Settings
 from stream_app.transient import is_transient
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class WorkerContext:
         self.topics = {name: app.topic(configured) for name, configured in self.topic_names.items()}
         self.publisher = KafkaPublisher(self.settings)
         self.retry_backoff = Backoff(base=0.5, cap=30.0, jitter_ratio=0.3)
+        self.letter_seal = _letter_seal(self.settings)
         self._stoppers: list[Callable[[], Awaitable[None]]] = []
         self.app.task(self._warm_up_publisher)
 
@@ -86,16 +88,17 @@ class WorkerContext:
         await self.publisher.send_many([OutgoingRecord(topic, e.key.encode(), e.to_bytes()) for e in events])
 
     async def dead_letter(self, event: EventT[bytes], reason: str) -> None:
-        """Send the record to ``<topic>.dlq`` with its bytes (tokens redacted), position and reason.
+        """Send the record to ``<topic>.dlq`` with its value sealed, its position and the reason.
 
         Never raises (but CancelledError): a value too large for a dead letter is left out; when
-        the dead letter cannot be built, or the broker refuses it for good, a minimal one goes
-        instead (position, key, reason). Only transient failures are retried, which holds the
-        partition until the broker is back: the record is never dropped."""
+        the dead letter cannot be built (nothing to seal with, memory ...), or the broker refuses
+        it for good, a minimal one goes instead (position, key, reason). Only transient failures
+        are retried, which holds the partition until the broker is back: the record is never
+        dropped."""
         message = event.message
         try:
-            letter = _full_dead_letter(message, reason)
-        except Exception as exc:  # a record that defeats the redaction, memory ... must still leave
+            letter = _full_dead_letter(message, reason, self.letter_seal)
+        except Exception as exc:  # no key to seal with, memory ...: the record must still leave
             log.warning("Dead letter of %s[%d]@%d cannot be built (%s)", *_where(message), type(exc).__name__)
             await self._send_minimal(message, f"{reason} [record not copied: {type(exc).__name__}]")
         else:
@@ -176,9 +179,20 @@ class WorkerContext:
         await asyncio.sleep(delay)
 
 
-def _full_dead_letter(message: Message, reason: str) -> bytes:
-    """The dead letter with the record's value (tokens redacted), or without it when the value
-    is over the input limit or the dead letter would be too large to send."""
+def _letter_seal(settings: Settings) -> LetterSeal | None:
+    """What seals dead-lettered values; None (dead letters then keep no value) if the keys are unusable."""
+    try:
+        return LetterSeal.from_settings(settings)
+    except Exception as exc:
+        log.error("Dead letters will not keep their values: no key to seal them (%s)", type(exc).__name__)
+        return None
+
+
+def _full_dead_letter(message: Message, reason: str, seal: LetterSeal | None) -> bytes:
+    """The dead letter with the record's value sealed, or without it when the value is over the
+    input limit or the dead letter would be too large to send. Raises when it cannot seal."""
+    if seal is None:
+        raise ValueError("no key to seal the value with")
     original = message.value or b""
     envelope = {
         "topic": message.topic,
@@ -190,11 +204,11 @@ def _full_dead_letter(message: Message, reason: str) -> bytes:
     }
     key = _dead_letter_key(message)
     if len(original) <= MAX_EVENT_BYTES:
-        value, redacted = redact_plaintext_tokens(original)
-        letter = DeadLetter(**envelope, value_base64=base64.b64encode(value).decode(), redacted=redacted).to_bytes()
+        sealed = seal.seal(original, message.topic, message.partition, message.offset)
+        letter = DeadLetter(**envelope, sealed_value=sealed.sealed_base64, sealed_key_id=sealed.key_id).to_bytes()
         if _fits(key, letter):
             return letter
-    letter = DeadLetter(**envelope, value_base64="", value_omitted=True).to_bytes()
+    letter = DeadLetter(**envelope, value_omitted=True).to_bytes()
     if not _fits(key, letter):
         raise ValueError("dead letter too large even without the value")
     return letter
@@ -208,7 +222,6 @@ def _minimal_dead_letter(message: Message, reason: str) -> bytes:
         partition=message.partition,
         offset=message.offset,
         key=_safe_text(key[:MAX_KEY_BYTES]) if key is not None else None,
-        value_base64="",
         reason=_safe_text(reason[:MAX_REASON_CHARS]),
         value_size=len(message.value) if isinstance(message.value, bytes) else 0,
         value_omitted=True,

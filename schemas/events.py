@@ -172,7 +172,13 @@ class TokenRefreshFailed(Event):
 
 
 class DeadLetter(BaseModel):
-    """What the service writes to ``<topic>.dlq`` for an input it cannot process."""
+    """What the service writes to ``<topic>.dlq`` for an input it cannot process.
+
+    The record's value is kept only sealed: AES-256-GCM under a dead-letter key derived from
+    the service's encryption key (HKDF-SHA256, info ``token-refresh/dead-letter/v1``), named by
+    ``sealed_key_id``, with the associated data ``token-refresh/dead-letter/v1|<topic>|<partition>|<offset>``.
+    Nothing else in a dead letter comes from the value, so nothing readable in it can be a token.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -180,15 +186,36 @@ class DeadLetter(BaseModel):
     partition: int
     offset: int
     key: str | None
-    value_base64: str
     reason: str
-    # True when token fields holding plain text were replaced before the record was kept.
-    redacted: bool = False
-    # The original value's size; a value too large for a dead-letter record is not copied
-    # (value_omitted) and stays readable at its topic, partition and offset.
-    value_size: int = 0
-    value_omitted: bool = False
+    sealed_value: str = Field(
+        default="",
+        description="The record's value sealed: base64 of nonce (12 bytes), ciphertext and tag (16 bytes); "
+        "empty when the value is not kept (value_omitted).",
+    )
+    sealed_key_id: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{8}$",
+        description="The id of the dead-letter key that sealed the value (not the encryption key's id).",
+    )
+    value_size: int = Field(default=0, description="The record's value size in bytes.")
+    value_omitted: bool = Field(
+        default=False,
+        description="The value is not kept (too large for a dead letter, or it could not be sealed): "
+        "it stays readable at its topic, partition and offset.",
+    )
     occurred_at: datetime = Field(default_factory=utc_now)
+    # Read from dead letters written before values were sealed; written empty (the defaults).
+    value_base64: str = Field(
+        default="",
+        description="Dead letters of earlier versions only: the value in base64 (never written now).",
+        json_schema_extra={"deprecated": True},
+    )
+    redacted: bool = Field(
+        default=False,
+        description="Dead letters of earlier versions only: value_base64 was rewritten, so it is not the "
+        "record's value (never written now).",
+        json_schema_extra={"deprecated": True},
+    )
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()

@@ -289,6 +289,29 @@ def dlq_replay(topic: str, dry_run: bool, limit: int | None) -> None:
         sys.exit(EXIT_FAILURE)
 
 
+@dlq.command("show")
+@click.argument("topic")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N dead-letter records.")
+def dlq_show(topic: str, limit: int | None) -> None:
+    """Print a dead-letter topic's records: position, time, key, reason and a redacted view of
+    the value (opened with the configured keys; the value itself is never printed)."""
+    from aiokafka.errors import KafkaError
+
+    from stream_app.dlq_show import show_dead_letters
+
+    settings = _settings()
+    _configure_logging(settings.log_level)
+
+    async def run() -> None:
+        try:
+            async for line in show_dead_letters(settings, topic, limit):
+                click.echo(line)
+        except KafkaError as exc:
+            raise TokenRefreshError(f"reading {topic!r} failed: {type(exc).__name__}") from None
+
+    _run(run)
+
+
 class _ProgressBar:
     """A progress bar on stderr for a job that reports (done, total)."""
 

@@ -7,12 +7,14 @@ crash re-sends at most one batch (which the service tolerates: a `connection.cre
 than its row is ignored, a repeated refresh request finds the token fresh). Replayed records
 arrive after newer events of the same connection; the same rules keep that harmless.
 
-A dead letter that does not carry its record (``value_omitted``: too large for a dead letter,
-or a minimal one; ``redacted`` with an empty value: withheld as it may hold a plain-text
-token) is never re-sent as an empty record. Its record is read again at its topic, partition
-and offset and replayed from there, if the topic still retains it (and it has the dead
-letter's size and key); if not, it is reported as not replayed, with its position and why,
-and passed like the rest.
+A dead letter carries its record's value sealed (stream_app/sealed_letters.py), opened here
+with the configured keys (current or retired). One that does not carry a value this run can
+open (``value_omitted``: too large for a dead letter, or a minimal one; sealed under a key not
+configured; one of an earlier version whose value was ``redacted``) is never re-sent as an
+empty record nor as something else. Its record is read again at its topic, partition and
+offset and replayed from there, if the topic still retains it (and it has the dead letter's
+size and key); if not, it is reported as not replayed, with its position and why, and passed
+like the rest.
 
 Record values may carry (encrypted) tokens: nothing here logs them, only positions and reasons.
 """
@@ -37,6 +39,7 @@ from schemas import DeadLetter
 from stream_app.errors import TokenRefreshError
 from stream_app.ingest import MAX_EVENT_BYTES
 from stream_app.kafka_client import cap_client_logging, client_options, idempotent_producer
+from stream_app.sealed_letters import LetterSeal, UnsealError
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -158,6 +161,7 @@ async def _replay(
         group_id=replay_group(settings), enable_auto_commit=False, auto_offset_reset="earliest", **options
     )
     originals = _Originals(settings, source_partitions)
+    seal = LetterSeal.from_settings(settings)
     producer = None if report.dry_run else idempotent_producer(settings)
     try:
         await consumer.start()
@@ -175,7 +179,7 @@ async def _replay(
                 batch = (await consumer.getmany(tp, timeout_ms=1000, max_records=BATCH_SIZE)).get(tp, [])
                 batch = [r for r in batch if r.offset < ends[tp]][: total - report.processed]
                 if batch:
-                    await _replay_batch(producer, consumer, originals, tp, batch, report)
+                    await _replay_batch(producer, consumer, originals, seal, tp, batch, report)
                     _notify(progress, report.processed, total)
     finally:
         await consumer.stop()
@@ -207,6 +211,7 @@ async def _replay_batch(
     producer: AIOKafkaProducer | None,
     consumer: AIOKafkaConsumer,
     originals: _Originals,
+    seal: LetterSeal,
     tp: TopicPartition,
     batch: list[ConsumerRecord],
     report: ReplayReport,
@@ -219,13 +224,18 @@ async def _replay_batch(
             report.skipped_unreadable += 1
             log.warning("Skipped %s[%d]@%d: not a readable dead letter", tp.topic, tp.partition, record.offset)
             continue
-        dead, kept = parsed
+        dead, legacy_value = parsed
         if tp.topic != f"{dead.topic}{DLQ_SUFFIX}":
             report.skipped_foreign += 1
             log.warning("Skipped %s[%d]@%d: dead letter of another topic", tp.topic, tp.partition, record.offset)
             continue
-        missing = _value_not_kept(dead, kept)
-        original = (_original_key(record, dead), kept) if missing is None else await originals.read(dead)
+        kept = _value_kept(dead, legacy_value, seal)
+        missing = None  # or why the record must be read back from its topic
+        original: tuple[bytes | None, bytes | None] | str
+        if isinstance(kept, bytes):
+            original = (_original_key(record, dead), kept)
+        else:
+            missing, original = kept, await originals.read(dead)
         if isinstance(original, str):
             _not_replayed(report, dead, record, f"{missing}; {original}")
             continue
@@ -265,7 +275,8 @@ def _not_replayed(report: ReplayReport, dead: DeadLetter, record: ConsumerRecord
 
 
 def _dead_letter(record: ConsumerRecord) -> tuple[DeadLetter, bytes] | None:
-    """The record as a DeadLetter and the original value it carries, or None if it is not one."""
+    """The record as a DeadLetter and the value an earlier version kept in base64, or None if
+    it is not one."""
     try:
         dead = DeadLetter.model_validate_json(record.value or b"")
         return dead, base64.b64decode(dead.value_base64, validate=True)
@@ -273,14 +284,19 @@ def _dead_letter(record: ConsumerRecord) -> tuple[DeadLetter, bytes] | None:
         return None
 
 
-def _value_not_kept(dead: DeadLetter, value: bytes) -> str | None:
-    """Why the dead letter does not carry its record's value, or None if it does (an empty
-    value that was not withheld is the record's own: an empty record is replayed as one)."""
+def _value_kept(dead: DeadLetter, legacy_value: bytes, seal: LetterSeal) -> bytes | str:
+    """The record's value as the dead letter keeps it, or why it does not (an empty value is
+    the record's own: an empty record is replayed as one)."""
     if dead.value_omitted:
         return "value omitted from the dead letter"
-    if dead.redacted and not value:
+    if dead.sealed_key_id is not None:
+        try:
+            return seal.unseal(dead)
+        except UnsealError as exc:
+            return f"sealed value not opened: {exc}"
+    if dead.redacted:  # an earlier version's: what it kept is not the record's value
         return "value withheld from the dead letter (redacted)"
-    return None
+    return legacy_value
 
 
 def _original_key(record: ConsumerRecord, dead: DeadLetter) -> bytes | None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import re
 import uuid
 from collections.abc import Sequence
 from enum import StrEnum
@@ -12,7 +10,6 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from schemas import ConnectionCreated, Event
-from schemas.events import ENCRYPTED_TOKEN_PATTERN
 from stream_app.catalog import is_known, platform
 from stream_app.clock import to_naive_utc, utc_now
 from stream_app.crypto import TokenBinding, TokenCipher, TokenField
@@ -151,44 +148,3 @@ def connection_values(event: ConnectionCreated, policy: RefreshPolicy) -> dict[s
         "updated_at": utc_now(),
         "refresh_requested_at": None,
     }
-
-
-_TOKEN_FIELDS = frozenset({"access_token", "refresh_token"})
-REDACTED = "[redacted: not a ciphertext]"
-
-
-def redact_plaintext_tokens(raw: bytes | None) -> tuple[bytes, bool]:
-    """The record as it may be kept in a dead-letter topic: a token field (at any depth) holding
-    anything but a ciphertext or null is presumably a plain-text token, and is replaced.
-    Returns (bytes, redacted). Never raises, whatever the bytes."""
-    if not raw:
-        return raw or b"", False
-    leaked = False
-
-    def redact(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        nonlocal leaked
-        for index, (name, value) in enumerate(pairs):
-            if name in _TOKEN_FIELDS and not _is_ciphertext_or_null(value):
-                pairs[index] = (name, REDACTED)
-                leaked = True
-        return dict(pairs)  # a duplicated name keeps its last value, as pydantic does
-
-    try:
-        payload = json.loads(raw, object_pairs_hook=redact)
-        return (json.dumps(payload).encode(), True) if leaked else (raw, False)
-    except Exception:  # invalid JSON or UTF-8, nesting deeper than the stack, huge numbers ...
-        return _unparsable(raw)
-
-
-def _is_ciphertext_or_null(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and re.fullmatch(ENCRYPTED_TOKEN_PATTERN, value) is not None)
-
-
-def _unparsable(raw: bytes) -> tuple[bytes, bool]:
-    """A record we cannot read cannot be checked for tokens: kept only when it cannot name a
-    token field (no "token", even in UTF-16/32, no \\u escape that could spell one); otherwise it
-    is withheld whole."""
-    lowered = raw.replace(b"\x00", b"").lower()
-    if b"token" in lowered or b"\\u" in lowered:
-        return b"", True
-    return raw, False

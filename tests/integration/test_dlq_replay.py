@@ -20,8 +20,10 @@ from schemas import DeadLetter
 from stream_app.crypto import TokenCipher, generate_key
 from stream_app.dlq_replay import ReplayEntry, replay_dead_letters
 from stream_app.errors import TokenRefreshError
+from stream_app.sealed_letters import LetterSeal
 from stream_app.settings import Settings, load_settings
 from tests.integration.conftest import Stack
+from tests.support.dead_letters import opened
 from tests.support.kafka import TopicReader, create_topics, produce
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -35,7 +37,25 @@ def _settings(stack: Stack, encryption_key: str, app_id: str | None = None) -> S
     )
 
 
-def _dead_letter(topic: str, key: str | None, value: bytes, reason: str, offset: int = 0) -> bytes:
+def _dead_letter(
+    topic: str, key: str | None, value: bytes, reason: str, offset: int = 0, *, sealed_with: str, partition: int = 0
+) -> bytes:
+    """A dead letter as the worker writes it: the value sealed (under ``sealed_with``'s dead-letter key)."""
+    sealed = LetterSeal(sealed_with).seal(value, topic, partition, offset)
+    return DeadLetter(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=key,
+        reason=reason,
+        sealed_value=sealed.sealed_base64,
+        sealed_key_id=sealed.key_id,
+        value_size=len(value),
+    ).to_bytes()
+
+
+def _legacy_letter(topic: str, key: str | None, value: bytes, reason: str, offset: int = 0) -> bytes:
+    """A dead letter as earlier versions wrote it: the value in base64."""
     return DeadLetter(
         topic=topic, partition=0, offset=offset, key=key, value_base64=base64.b64encode(value).decode(), reason=reason
     ).to_bytes()
@@ -91,7 +111,14 @@ async def test_replay_after_a_fix_processes_each_dead_letter_once(
     event, _grant = stack.connection_event("spotify", expires_in=timedelta(minutes=2))
     fixed_reason = "processing error: OperationalError"
     await produce(
-        stack.bootstrap, dlq, [(event.key.encode(), _dead_letter(source, event.key, event.to_bytes(), fixed_reason))]
+        stack.bootstrap,
+        dlq,
+        [
+            (
+                event.key.encode(),
+                _dead_letter(source, event.key, event.to_bytes(), fixed_reason, sealed_with=encryption_key),
+            )
+        ],
     )
 
     async with TopicReader(stack.bootstrap, [dlq]) as dead:
@@ -121,7 +148,7 @@ async def test_replay_after_a_fix_processes_each_dead_letter_once(
             again = await _copies(dead, key, 2)
             assert again[1]["reason"] == reasons[key]
             assert again[1]["offset"] > again[0]["offset"]  # a new record of the source topic
-            assert base64.b64decode(str(again[1]["value_base64"])) == value
+            assert opened(again[1], encryption_key) == value
 
         # A second run replays only what arrived since: the three re-dead-lettered records.
         second = await replay_dead_letters(settings, dlq)
@@ -156,7 +183,7 @@ async def test_dry_run_sends_and_commits_nothing_and_limit_resumes(stack: Stack,
         (None, b"", "empty record (no value)"),
     ]
     dead = [
-        (key, _dead_letter(source, key and key.decode(errors="replace"), value, reason, offset=n))
+        (key, _dead_letter(source, key and key.decode(errors="replace"), value, reason, n, sealed_with=encryption_key))
         for n, (key, value, reason) in enumerate(letters)
     ]
     await produce(stack.bootstrap, dlq, [(key or b"", value) for key, value in dead])
@@ -190,10 +217,16 @@ async def test_unreadable_and_foreign_records_are_skipped_and_counted(stack: Sta
         [
             (b"k1", b"{not json at all"),
             (b"k2", json.dumps({"event_type": "connection.created"}).encode()),
-            (b"k3", json.dumps({**json.loads(_dead_letter(source, "k3", b"{}", "r")), "value_base64": "*!"}).encode()),
+            (
+                b"k3",
+                json.dumps({**json.loads(_legacy_letter(source, "k3", b"{}", "r")), "value_base64": "*!"}).encode(),
+            ),
             (b"k4", None),
-            (b"k5", _dead_letter(stack.topics["token.expiring"], "k5", b"{}", "from elsewhere")),
-            (b"k6", _dead_letter(source, "k6", b'{"ok": true}', "since fixed")),
+            (
+                b"k5",
+                _dead_letter(stack.topics["token.expiring"], "k5", b"{}", "from elsewhere", sealed_with=encryption_key),
+            ),
+            (b"k6", _legacy_letter(source, "k6", b'{"ok": true}', "since fixed")),  # an earlier version's
         ],
     )
     report = await replay_dead_letters(settings, dlq)
@@ -230,7 +263,8 @@ def _valueless(
     source: str, at: tuple[int, int], key: bytes | None, reason: str, size: int, *, withheld: bool = False
 ) -> bytes:
     """A dead letter as the worker writes it when it does not keep the value: omitted (too large
-    for a dead letter, or a minimal dead letter) or, ``withheld``, redacted whole."""
+    for a dead letter, or a minimal dead letter) or, ``withheld``, as earlier versions wrote one
+    whose value was withheld (``redacted``, empty)."""
     return DeadLetter(
         topic=source,
         partition=at[0],
@@ -255,13 +289,28 @@ async def test_a_dead_letter_without_its_record_replays_it_from_its_topic_never_
         (b"user-1:spotify", b'{"padding": "' + b"x" * 800_000 + b'"}'),  # too large for a dead letter
         (b"user-2:spotify", b'{"access_token": "' + secret.encode() + b'", '),  # unparsable, names a token
         (b"\xff not utf-8", b'{"minimal": true}'),  # its full dead letter could not be built
+        (b"user-3:spotify", b'{"sealed": "under a key no longer configured"}'),
     ]
     at = [(m.partition, m.offset) for m in await _produce_at(stack.bootstrap, source, originals)]
-    reasons = ["processing error: OperationalError", "Invalid JSON: EOF", "unknown platform [record not copied: X]"]
+    reasons = [
+        "processing error: OperationalError",
+        "Invalid JSON: EOF",
+        "unknown platform [record not copied: X]",
+        "r",
+    ]
     letters = [
         _valueless(source, at[0], originals[0][0], reasons[0], len(originals[0][1])),
         _valueless(source, at[1], originals[1][0], reasons[1], len(originals[1][1]), withheld=True),
         _valueless(source, at[2], originals[2][0], reasons[2], len(originals[2][1])),
+        _dead_letter(
+            source,
+            "user-3:spotify",
+            originals[3][1],
+            reasons[3],
+            at[3][1],
+            partition=at[3][0],
+            sealed_with=generate_key(),
+        ),
     ]
     await produce(stack.bootstrap, dlq, [(key, letter) for (key, _v), letter in zip(originals, letters, strict=True)])
 
@@ -272,9 +321,9 @@ async def test_a_dead_letter_without_its_record_replays_it_from_its_topic_never_
 
     # Each record went back once, byte for byte, under its own key (a non-UTF-8 one included).
     assert sorted(await _records(stack.bootstrap, source), key=repr) == sorted(originals * 2, key=repr)
-    assert (report.replayed, report.reread, report.not_replayed, report.all_replayed) == (3, 3, [], True)
+    assert (report.replayed, report.reread, report.not_replayed, report.all_replayed) == (4, 4, [], True)
     assert report.by_reason == Counter(reasons)
-    assert (dry.replayed, dry.reread, dry.not_replayed, dry.all_replayed) == (3, 3, [], True)
+    assert (dry.replayed, dry.reread, dry.not_replayed, dry.all_replayed) == (4, 4, [], True)
     assert sorted(dry.entries, key=lambda e: e.reason) == sorted(
         (ReplayEntry(source, *position, reason) for position, reason in zip(at, reasons, strict=True)),
         key=lambda e: e.reason,
@@ -302,7 +351,11 @@ async def test_a_dead_letter_whose_record_is_gone_is_listed_and_passed_never_rep
         (_valueless(source, beyond, b"k9", "r4", size), "no longer retained"),
         (_valueless(source, no_partition, b"k9", "r5", size), "has no partition 7"),
         (_valueless(source, at[2], b"k2", "r6", 2 * 1024 * 1024), "over the input limit"),
-        (_dead_letter(source, "k8", b'{"kept": true}', "r7", offset=at[2][1] + 1), None),
+        (
+            _dead_letter(source, "k0", originals[0][1], "r8", at[0][1], sealed_with=generate_key()),
+            "sealed value not opened: sealed under dead-letter key",
+        ),
+        (_dead_letter(source, "k8", b'{"kept": true}', "r7", at[2][1] + 1, sealed_with=encryption_key), None),
     ]
     await produce(stack.bootstrap, dlq, [(b"", letter) for letter, _why in letters])
 
@@ -341,3 +394,22 @@ async def _delete_records_before(bootstrap: str, tp: TopicPartition, offset: int
         await admin.delete_records({tp: RecordsToDelete(before_offset=offset)})
     finally:
         await admin.close()
+
+
+async def test_a_letter_sealed_under_a_retired_key_replays_its_own_bytes(stack: Stack, encryption_key: str) -> None:
+    source, dlq = await _private_topics(stack.bootstrap)
+    old_key = generate_key()
+    settings = load_settings(
+        encryption_key=encryption_key,
+        retired_encryption_keys=old_key,
+        kafka_bootstrap_servers=stack.bootstrap,
+        kafka_app_id=f"dlq-replay-test-{uuid.uuid4().hex[:8]}",
+    )
+    value = b'{"access_token": "ya29.retired_MARK", "x": [1, 2'
+    # Its record is not in the topic (offset 99 was never written): only the sealed value can be sent.
+    await produce(
+        stack.bootstrap, dlq, [(b"k", _dead_letter(source, "k", value, "Invalid JSON", 99, sealed_with=old_key))]
+    )
+    report = await replay_dead_letters(settings, dlq)
+    assert (report.replayed, report.reread, report.all_replayed) == (1, 0, True)
+    assert await _records(stack.bootstrap, source) == [(b"k", value)]

@@ -5,7 +5,6 @@ records behind it are processed, and the consumer group's committed offset moves
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import time
 import uuid
@@ -20,6 +19,7 @@ from sqlalchemy import text
 from agents.batch_consumer import refresh_group_id
 from stream_app.db import Database
 from tests.integration.conftest import Stack
+from tests.support.dead_letters import opened
 from tests.support.kafka import TopicReader, committed_offset, produce_at
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -59,7 +59,7 @@ async def _wait_for_rows(stack: Stack, events: list[dict[str, object]]) -> None:
 
 
 async def test_a_record_too_large_to_copy_is_dead_lettered_without_its_value_and_ingestion_goes_on(
-    stack: Stack,
+    stack: Stack, encryption_key: str
 ) -> None:
     topic = stack.topics["connection.created"]
     tag = uuid.uuid4().hex[:8]
@@ -80,11 +80,13 @@ async def test_a_record_too_large_to_copy_is_dead_lettered_without_its_value_and
     assert big["value_omitted"] is True and big["value_base64"] == "" and big["value_size"] == len(oversized)
     assert "unknown platform" in big["reason"]
     assert (small["partition"], small["offset"]) == (sent[1].partition, sent[1].offset)
-    assert base64.b64decode(small["value_base64"]) == nested and "Invalid JSON" in small["reason"]
+    assert opened(small, encryption_key) == nested and "Invalid JSON" in small["reason"]
     assert stack.worker.process is not None and stack.worker.process.poll() is None
 
 
-async def test_a_record_the_database_refuses_is_dead_lettered_not_retried_forever(stack: Stack) -> None:
+async def test_a_record_the_database_refuses_is_dead_lettered_not_retried_forever(
+    stack: Stack, encryption_key: str
+) -> None:
     """A record valid by the schema that the database refuses (here: a CHECK constraint the
     operator added, SQLSTATE 23514) would fail the same way for ever if retried, holding every
     record behind it."""
@@ -112,7 +114,7 @@ async def test_a_record_the_database_refuses_is_dead_lettered_not_retried_foreve
     finally:
         await _administer(stack, "ALTER TABLE platform_connections DROP CONSTRAINT test_refuses_scope")
     assert letter["reason"] == "processing error: IntegrityError"
-    assert json.loads(base64.b64decode(letter["value_base64"])) == refused
+    assert json.loads(opened(letter, encryption_key)) == refused
 
 
 async def _administer(stack: Stack, statement: str) -> None:
@@ -124,7 +126,9 @@ async def _administer(stack: Stack, statement: str) -> None:
         await database.dispose()
 
 
-async def test_a_deeply_nested_refresh_request_is_dead_lettered_and_its_offsetcommitted_offset(stack: Stack) -> None:
+async def test_a_deeply_nested_refresh_request_is_dead_lettered_and_its_offsetcommitted_offset(
+    stack: Stack, encryption_key: str
+) -> None:
     topic = stack.topics["token.expiring"]
     key = f"nested-{uuid.uuid4().hex[:8]}".encode()
     nested = b"[" * 200_000
@@ -134,7 +138,7 @@ async def test_a_deeply_nested_refresh_request_is_dead_lettered_and_its_offsetco
     async with TopicReader(stack.bootstrap, [f"{topic}.dlq"]) as dead:
         letter = await dead.wait_for(lambda _t, r: r.get("key") == key.decode(), timeout=WAIT)
     assert (letter["topic"], letter["partition"], letter["offset"]) == (topic, sent.partition, sent.offset)
-    assert "Invalid JSON" in letter["reason"] and base64.b64decode(letter["value_base64"]) == nested
+    assert "Invalid JSON" in letter["reason"] and opened(letter, encryption_key) == nested
 
     # Acked, so committed: the group's offset on that partition moves past the record.
     tp = TopicPartition(topic, sent.partition)

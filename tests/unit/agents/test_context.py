@@ -99,8 +99,8 @@ async def test_any_record_is_dead_lettered_with_its_position_and_reason(
     assert (letter.topic, letter.partition, letter.offset, letter.key) == (TOPIC, 2, 7, "user:spotify")
     assert letter.reason.startswith("record: Invalid JSON") and letter.value_size == len(value)
     assert PLAIN not in broker.sent[0][2]
-    if not letter.value_omitted and not letter.redacted:
-        assert letter.value_base64 and len(broker.attempts) == 1  # kept whole when it fits
+    if not letter.value_omitted:
+        assert letter.sealed_value and len(broker.attempts) == 1  # kept whole (sealed) when it fits
 
 
 async def test_a_value_too_large_for_a_dead_letter_is_left_out_up_front(
@@ -146,7 +146,7 @@ async def test_a_transient_failure_is_retried_until_the_full_dead_letter_goes(
     await within(5, context.dead_letter(record(value), "platform: unknown platform"))
     letter = broker.letter()
     assert len(broker.attempts) == 4
-    assert not letter.value_omitted and letter.value_base64 and letter.reason == "platform: unknown platform"
+    assert not letter.value_omitted and letter.sealed_value and letter.reason == "platform: unknown platform"
 
 
 async def test_the_minimal_dead_letter_waits_out_any_failure(

@@ -1,0 +1,86 @@
+"""Sealing a dead letter's value: what cannot be processed is kept for a replay, never readable.
+
+The value is encrypted with AES-256-GCM under a dead-letter key derived from an encryption key
+(HKDF-SHA256, info ``token-refresh/dead-letter/v1``), so a dead letter is never under a key that
+also encrypts tokens. The letter names that key by its own id (8 hex of a hash, as for the
+encryption keys), so a letter sealed under a key since retired is still opened with it. The
+associated data is the record's topic, partition and offset: a sealed value copied into another
+dead letter does not open.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from schemas import DeadLetter
+from stream_app.crypto import key_id
+from stream_app.settings import Settings
+
+_LABEL = "token-refresh/dead-letter/v1"
+_NONCE_BYTES = 12
+
+
+class UnsealError(Exception):
+    """A sealed value that cannot be opened here; the message names why, never any content."""
+
+
+@dataclass(frozen=True)
+class SealedValue:
+    key_id: str
+    sealed_base64: str
+
+
+def dead_letter_key(encryption_key_hex: str) -> bytes:
+    """The dead-letter key derived from an encryption key (64 hex characters)."""
+    hkdf = HKDF(algorithm=SHA256(), length=32, salt=None, info=_LABEL.encode())
+    return hkdf.derive(bytes.fromhex(encryption_key_hex))
+
+
+def associated_data(topic: str, partition: int, offset: int) -> bytes:
+    return f"{_LABEL}|{topic}|{partition}|{offset}".encode()
+
+
+class LetterSeal:
+    """Seals under the dead-letter key of the current encryption key; opens under that of the
+    current or any retired one."""
+
+    def __init__(self, current_key_hex: str, retired_keys_hex: Sequence[str] = ()) -> None:
+        keys = [dead_letter_key(k) for k in (current_key_hex, *retired_keys_hex)]
+        self._keys = {key_id(key.hex()): AESGCM(key) for key in keys}
+        self.key_id = key_id(keys[0].hex())
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LetterSeal:
+        return cls(settings.encryption_key.get_secret_value(), settings.retired_keys())
+
+    def seal(self, value: bytes, topic: str, partition: int, offset: int) -> SealedValue:
+        nonce = os.urandom(_NONCE_BYTES)
+        sealed = self._keys[self.key_id].encrypt(nonce, value, associated_data(topic, partition, offset))
+        return SealedValue(self.key_id, base64.b64encode(nonce + sealed).decode())
+
+    def unseal(self, letter: DeadLetter) -> bytes:
+        """The value ``letter`` carries sealed; UnsealError if it carries none or it cannot be opened."""
+        if letter.sealed_key_id is None or not letter.sealed_value:
+            raise UnsealError("no sealed value")
+        aead = self._keys.get(letter.sealed_key_id)
+        if aead is None:
+            raise UnsealError(f"sealed under dead-letter key {letter.sealed_key_id}, not one of the configured keys")
+        try:
+            raw = base64.b64decode(letter.sealed_value, validate=True)
+        except binascii.Error:
+            raise UnsealError("sealed value is not base64") from None
+        try:
+            return aead.decrypt(
+                raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], associated_data(letter.topic, letter.partition, letter.offset)
+            )
+        except (InvalidTag, ValueError):
+            raise UnsealError("sealed value failed authentication (tampered, or moved from another position)") from None

@@ -1,0 +1,240 @@
+"""Nothing readable from a dead letter can be a token: marker tokens planted in any shape of
+record (camelCase names, nested at any depth, in lists, in scopes, under duplicate names, in
+broken JSON, among non-UTF-8 bytes) are read from no dead letter, decoded or not, nor from the
+log; the sealed value opens to the record's bytes with the key, and only with it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import cache
+from types import SimpleNamespace
+from typing import Any
+
+import faust
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agents.context import WorkerContext
+from schemas import ConnectionCreated, DeadLetter
+from stream_app.crypto import TokenCipher, generate_key
+from stream_app.ingest import InvalidEvent, parse_event
+from stream_app.redacted_view import redacted_view
+from stream_app.sealed_letters import LetterSeal, UnsealError
+from stream_app.settings import load_settings
+from tests.support.dead_letters import opened, readable_markers
+
+TOPIC = "connection.created"
+KEY = generate_key()
+CIPHERTEXT = TokenCipher(generate_key()).encrypt("under another key")
+# Shaped like real tokens (Google's, a refresh token, a GitHub PAT); each example draws its own.
+MARKER = st.builds(
+    lambda prefix, tail: prefix + tail,
+    st.sampled_from(["ya29.a0Af", "1//0gRt", "ghp_Mk", "sbx_at_"]),
+    st.text(alphabet="ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz0123456789_-", min_size=16, max_size=24),
+)
+NAMES = st.sampled_from(
+    ["access_token", "refresh_token", "accessToken", "refreshToken", "AccessToken", "token", "scopes", "data", "x"]
+)
+
+
+class Broker:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, bytes]] = []
+
+    async def __call__(self, topic: str, key: bytes, value: bytes) -> None:
+        self.sent.append((topic, key, value))
+
+
+@cache
+def worker_context() -> WorkerContext:
+    app = faust.App(f"test-sealed-{uuid.uuid4().hex[:6]}", broker="kafka://127.0.0.1:1")
+    settings = load_settings(encryption_key=KEY)
+    return WorkerContext(app, SimpleNamespace(settings=settings))  # type: ignore[arg-type]
+
+
+def _members(pairs: list[tuple[str, str]]) -> str:
+    """A JSON object written by hand: duplicate names stay."""
+    return "{" + ", ".join(f"{json.dumps(name)}: {value}" for name, value in pairs) + "}"
+
+
+@st.composite
+def planted(draw: st.DrawFn, marker: str) -> bytes:
+    """A record with ``marker`` somewhere in it: a field value, nested at any depth, in a list,
+    in scopes, beside a ciphertext under the same name; then maybe broken or among binary bytes."""
+    inner = json.dumps(marker)
+    for _ in range(draw(st.integers(0, 6))):  # nest it
+        inner = draw(st.sampled_from([f"[{inner}]", _members([(draw(NAMES), inner)])]))
+    envelope = [
+        ("event_id", json.dumps(str(uuid.uuid4()))),
+        ("event_type", '"connection.created"'),
+        ("schema_version", "1"),
+        ("occurred_at", json.dumps(datetime.now(UTC).isoformat())),
+        ("user_id", json.dumps(str(uuid.uuid4()))),
+        ("platform", '"spotify"'),
+    ]
+    shape = draw(st.sampled_from(["field", "scopes", "duplicate", "first of a duplicate"]))
+    name = draw(NAMES)
+    if shape == "field":
+        envelope.append((name, inner))
+    elif shape == "scopes":
+        envelope.append(("scopes", f'["read", {inner}, "write"]'))
+    elif shape == "duplicate":
+        envelope += [(name, json.dumps(CIPHERTEXT)), (name, inner)]
+    else:  # the first one is what pydantic drops, the last one validates
+        envelope += [(name, inner), (name, json.dumps(CIPHERTEXT))]
+    envelope = draw(st.permutations(envelope))
+    raw = _members(envelope).encode()
+    end = raw.index(marker.encode()) + len(marker)
+    broken = draw(st.sampled_from(["no", "trailing comma", "truncated", "binary around"]))
+    if broken == "trailing comma":
+        raw = raw[:-1] + b",}"
+    elif broken == "truncated":
+        raw = raw[: draw(st.integers(end, len(raw) - 1))]
+    elif broken == "binary around":
+        raw = draw(st.binary(max_size=8)) + b"\xff\xfe" + raw + draw(st.binary(max_size=8)) + b"\xc3"
+    return raw
+
+
+def _reason(raw: bytes) -> str:
+    """What the worker says of the record (as agents/connections.py does)."""
+    try:
+        parse_event(ConnectionCreated, raw)
+    except InvalidEvent as exc:
+        return str(exc)
+    return "processing error: DecryptionError"
+
+
+@contextmanager
+def captured_log() -> Iterator[list[str]]:
+    lines: list[str] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = lambda record: lines.append(logging.Formatter().format(record))  # type: ignore[method-assign]
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield lines
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def dead_letter_of(raw: bytes, offset: int = 11) -> tuple[bytes, bytes, list[str]]:
+    """The dead letter the worker sends for ``raw`` (its key and value), and what it logged."""
+    context = worker_context()
+    broker = Broker()
+    context.send = broker  # type: ignore[method-assign]
+    message = SimpleNamespace(topic=TOPIC, partition=3, offset=offset, key=b"user:spotify", value=raw, tp=(TOPIC, 3))
+    with captured_log() as lines:
+        asyncio.run(context.dead_letter(SimpleNamespace(message=message), _reason(raw)))  # type: ignore[arg-type]
+    [(topic, key, value)] = broker.sent
+    assert topic == f"{TOPIC}.dlq"
+    return key, value, lines
+
+
+@given(st.data())
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_no_marker_planted_in_any_shape_is_readable_from_its_dead_letter_or_the_log(data: st.DataObject) -> None:
+    marker = data.draw(MARKER)
+    raw = data.draw(planted(marker))
+    key, value, log_lines = dead_letter_of(raw)
+    assert readable_markers([marker], key, value, "\n".join(log_lines).encode()) == []
+    letter = DeadLetter.model_validate_json(value)
+    assert not letter.value_omitted and letter.value_size == len(raw)
+    assert opened(value, KEY) == raw  # kept whole, for a replay after a fix
+
+
+@given(st.data())
+@settings(max_examples=300, deadline=None)
+def test_the_redacted_view_shows_no_marker_planted_in_any_shape(data: st.DataObject) -> None:
+    marker = data.draw(MARKER)
+    view = redacted_view(data.draw(planted(marker)))
+    assert readable_markers([marker], view.encode()) == []
+
+
+ISSUE_SHAPES = {  # the shapes of issue 9, item 1, as they leaked before values were sealed
+    "camelCase": b'{"platform": "spotify", "accessToken": "ya29.camel_MARK", "refreshToken": "1//camel_MARK"}',
+    "nested": b'{"platform": "spotify", "data": {"credentials": {"token": "ya29.nested_MARK"}}}',
+    "in a list": b'{"platform": "spotify", "tokens": ["ya29.list_MARK"]}',
+    "invalid JSON": b'{"platform": "spotify", "credential": "ya29.broken_MARK",}',
+    "in scopes": b'{"platform": "spotify", "scopes": ["read", "ya29.scope_MARK"]}',
+    "duplicate names": b'{"accessToken": "ya29.dup_MARK", "accessToken": "%s"}' % CIPHERTEXT.encode(),
+    "UTF-16": json.dumps({"access_token": "ya29.utf16_MARK"}).encode("utf-16"),
+    # what the redaction had to withhold whole, or rewrite
+    "beside deep nesting": b'{"access_token": "ya29.deep_MARK", "x": ' + b"[" * 5000,
+    "beside a huge integer": b'{"access_token": "ya29.int_MARK", "x": ' + b"9" * 5000 + b"}",
+    "beside invalid UTF-8": b'{"access_token": "ya29.utf8_MARK", "x": "\xff"}',
+    "truncated": json.dumps({"access_token": "ya29.cut_MARK", "platform": "spotify"}).encode()[:-5],
+    "truncated UTF-16": json.dumps({"access_token": "ya29.cut16_MARK", "x": "y"}).encode("utf-16")[:-8],
+    "plain then a ciphertext": b'{"access_token": "ya29.first_MARK", "access_token": "%s"}' % CIPHERTEXT.encode(),
+}
+
+
+@pytest.mark.parametrize("raw", ISSUE_SHAPES.values(), ids=ISSUE_SHAPES.keys())
+def test_the_shapes_that_leaked_are_sealed(raw: bytes) -> None:
+    key, value, log_lines = dead_letter_of(raw)
+    forms = [key, value, "\n".join(log_lines).encode()]
+    assert not [form for form in forms if b"_MARK" in form or "_MARK".encode("utf-16-le") in form]
+    assert readable_markers(["_MARK"], *forms) == []
+    assert opened(value, KEY) == raw
+
+
+def test_a_sealed_value_opens_under_a_retired_key_and_only_at_its_own_position() -> None:
+    _key, value, _log = dead_letter_of(b'{"access_token": "ya29.rotate_MARK"}', offset=42)
+    letter = DeadLetter.model_validate_json(value)
+    assert letter.sealed_key_id == LetterSeal(KEY).key_id != TokenCipher(KEY).current_key_id
+    assert LetterSeal(generate_key(), [KEY]).unseal(letter) == b'{"access_token": "ya29.rotate_MARK"}'
+    with pytest.raises(UnsealError, match="not one of the configured keys"):
+        LetterSeal(generate_key()).unseal(letter)
+    moved = letter.model_copy(update={"offset": 43})
+    with pytest.raises(UnsealError, match="failed authentication"):
+        LetterSeal(KEY).unseal(moved)
+    with pytest.raises(UnsealError, match="failed authentication"):
+        LetterSeal(KEY).unseal(letter.model_copy(update={"sealed_value": letter.sealed_value[:-8] + "AAAAAAA="}))
+
+
+async def test_without_a_key_to_seal_with_only_position_and_reason_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    context = worker_context()
+    broker = Broker()
+    monkeypatch.setattr(context, "send", broker)
+    monkeypatch.setattr(context, "letter_seal", None)
+    message = SimpleNamespace(topic=TOPIC, partition=3, offset=5, key=b"k", value=b'{"accessToken": "ya29.x_MARK"}')
+    await context.dead_letter(SimpleNamespace(message=message), "access_token: Field required")  # type: ignore[arg-type]
+    [(_topic, _key, value)] = broker.sent
+    letter = DeadLetter.model_validate_json(value)
+    assert (letter.topic, letter.partition, letter.offset) == (TOPIC, 3, 5)
+    assert letter.reason.startswith("access_token: Field required") and letter.value_omitted
+    assert letter.sealed_value == letter.value_base64 == "" and b"_MARK" not in value
+
+
+VIEWS: dict[str, tuple[bytes, dict[str, Any] | str]] = {
+    "an event": (
+        b'{"event_type": "connection.created", "platform": "spotify", "accessToken": "ya29.v_MARK", '
+        b'"access_token": "%s", "scopes": ["ya29.s_MARK"], "expires_in": 3600}' % CIPHERTEXT.encode(),
+        {
+            "event_type": "connection.created",
+            "platform": "spotify",
+            "<name, 11 chars>": "<11 chars>",
+            "access_token": f"<ciphertext, {len(CIPHERTEXT)} chars>",
+            "scopes": ["<11 chars>"],
+            "expires_in": 3600,
+        },
+    ),
+    "an unknown platform": (b'{"platform": "ya29"}', {"platform": "<4 chars>"}),
+    "broken JSON": (b'{"access_token": "ya29.b_MARK",}', "not JSON, 32 bytes"),
+}
+
+
+@pytest.mark.parametrize(("raw", "expected"), VIEWS.values(), ids=VIEWS.keys())
+def test_the_redacted_view_keeps_the_shape_and_safe_envelope_fields(raw: bytes, expected: object) -> None:
+    view = redacted_view(raw)
+    assert (json.loads(view) if isinstance(expected, dict) else view) == expected
+    assert "_MARK" not in view
