@@ -27,6 +27,7 @@ from stream_app.clock import utc_now
 from stream_app.db import ConnectionRow
 from stream_app.decisions import Action, decide_refresh
 from stream_app.ingest import InvalidEvent, Recorded, parse_event, prepare_connection, record_connections
+from stream_app.provenance import Provenance
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +39,11 @@ Prepared = tuple[EventT[bytes], ConnectionCreated, dict[str, Any]]
 
 def attach(context: WorkerContext) -> None:
     service = context.service
+    provenance = Provenance(context.settings)
 
     def prepare(record: EventT[bytes]) -> Prepared:
         event = parse_event(ConnectionCreated, record.value)
+        provenance.check_connection(event, record)
         return record, event, prepare_connection(service.cipher, event, service.policy)
 
     async def store(records: Sequence[EventT[bytes]]) -> list[Exception | None]:

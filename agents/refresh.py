@@ -13,6 +13,7 @@ from agents.context import WorkerContext
 from agents.dispatch import Dispatcher
 from schemas import TokenExpiring
 from stream_app.ingest import InvalidEvent, parse_event
+from stream_app.provenance import RequestAdmission
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,11 @@ def attach(context: WorkerContext) -> None:
             # The connection is marked `error`; the request is kept for an operator to replay.
             await context.dead_letter(record, "stored token cannot be decrypted; connection marked error")
 
+    # Future dates and wrong signatures refused; manual / on_demand limited per connection.
+    admission = RequestAdmission(context.settings)
+
     def route(record: EventT[bytes]) -> Callable[[], Awaitable[None]] | None:
-        event = _parsed(record)
+        event = admission.admit(_parsed(record), record)
         if _already_in_flight(event):
             return None
         return functools.partial(context.guarded, record, functools.partial(handle, event))

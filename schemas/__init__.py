@@ -4,6 +4,7 @@ This package imports nothing of the service, so producers, notifiers and auditor
 can depend on it alone.
 """
 
+from schemas.bound_tokens import encrypt_bound_token
 from schemas.events import (
     EVENT_TYPES,
     SCHEMA_VERSION,
@@ -17,6 +18,7 @@ from schemas.events import (
     TokenRefreshFailed,
     connection_key,
 )
+from schemas.signing import canonical_bytes, sign_event
 
 __all__ = [
     "EVENT_TYPES",
@@ -29,5 +31,8 @@ __all__ = [
     "TokenNeedsReauth",
     "TokenRefreshFailed",
     "TokenRefreshed",
+    "canonical_bytes",
     "connection_key",
+    "encrypt_bound_token",
+    "sign_event",
 ]

@@ -139,6 +139,18 @@ class Settings(BaseSettings):
     scan_page_size: int = Field(default=2000, ge=1)
     # How long input event ids are remembered to recognise duplicates (replays, retries).
     processed_event_retention_days: float = Field(default=7, gt=0)
+    # Provenance of input (docs/security.md): an input event dated later than now plus this is
+    # dead-lettered (a future date would make every real re-connection look stale).
+    event_max_clock_skew_seconds: float = Field(default=300, ge=0, le=86_400, allow_inf_nan=False)
+    # A `manual` or `on_demand` request read from `token.expiring` is honoured at most once per
+    # connection in this many seconds; the others are downgraded to `scheduled`.
+    manual_refresh_min_interval_seconds: float = Field(default=60, gt=0, le=86_400, allow_inf_nan=False)
+    # Producer keys, `<key id>:<secret>,...` (several at once for a rotation); a signature under
+    # any of them is checked whenever present, and refused if wrong or under another id.
+    producer_signing_keys: SecretStr | None = None
+    require_signed_connection_events: bool = False
+    # Refuse seed-format (unbound) ciphertexts in `connection.created`: only v2, row-bound ones.
+    require_bound_input_tokens: bool = False
     # How long published outbox events are kept (at most ten years) before the leader's hourly
     # housekeeping deletes them; unpublished ones are never deleted.
     outbox_retention_hours: float = Field(default=24, gt=0, le=87_600, allow_inf_nan=False)
@@ -242,6 +254,39 @@ class Settings(BaseSettings):
         if self.retired_encryption_keys is None:
             return []
         return [key.strip() for key in self.retired_encryption_keys.get_secret_value().split(",") if key.strip()]
+
+    def signing_keys(self) -> dict[str, str]:
+        """PRODUCER_SIGNING_KEYS as key id -> secret."""
+        if self.producer_signing_keys is None:
+            return {}
+        entries = (entry.strip() for entry in self.producer_signing_keys.get_secret_value().split(","))
+        return dict(entry.split(":", 1) for entry in entries if entry)
+
+    @field_validator("producer_signing_keys")
+    @classmethod
+    def _signing_keys_are_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        seen: set[str] = set()
+        for entry in (entry.strip() for entry in value.get_secret_value().split(",")):
+            key_id, _, secret = entry.partition(":")
+            if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", key_id):
+                raise ValueError("entries are <key id>:<secret>, the id of 1-64 of A-Z a-z 0-9 . _ -")
+            if key_id in seen:
+                raise ValueError(f"key id {key_id!r} appears twice")
+            seen.add(key_id)
+            # Hex, base64 or base64url of at least 24 random bytes (`openssl rand -hex 32`).
+            if not re.fullmatch(r"[A-Za-z0-9+/=_.~-]{32,}", secret) or len(set(secret)) < 10:
+                raise ValueError(
+                    f"the secret of {key_id!r} must be at least 32 random characters (openssl rand -hex 32)"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _required_signatures_have_keys(self) -> Settings:
+        if self.require_signed_connection_events and not self.signing_keys():
+            raise ValueError("REQUIRE_SIGNED_CONNECTION_EVENTS: needs at least one key in PRODUCER_SIGNING_KEYS")
+        return self
 
     @field_validator("log_level", mode="before")
     @classmethod
