@@ -35,7 +35,7 @@ def attach(context: WorkerContext) -> None:
             CIRCUIT_STUCK.labels(platform).set(1 if platform in stuck else 0)
         stuck_before.clear()
         stuck_before.update(stuck)
-        report_readiness(sorted(stuck))
+        report_readiness(sorted(stuck), context.service.cipher.unknown_key_ids())
 
     async def _store_spooled_tokens() -> None:
         try:

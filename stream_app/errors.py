@@ -3,7 +3,8 @@
     TokenRefreshError
     ├── ConfigurationError          a bad setting: start-up stops with one line
     ├── TokenUnavailableError       no usable token within the on-demand deadline
-    ├── DecryptionError             a ciphertext that is malformed, tampered or under another key
+    ├── DecryptionError             a ciphertext that is malformed, or fails authentication under a configured key
+    │                               (one under a key id this process lacks is crypto.UnknownKeyError)
     ├── UnknownPlatformError        a platform key the catalog does not know
     └── ProviderError               the token endpoint refused, or could not be reached
         ├── RetryableProviderError  try again with backoff

@@ -22,7 +22,7 @@ from schemas import RefreshReason
 from stream_app.backoff import Backoff
 from stream_app.catalog import PlatformSpec, platform
 from stream_app.clock import utc_now
-from stream_app.crypto import TokenCipher
+from stream_app.crypto import TokenCipher, UnknownKeyError
 from stream_app.db import ConnectionRow, ConnectionStatus, Database
 from stream_app.db.connections import forget_refresh_request, get_connection
 from stream_app.decisions import Action, Decision, RefreshPolicy, decide_refresh
@@ -424,7 +424,7 @@ class RefreshEngine:
             return True
         try:
             return self._cipher.decrypt_column(current, "refresh_token") != spent
-        except DecryptionError:
+        except (DecryptionError, UnknownKeyError):  # rewritten meanwhile, by someone else
             return True
 
     async def _retryable_failure(self, row: ConnectionRow, lease: Lease, exc: ProviderError, tag: str) -> RefreshResult:

@@ -1,12 +1,15 @@
 """A rolling key deploy on the real broker: a worker still on the old key meets a connection
 another engine already wrote under the new key. Its scan asks for the refresh, the worker
 defers it (status kept, no `token.refresh_failed`, nothing dead-lettered), counts the key id in
-`token_refresh_unknown_key_total` and names it in an ERROR line; once the worker is given the
+`token_refresh_unknown_key_total`, names it in an ERROR line and in /ready (503); once the worker is given the
 key, the next scan's refresh succeeds."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import time
+import urllib.error
 import urllib.request
 from datetime import timedelta
 from typing import Any
@@ -36,6 +39,22 @@ def _unknown_key_count(stack: Stack, kid: str) -> float:
     return sum(float(line.removeprefix(wanted)) for line in text.splitlines() if line.startswith(wanted))
 
 
+def _unready_for_key(stack: Stack, kid: str, timeout: float) -> dict[str, Any]:
+    """/ready's body once it answers 503 naming ``kid`` (the upkeep reports every 15 s)."""
+    url = stack.metrics_url.rsplit("/", 1)[0] + "/ready"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - the local worker
+                body = json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            body = json.loads(error.read())
+            if error.code == 503 and kid in body.get("unknown_key_ids", []):
+                return dict(body)
+        assert time.monotonic() < deadline, f"/ready never named key id {kid}: {body}"
+        time.sleep(1)
+
+
 async def test_an_old_key_worker_defers_a_new_key_row_until_it_has_the_key(
     stack: Stack, make_service: ServiceFactory, sandbox: SandboxServer, encryption_key: str
 ) -> None:
@@ -57,6 +76,8 @@ async def test_an_old_key_worker_defers_a_new_key_row_until_it_has_the_key(
         # The old-key worker's scan finds the connection due and asks for its refresh.
         await asyncio.to_thread(stack.worker.wait_until_logged, f"key id {kid}", 60)
         assert _unknown_key_count(stack, kid) >= 1
+        readiness = await asyncio.to_thread(_unready_for_key, stack, kid, 40)
+        assert readiness["ready"] is False
         row = await stack.row(user_id, "spotify")
         assert row is not None
         assert (row.status, row.last_sync_status, row.last_sync_error) == ("connected", "pending", None)
