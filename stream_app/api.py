@@ -53,7 +53,7 @@ def _crypto() -> tuple[TokenCipher, UserIdHasher]:
 @cache
 def _environment_crypto() -> tuple[TokenCipher, UserIdHasher]:
     settings = _settings()
-    cipher = TokenCipher(settings.encryption_key.get_secret_value(), settings.retired_keys())
+    cipher = TokenCipher.from_settings(settings)
     return cipher, UserIdHasher(settings.log_hash_secret())
 
 

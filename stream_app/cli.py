@@ -233,7 +233,7 @@ def rotate_keys(batch_size: int) -> None:
 
     settings = _settings()
     _configure_logging("WARNING")
-    cipher = TokenCipher(settings.encryption_key.get_secret_value(), settings.retired_keys())
+    cipher = TokenCipher.from_settings(settings)
 
     async def run() -> RotationReport:
         database = Database(settings.database_url.get_secret_value())
@@ -247,6 +247,8 @@ def rotate_keys(batch_size: int) -> None:
     click.echo(
         f"rotated {report.rotated}, changed meanwhile {report.changed_meanwhile}, "
         f"unreadable {report.unreadable}; {report.remaining} still need a retired key"
+        + "".join(f"; {n} under key id {kid}, not configured here" for kid, n in sorted(report.unknown_keys.items()))
+        + f"; {report.seed_format} in the seed format (unbound)"
     )
     if report.remaining:
         sys.exit(EXIT_FAILURE)

@@ -237,6 +237,18 @@ async def test_rotation_counts_seed_format_rows_left(
     # Refused, it is not bound on the way either: a copied seed ciphertext stays unreadable.
     assert report.seed_format == 1 and report.unreadable == 1 and report.remaining == 1
 
+    # The command reads the setting too: it neither binds the copy to its row nor exits 0.
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DATABASE_URL": own_database_url,
+        "ENCRYPTION_KEY": service.settings.encryption_key.get_secret_value(),
+        "REFUSE_UNBOUND_CIPHERTEXTS": "true",
+    }
+    run = await asyncio.to_thread(_token_refresh, env, "rotate-keys")
+    assert run.returncode == 1 and "unreadable 1;" in run.stdout and "1 in the seed format" in run.stdout
+    row = await _row(service.database, user_id)
+    assert row.access_token is not None and not row.access_token.startswith("v2:")
+
 
 def _token_refresh(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
