@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from schemas import ConnectionCreated, Event
 from stream_app.catalog import is_known, platform
 from stream_app.clock import to_naive_utc, utc_now
-from stream_app.crypto import TokenBinding, TokenCipher, TokenField
+from stream_app.crypto import TokenBinding, TokenCipher, TokenField, UnknownKeyError
 from stream_app.db import ConnectionStatus, Database
 from stream_app.db.bulk import upsert_connections
 from stream_app.db.processed import mark_processed_once
@@ -122,6 +122,8 @@ def bound_tokens(cipher: TokenCipher, event: ConnectionCreated) -> dict[str, str
         binding = TokenBinding(event.user_id, event.platform, field)
         try:
             plaintext = cipher.decrypt(ciphertext, binding)
+        except UnknownKeyError as exc:  # a key deploy that has not reached this worker: replayable
+            raise InvalidEvent(f"{field}: {exc}; replay it once that key is configured") from None
         except DecryptionError as exc:
             raise InvalidEvent(f"{field}: not a valid ciphertext under the configured keys ({exc})") from None
         bound[field] = cipher.encrypt(plaintext, binding)
