@@ -6,6 +6,7 @@ log; the sealed value opens to the record's bytes with the key, and only with it
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import uuid
@@ -24,6 +25,7 @@ from hypothesis import strategies as st
 from agents.context import WorkerContext
 from schemas import ConnectionCreated, DeadLetter
 from stream_app.crypto import TokenCipher, generate_key
+from stream_app.dlq_show import describe
 from stream_app.ingest import InvalidEvent, parse_event
 from stream_app.redacted_view import redacted_view
 from stream_app.sealed_letters import LetterSeal, UnsealError
@@ -238,3 +240,35 @@ def test_the_redacted_view_keeps_the_shape_and_safe_envelope_fields(raw: bytes, 
     view = redacted_view(raw)
     assert (json.loads(view) if isinstance(expected, dict) else view) == expected
     assert "_MARK" not in view
+
+
+def _shown(value: bytes, seal: LetterSeal) -> str:
+    return describe(SimpleNamespace(topic=f"{TOPIC}.dlq", partition=0, offset=9, value=value), seal)  # type: ignore[arg-type]
+
+
+def test_dlq_show_describes_every_kind_of_letter_without_its_value() -> None:
+    _key, sealed, _log = dead_letter_of(b'{"platform": "spotify", "accessToken": "ya29.show_MARK"}', offset=8)
+    legacy = DeadLetter(
+        topic=TOPIC,
+        partition=3,
+        offset=7,
+        key="user:spotify",
+        reason="access_token: String should match pattern",
+        value_base64=base64.b64encode(b'{"access_token": "ya29.legacy_MARK"}').decode(),
+    ).to_bytes()
+    lines = {
+        "sealed": _shown(sealed, LetterSeal(KEY)),
+        "sealed under a key not configured": _shown(sealed, LetterSeal(generate_key())),
+        "of an earlier version": _shown(legacy, LetterSeal(KEY)),
+        "not a dead letter": _shown(b'{"accessToken": "ya29.foreign_MARK"}', LetterSeal(KEY)),
+    }
+    assert not [line for line in lines.values() if "_MARK" in line]
+    position, _when, key, reason, view = lines["sealed"].split("\t")
+    assert (position, key) == (f"{TOPIC}[3]@8", 'key="user:spotify"') and reason.startswith("reason=")
+    assert view == 'value={"platform": "spotify", "<name, 11 chars>": "<14 chars>"}'
+    assert lines["sealed under a key not configured"].endswith(
+        "value=sealed, not opened: sealed under dead-letter key "
+        f"{LetterSeal(KEY).key_id}, not one of the configured keys"
+    )
+    assert lines["of an earlier version"].endswith('value={"access_token": "<16 chars>"}')
+    assert lines["not a dead letter"] == f"{TOPIC}.dlq[0]@9\tnot a dead letter (36 bytes)"
