@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -72,6 +73,14 @@ class Stack:
             token_expires_at=datetime.now(UTC) + expires_in if expires_in is not None else None,
         )
         return event, grant
+
+    async def stored_row(self, user_id: uuid.UUID, platform: str, timeout: float = 30.0) -> ConnectionRow:
+        """The connection's row once the worker has stored it (polled; fails after ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while (row := await self.row(user_id, platform)) is None:
+            assert time.monotonic() < deadline, f"{platform} connection not stored within {timeout:g}s"
+            await asyncio.sleep(0.2)
+        return row
 
     async def row(self, user_id: uuid.UUID, platform: str) -> ConnectionRow | None:
         database = Database(self.database_url)
