@@ -1,20 +1,24 @@
-"""The one producer for everything the service publishes: acks=all, idempotent."""
+"""The producers for everything the service publishes, acks=all: outcome events and the scan's
+requests through an idempotent one (once each, in order), dead letters through their own."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, ProducerClosed
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from stream_app.kafka_client import idempotent_producer
+from stream_app.kafka_client import client_options, idempotent_producer
 from stream_app.settings import Settings
+
+log = logging.getLogger(__name__)
 
 # A batch per partition of up to this many bytes, so one round trip carries a whole page of
 # requests (aiokafka's default, 16 KiB, holds about 50 of them). Well under max_request_size
@@ -27,6 +31,8 @@ _SURELY_FITS = MAX_REQUEST_BYTES - 4096
 _estimate = DefaultRecordBatchBuilder.estimate_size_in_bytes
 # A record sent alone (a dead letter) waits this long for company; send_many's batches do not wait.
 LINGER_MS = 5
+# How long a replaced producer may take to flush what it still holds.
+_REPLACED_STOP_SECONDS = 30.0
 
 
 class OutgoingRecord(NamedTuple):
@@ -36,38 +42,43 @@ class OutgoingRecord(NamedTuple):
 
 
 class KafkaPublisher:
-    """Started on first use (agents may publish before Faust starts user services)."""
+    """Two producers, each started on first use (agents may publish before Faust starts user
+    services).
+
+    Dead letters have their own, not idempotent: the broker refuses a dead letter over the
+    dead-letter topic's max.message.bytes, and a refused batch leaves an idempotent producer's
+    sequence numbers for that partition broken (aiokafka, unlike the Java client, does not
+    reset them): every later batch of the partition would be refused as out of order, outcome
+    events included. A dead letter may therefore be written twice (a retry after a lost
+    acknowledgement); it names its record's position, and replaying a record twice applies it
+    once (event ids)."""
 
     def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._producer: AIOKafkaProducer | None = None
-        self._starting = asyncio.Lock()
-
-    async def _started(self) -> AIOKafkaProducer:
-        async with self._starting:
-            if self._producer is None:
-                producer = idempotent_producer(
-                    self._settings,
-                    linger_ms=LINGER_MS,
-                    max_batch_size=MAX_BATCH_BYTES,
-                    max_request_size=MAX_REQUEST_BYTES,
-                    partitioner=partition_by_key,
-                )
-                await producer.start()
-                self._producer = producer
-        return self._producer
+        options: dict[str, Any] = {
+            "linger_ms": LINGER_MS,
+            "max_request_size": MAX_REQUEST_BYTES,
+            "partitioner": partition_by_key,
+        }
+        self._outcomes = _LazyProducer(lambda: idempotent_producer(settings, max_batch_size=MAX_BATCH_BYTES, **options))
+        self._letters = _LazyProducer(lambda: AIOKafkaProducer(acks="all", **client_options(settings), **options))
 
     async def warm_up(self, topics: Sequence[str]) -> None:
         """Connect and learn the partitions of ``topics`` now, so the first page the scan sends
         (which waits for its acknowledgements only briefly) does not pay for it."""
-        producer = await self._started()
+        producer = await self._outcomes.get()
         for topic in topics:
             await producer.partitions_for(topic)
 
     async def send(self, topic: str, key: bytes, value: bytes) -> None:
-        """Send one record and return once every in-sync replica has it."""
-        producer = await self._started()
-        await producer.send_and_wait(topic, value, key=key)
+        """Send one dead letter and return once every in-sync replica has it."""
+        _refuse_if_over_request_size(key, value)
+        producer = await self._letters.get()
+        try:
+            await producer.send_and_wait(topic, value, key=key)
+        except MessageSizeTooLargeError:
+            # The broker refuses a whole batch over the topic's limit, the records that lingered
+            # with the one too large included: once more in a batch of its own.
+            await _send_alone(producer, topic, key, value)
 
     async def send_many(self, records: Sequence[OutgoingRecord]) -> None:
         """Send records in their order and return once every in-sync replica has all of them;
@@ -78,7 +89,7 @@ class KafkaPublisher:
         one key (one partition) reach the topic in this order, since the producer keeps one
         batch per partition in flight and, being idempotent, retries without reordering. The
         partition is the one ``send`` would choose (the same partitioner)."""
-        producer = await self._started()
+        producer = await self._outcomes.get()
         deliveries: list[asyncio.Future[Any]] = []
         try:
             await self._queue(producer, records, deliveries)
@@ -87,6 +98,11 @@ class KafkaPublisher:
             # unobserved, and the caller's retry does not race the first attempt.
             outcomes = await asyncio.gather(*deliveries, return_exceptions=True)
         for outcome in outcomes:
+            if isinstance(outcome, KafkaError) and not outcome.retriable:
+                # A batch refused for good used a sequence number the broker never recorded:
+                # the partition's next batches would be refused as out of order. The caller's
+                # retry goes through a new producer (a new producer id, numbering from 0).
+                await self._outcomes.replace(producer)
             if isinstance(outcome, BaseException):
                 raise outcome
 
@@ -97,9 +113,7 @@ class KafkaPublisher:
         open_batches: dict[tuple[str, int], BatchBuilder] = {}
         try:
             for topic, key, value in records:
-                if len(key) + len(value) > _SURELY_FITS and _estimate(key, value, []) > MAX_REQUEST_BYTES:
-                    # What send() refuses too; the records before it are queued, as with send().
-                    raise MessageSizeTooLargeError(f"a record of {len(key) + len(value)} bytes: over max_request_size")
+                _refuse_if_over_request_size(key, value)  # the records before it are queued
                 known = partitions.get(topic)
                 if known is None:
                     all_partitions = list(await producer.partitions_for(topic))
@@ -118,9 +132,83 @@ class KafkaPublisher:
                 deliveries.append(await producer.send_batch(batch, topic, partition=partition))
 
     async def stop(self) -> None:
-        if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
+        await asyncio.gather(self._outcomes.stop(), self._letters.stop())
+
+
+class _LazyProducer:
+    """A producer started on first use, replaced when it can no longer send."""
+
+    def __init__(self, make: Callable[[], AIOKafkaProducer]) -> None:
+        self._make = make
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+        self._stopped = False
+
+    async def get(self) -> AIOKafkaProducer:
+        async with self._lock:
+            if self._producer is not None and _sender_stopped(self._producer):
+                self._retire(self._producer)
+            if self._producer is None:
+                if self._stopped:
+                    raise ProducerClosed()
+                producer = self._make()
+                await producer.start()
+                self._producer = producer
+            return self._producer
+
+    async def replace(self, broken: AIOKafkaProducer) -> None:
+        async with self._lock:
+            if self._producer is broken:
+                self._retire(broken)
+
+    def _retire(self, producer: AIOKafkaProducer) -> None:
+        """The next ``get`` starts a new producer; this one flushes what it still can, apart."""
+        log.warning("Replacing a Kafka producer that can no longer send")
+        self._producer = None
+        task = asyncio.create_task(_stop_within(producer, _REPLACED_STOP_SECONDS))
+        _retiring.add(task)
+        task.add_done_callback(_retiring.discard)
+
+    async def stop(self) -> None:
+        self._stopped = True
+        async with self._lock:
+            if self._producer is not None:
+                await self._producer.stop()
+                self._producer = None
+
+
+_retiring: set[asyncio.Task[None]] = set()
+
+
+async def _stop_within(producer: AIOKafkaProducer, seconds: float) -> None:
+    try:
+        async with asyncio.timeout(seconds):
+            await producer.stop()
+    except Exception as exc:
+        log.warning("Stopping a replaced Kafka producer failed (%s)", type(exc).__name__)
+
+
+async def _send_alone(producer: AIOKafkaProducer, topic: str, key: bytes, value: bytes) -> None:
+    """One record in a batch of its own, to the partition ``send`` would choose."""
+    partitions = list(await producer.partitions_for(topic))
+    batch = producer.create_batch()
+    batch.append(timestamp=None, key=key, value=value)
+    batch.close()
+    partition = partition_by_key(key, partitions, list(_available(producer, topic)))
+    await (await producer.send_batch(batch, topic, partition=partition))
+
+
+def _refuse_if_over_request_size(key: bytes, value: bytes) -> None:
+    """What the producer refuses before sending (no broker asked, the producer left as it is)."""
+    if len(key) + len(value) > _SURELY_FITS and _estimate(key, value, []) > MAX_REQUEST_BYTES:
+        raise MessageSizeTooLargeError(f"a record of {len(key) + len(value)} bytes: over max_request_size")
+
+
+def _sender_stopped(producer: AIOKafkaProducer) -> bool:
+    """Whether aiokafka's sender task has ended (it stops for good on an out-of-order sequence
+    number): nothing queued on this producer would ever be sent."""
+    task = producer._sender.sender_task  # aiokafka exposes no health check
+    return task is not None and task.done()
 
 
 def _available(producer: AIOKafkaProducer, topic: str) -> set[int]:
