@@ -30,6 +30,10 @@ Environment:
     KAFKA_HEAP_OPTS         JVM heap flags (default "-Xms256m -Xmx512m")
     KAFKA_START_TIMEOUT     seconds to wait for the broker to serve clients (default 300: a
                             broker holding thousands of test topics loads them for minutes)
+    KAFKA_EXTRA_PROPERTIES  a file of ``key=value`` lines added to the generated server.properties,
+                            replacing a generated key of the same name (e.g. SASL listeners and an
+                            authorizer: tests/support/acl_broker.py). The PLAINTEXT listener on
+                            KAFKA_PORT must stay: readiness and ``create-topics`` speak to it.
 """
 
 from __future__ import annotations
@@ -120,6 +124,7 @@ class Config:
     num_partitions: int
     heap_opts: str
     start_timeout: float
+    extra_properties: Path | None = None
 
     @classmethod
     def from_env(cls) -> Config:
@@ -132,6 +137,7 @@ class Config:
             num_partitions=int(os.environ.get("KAFKA_NUM_PARTITIONS", str(DEFAULT_PARTITIONS))),
             heap_opts=os.environ.get("KAFKA_HEAP_OPTS", "-Xms256m -Xmx512m"),
             start_timeout=float(os.environ.get("KAFKA_START_TIMEOUT", "300")),
+            extra_properties=Path(extra) if (extra := os.environ.get("KAFKA_EXTRA_PROPERTIES")) else None,
         )
 
     @property
@@ -244,7 +250,23 @@ def _server_properties(cfg: Config) -> str:
         "log.segment.bytes": 64 * 1024 * 1024,
         "log.retention.check.interval.ms": 5 * 60 * 1000,
     }
+    settings.update(_extra_properties(cfg))
     return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+
+def _extra_properties(cfg: Config) -> dict[str, object]:
+    """KAFKA_EXTRA_PROPERTIES' ``key=value`` lines (blank lines and ``#`` comments skipped)."""
+    if cfg.extra_properties is None:
+        return {}
+    settings: dict[str, object] = {}
+    for line in cfg.extra_properties.read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        key, equals, value = line.partition("=")
+        if not equals:
+            raise KafkaLocalError(f"{cfg.extra_properties}: not a key=value line: {key.strip()[:40]!r}")
+        settings[key.strip()] = value.strip()
+    return settings
 
 
 def write_config(cfg: Config) -> None:
