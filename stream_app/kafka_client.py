@@ -38,6 +38,28 @@ def cap_client_logging() -> None:
     for name, floor in CAPPED_LOGGERS:
         logger = logging.getLogger(name)
         logger.setLevel(max(logger.level, floor))
+    conn = logging.getLogger("aiokafka.conn")
+    if not any(isinstance(f, OnceOnly) for f in conn.filters):
+        conn.addFilter(OnceOnly(_PLAIN_SASL_WARNING))
+
+
+# aiokafka warns of SASL/PLAIN without TLS on every connection it opens (dozens a minute).
+_PLAIN_SASL_WARNING = "Sending username and password in the clear"
+
+
+class OnceOnly(logging.Filter):
+    """Lets the first record of ``message`` through, and drops its repeats."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self._message = message
+        self._seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != self._message:
+            return True
+        seen, self._seen = self._seen, True
+        return not seen
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:
