@@ -14,6 +14,7 @@ import logging
 import math
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote_plus
 
 import aiohttp
 import httpx
@@ -113,7 +114,7 @@ class ProviderClient:
         if content is None and 200 <= status < 300:
             raise ProviderUnexpectedAnswer(f"HTTP {status} answer over {MAX_BODY_BYTES} bytes", status_code=status)
         # What the provider may echo: the token, the secret, and the pair a Basic header encodes.
-        sent = (refresh_token, secret, f"{credentials.client_id}:{secret}")
+        sent = (refresh_token, secret, f"{credentials.client_id}:{secret}", basic_pair(credentials.client_id, secret))
         try:
             raise_for_answer(
                 spec.dialect,
@@ -150,9 +151,15 @@ class ProviderClient:
             raise ProviderUnexpectedAnswer(f"{type(exc).__name__} during the token endpoint call") from None
 
 
+def basic_pair(client_id: str, secret: str) -> str:
+    """What ``Authorization: Basic`` encodes: each part form-urlencoded first (RFC 6749 2.3.1,
+    as Authlib and the providers' own decoding do), so a secret holding ``+``, ``%``, ``:`` or a
+    space reaches the provider as it is."""
+    return f"{quote_plus(client_id)}:{quote_plus(secret)}"
+
+
 def _basic_auth(client_id: str, secret: str) -> str:
-    """``Authorization: Basic``, as httpx.BasicAuth writes it."""
-    return "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode("ascii")
+    return "Basic " + base64.b64encode(basic_pair(client_id, secret).encode()).decode("ascii")
 
 
 async def _bounded_body(response: httpx.Response) -> bytes | None:

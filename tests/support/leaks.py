@@ -35,11 +35,10 @@ from tests.integration.conftest import OUTCOME_TOPICS, Stack
 from tests.support.dead_letters import opened, readable_forms
 from tests.support.kafka import TopicReader, produce
 
-# Client secrets that every scheme writes differently: a space, slash, equals, ampersand, quote,
-# backslash and non-ASCII (URL-encoding, JSON escaping, base64 all change them). No '+' (nor
-# '%'): the client writes Basic credentials unencoded while the sandbox decodes them as RFC 6749
-# section 2.3.1 says, so a '+' would refuse every Basic client (quote_plus echoes a '+' anyway).
-SECRET_TAIL = 's\u00e9/c r=e&t"\\x\u00fc'
+# Client secrets that every scheme writes differently: a space, slash, equals, ampersand, plus,
+# percent, colon, quote, backslash and non-ASCII (URL-encoding, JSON escaping, base64 all change
+# them; a Basic header carries them form-urlencoded, RFC 6749 section 2.3.1).
+SECRET_TAIL = 's\u00e9/c r=e&t+%3A:"\\x\u00fc'
 # One platform per sandbox dialect, each meeting one echo shape (every shape met).
 ECHOING = {
     platform: ECHO_SHAPES[n % len(ECHO_SHAPES)]
