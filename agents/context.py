@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import faust
@@ -16,7 +16,7 @@ from stream_app.backoff import Backoff
 from stream_app.ingest import MAX_EVENT_BYTES
 from stream_app.metrics import DEAD_LETTERS
 from stream_app.publisher import KafkaPublisher, OutgoingRecord
-from stream_app.sealed_letters import LetterSeal
+from stream_app.sealed_letters import Headers, LetterSeal
 from stream_app.service import TokenService
 from stream_app.settings import Settings
 from stream_app.transient import is_transient
@@ -189,8 +189,8 @@ def _letter_seal(settings: Settings) -> LetterSeal | None:
 
 
 def _full_dead_letter(message: Message, reason: str, seal: LetterSeal | None) -> bytes:
-    """The dead letter with the record's value sealed, or without it when the value is over the
-    input limit or the dead letter would be too large to send. Raises when it cannot seal."""
+    """The dead letter with the record's value and headers sealed, or without them when the value
+    is over the input limit or the dead letter would be too large to send. Raises when it cannot seal."""
     if seal is None:
         raise ValueError("no key to seal the value with")
     original = message.value or b""
@@ -204,8 +204,13 @@ def _full_dead_letter(message: Message, reason: str, seal: LetterSeal | None) ->
     }
     key = _dead_letter_key(message)
     if len(original) <= MAX_EVENT_BYTES:
-        sealed = seal.seal(original, message.topic, message.partition, message.offset)
-        letter = DeadLetter(**envelope, sealed_value=sealed.sealed_base64, sealed_key_id=sealed.key_id).to_bytes()
+        sealed = seal.seal(original, *_where(message))
+        letter = DeadLetter(
+            **envelope,
+            sealed_value=sealed.sealed_base64,
+            sealed_key_id=sealed.key_id,
+            sealed_headers=seal.seal_headers(_headers(message), *_where(message)),
+        ).to_bytes()
         if _fits(key, letter):
             return letter
     letter = DeadLetter(**envelope, value_omitted=True).to_bytes()
@@ -214,8 +219,15 @@ def _full_dead_letter(message: Message, reason: str, seal: LetterSeal | None) ->
     return letter
 
 
+def _headers(message: Message) -> Headers:
+    """The record's headers in order, repeated names kept (Faust passes aiokafka's pairs)."""
+    headers = getattr(message, "headers", None) or []
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    return [(str(name), value.encode() if isinstance(value, str) else value) for name, value in pairs]
+
+
 def _minimal_dead_letter(message: Message, reason: str) -> bytes:
-    """Position, a bounded key and reason, no value: small whatever the record was."""
+    """Position, a bounded key and reason, no value nor headers: small whatever the record was."""
     key = _text(message.key)
     return DeadLetter(
         topic=message.topic,

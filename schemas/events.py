@@ -177,7 +177,10 @@ class DeadLetter(BaseModel):
     The record's value is kept only sealed: AES-256-GCM under a dead-letter key derived from
     the service's encryption key (HKDF-SHA256, info ``token-refresh/dead-letter/v1``), named by
     ``sealed_key_id``, with the associated data ``token-refresh/dead-letter/v1|<topic>|<partition>|<offset>``.
-    Nothing else in a dead letter comes from the value, so nothing readable in it can be a token.
+    The record's headers are sealed alike (``sealed_headers``, same key, associated data
+    ``token-refresh/dead-letter-headers/v1|<topic>|<partition>|<offset>``), so a replay re-sends
+    the record exactly: value, key and headers. Nothing else in a dead letter comes from the value
+    or the headers, so nothing readable in it can be a token or a producer's secret.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -196,6 +199,12 @@ class DeadLetter(BaseModel):
         default=None,
         pattern=r"^[0-9a-f]{8}$",
         description="The id of the dead-letter key that sealed the value (not the encryption key's id).",
+    )
+    sealed_headers: str = Field(
+        default="",
+        description="The record's headers sealed under the same key as the value: base64 of nonce (12 bytes), "
+        "ciphertext and tag (16 bytes) of the JSON list of [name, base64 value or null] pairs, in the "
+        "record's order; empty when the value is not kept, and in dead letters of earlier versions.",
     )
     value_size: int = Field(default=0, description="The record's value size in bytes.")
     value_omitted: bool = Field(

@@ -1,22 +1,24 @@
 """Replaying a dead-letter topic after a fix (``token-refresh dlq replay TOPIC``).
 
-Each DLQ record's original bytes go back, under their original key, to the topic they came
-from. The position in the DLQ is kept by a consumer group of its own and committed once a
+Each DLQ record's original bytes go back, under their original key and with their original
+headers (in order, repeated names kept: a producer's signature among them), to the topic they
+came from. The position in the DLQ is kept by a consumer group of its own and committed once a
 batch is acknowledged by the broker, so a later run replays only what arrived since, and a
 crash re-sends at most one batch (which the service tolerates: a `connection.created` no newer
 than its row is ignored, a repeated refresh request finds the token fresh). Replayed records
 arrive after newer events of the same connection; the same rules keep that harmless.
 
-A dead letter carries its record's value sealed (stream_app/sealed_letters.py), opened here
-with the configured keys (current or retired). One that does not carry a value this run can
+A dead letter carries its record's value and headers sealed (stream_app/sealed_letters.py),
+opened here with the configured keys (current or retired); one of an earlier version kept no
+headers, and its record goes back without any. One that does not carry a record this run can
 open (``value_omitted``: too large for a dead letter, or a minimal one; sealed under a key not
 configured; one of an earlier version whose value was ``redacted``) is never re-sent as an
 empty record nor as something else. Its record is read again at its topic, partition and
-offset and replayed from there, if the topic still retains it (and it has the dead letter's
-size and key); if not, it is reported as not replayed, with its position and why, and passed
-like the rest.
+offset and replayed from there, headers included, if the topic still retains it (and it has
+the dead letter's size and key); if not, it is reported as not replayed, with its position and
+why, and passed like the rest.
 
-Record values may carry (encrypted) tokens: nothing here logs them, only positions and reasons.
+Record values and headers may carry secrets: nothing here logs them, only positions and reasons.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from schemas import DeadLetter
 from stream_app.errors import TokenRefreshError
 from stream_app.ingest import MAX_EVENT_BYTES
 from stream_app.kafka_client import cap_client_logging, client_options, idempotent_producer
-from stream_app.sealed_letters import LetterSeal, UnsealError
+from stream_app.sealed_letters import Headers, LetterSeal, UnsealError
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -229,20 +231,19 @@ async def _replay_batch(
             report.skipped_foreign += 1
             log.warning("Skipped %s[%d]@%d: dead letter of another topic", tp.topic, tp.partition, record.offset)
             continue
-        kept = _value_kept(dead, legacy_value, seal)
+        kept = _record_kept(dead, legacy_value, seal)
         missing = None  # or why the record must be read back from its topic
-        original: tuple[bytes | None, bytes | None] | str
-        if isinstance(kept, bytes):
-            original = (_original_key(record, dead), kept)
-        else:
+        original: _Record | str
+        if isinstance(kept, str):
             missing, original = kept, await originals.read(dead)
+        else:
+            original = _Record(_original_key(record, dead), *kept)
         if isinstance(original, str):
             _not_replayed(report, dead, record, f"{missing}; {original}")
             continue
-        key, value = original
         if producer is not None:
             try:
-                sent.append(await producer.send(dead.topic, value, key=key))
+                sent.append(await producer.send(dead.topic, original.value, key=original.key, headers=original.headers))
             except MessageSizeTooLargeError:  # raised before anything is sent
                 _not_replayed(report, dead, record, "too large to send (MessageSizeTooLargeError)")
                 continue
@@ -284,19 +285,33 @@ def _dead_letter(record: ConsumerRecord) -> tuple[DeadLetter, bytes] | None:
         return None
 
 
-def _value_kept(dead: DeadLetter, legacy_value: bytes, seal: LetterSeal) -> bytes | str:
-    """The record's value as the dead letter keeps it, or why it does not (an empty value is
-    the record's own: an empty record is replayed as one)."""
+@dataclass(frozen=True)
+class _Record:
+    """What is sent back: the dead-lettered record's key, value and headers."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+
+
+def _record_kept(dead: DeadLetter, legacy_value: bytes, seal: LetterSeal) -> tuple[bytes, Headers] | str:
+    """The record's value and headers as the dead letter keeps them, or why it does not (an
+    empty value is the record's own: an empty record is replayed as one). A letter of an earlier
+    version kept no headers: its record had none as far as anyone can tell."""
     if dead.value_omitted:
         return "value omitted from the dead letter"
     if dead.sealed_key_id is not None:
         try:
-            return seal.unseal(dead)
+            value = seal.unseal(dead)
         except UnsealError as exc:
             return f"sealed value not opened: {exc}"
+        try:
+            return value, seal.unseal_headers(dead) or []
+        except UnsealError as exc:
+            return f"sealed headers not opened: {exc}"
     if dead.redacted:  # an earlier version's: what it kept is not the record's value
         return "value withheld from the dead letter (redacted)"
-    return legacy_value
+    return legacy_value, []
 
 
 def _original_key(record: ConsumerRecord, dead: DeadLetter) -> bytes | None:
@@ -317,8 +332,8 @@ class _Originals:
         self._partitions = partitions
         self._consumer: AIOKafkaConsumer | None = None
 
-    async def read(self, dead: DeadLetter) -> tuple[bytes | None, bytes | None] | str:
-        """The dead-lettered record's key and value, or why they cannot be had."""
+    async def read(self, dead: DeadLetter) -> _Record | str:
+        """The dead-lettered record (key, value, headers), or why it cannot be had."""
         if dead.value_size > MAX_EVENT_BYTES:
             return f"{dead.value_size} bytes, over the input limit ({MAX_EVENT_BYTES}): it would be dead-lettered again"
         tp = TopicPartition(dead.topic, dead.partition)
@@ -335,9 +350,7 @@ class _Originals:
             return f"no longer in {dead.topic}[{dead.partition}] (compacted away)"
         if not _same_record(record, dead):
             return f"{dead.topic}[{dead.partition}]@{dead.offset} now holds another record (its size or key differ)"
-        key: bytes | None = record.key
-        value: bytes | None = record.value
-        return key, value
+        return _Record(record.key, record.value, list(record.headers))
 
     async def _started(self) -> AIOKafkaConsumer:
         if self._consumer is None:

@@ -1,8 +1,9 @@
 """Showing a dead-letter topic to an operator (``token-refresh dlq show TOPIC``).
 
 One line per dead letter: the record's position, when it was dead-lettered, its key, the reason,
-and a redacted view of its value (stream_app/redacted_view.py), opened with the configured keys.
-The value itself is never printed. Reads without a consumer group: replay positions are untouched.
+a redacted view of its value (stream_app/redacted_view.py) and its headers' names and value
+sizes, opened with the configured keys. The value and the header values are never printed.
+Reads without a consumer group: replay positions are untouched.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ async def show_dead_letters(settings: Settings, dlq_topic: str, limit: int | Non
 
 
 def describe(record: ConsumerRecord, seal: LetterSeal) -> str:
-    """One DLQ record as a line: position, time, key, reason, value view (tab-separated)."""
+    """One DLQ record as a line: position, time, key, reason, value view, headers (tab-separated)."""
     try:
         dead = DeadLetter.model_validate_json(record.value or b"")
     except ValidationError:
@@ -64,6 +65,7 @@ def describe(record: ConsumerRecord, seal: LetterSeal) -> str:
             f"key={json.dumps(dead.key)}",
             f"reason={json.dumps(dead.reason)}",
             f"value={_value_view(dead, seal)}",
+            f"headers={_headers_view(dead, seal)}",
         )
     )
 
@@ -81,6 +83,19 @@ def _value_view(dead: DeadLetter, seal: LetterSeal) -> str:
     except binascii.Error:
         return "unreadable (value_base64 is not base64)"
     return redacted_view(legacy) + (" (rewritten by an earlier version)" if dead.redacted else "")
+
+
+def _headers_view(dead: DeadLetter, seal: LetterSeal) -> str:
+    """The headers as a JSON list of [name, value size] (null for a null value): names only."""
+    if dead.value_omitted:
+        return "not kept (read back with the record)"
+    if dead.sealed_key_id is None or not dead.sealed_headers:
+        return "not kept (a dead letter of an earlier version)"
+    try:
+        headers = seal.unseal_headers(dead) or []
+    except UnsealError as exc:
+        return f"sealed, not opened: {exc}"
+    return json.dumps([[name, None if value is None else len(value)] for name, value in headers])
 
 
 async def _partitions(settings: Settings, dlq_topic: str) -> list[TopicPartition]:

@@ -1,17 +1,20 @@
-"""Sealing a dead letter's value: what cannot be processed is kept for a replay, never readable.
+"""Sealing a dead letter's value and headers: what cannot be processed is kept for a replay, never readable.
 
 The value is encrypted with AES-256-GCM under a dead-letter key derived from an encryption key
 (HKDF-SHA256, info ``token-refresh/dead-letter/v1``), so a dead letter is never under a key that
 also encrypts tokens. The letter names that key by its own id (8 hex of a hash, as for the
 encryption keys), so a letter sealed under a key since retired is still opened with it. The
 associated data is the record's topic, partition and offset: a sealed value copied into another
-dead letter does not open.
+dead letter does not open. The record's headers (a producer's signature, its own headers) are
+sealed the same way as a second field, under the same key, with associated data of their own
+label and the same position: they open only in their own letter, and never as its value.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +29,11 @@ from stream_app.crypto import key_id
 from stream_app.settings import Settings
 
 _LABEL = "token-refresh/dead-letter/v1"
+_HEADERS_LABEL = "token-refresh/dead-letter-headers/v1"
 _NONCE_BYTES = 12
+
+# A Kafka record's headers as aiokafka reads and sends them: in order, names may repeat.
+Headers = list[tuple[str, bytes | None]]
 
 
 class UnsealError(Exception):
@@ -49,6 +56,10 @@ def associated_data(topic: str, partition: int, offset: int) -> bytes:
     return f"{_LABEL}|{topic}|{partition}|{offset}".encode()
 
 
+def headers_associated_data(topic: str, partition: int, offset: int) -> bytes:
+    return f"{_HEADERS_LABEL}|{topic}|{partition}|{offset}".encode()
+
+
 class LetterSeal:
     """Seals under the dead-letter key of the current encryption key; opens under that of the
     current or any retired one."""
@@ -63,24 +74,48 @@ class LetterSeal:
         return cls(settings.encryption_key.get_secret_value(), settings.retired_keys())
 
     def seal(self, value: bytes, topic: str, partition: int, offset: int) -> SealedValue:
-        nonce = os.urandom(_NONCE_BYTES)
-        sealed = self._keys[self.key_id].encrypt(nonce, value, associated_data(topic, partition, offset))
-        return SealedValue(self.key_id, base64.b64encode(nonce + sealed).decode())
+        return SealedValue(self.key_id, self._seal(value, associated_data(topic, partition, offset)))
+
+    def seal_headers(self, headers: Headers, topic: str, partition: int, offset: int) -> str:
+        """``headers`` sealed (base64), under the same key as ``seal`` (``self.key_id``)."""
+        plain = json.dumps([[name, None if v is None else base64.b64encode(v).decode()] for name, v in headers])
+        return self._seal(plain.encode(), headers_associated_data(topic, partition, offset))
 
     def unseal(self, letter: DeadLetter) -> bytes:
         """The value ``letter`` carries sealed; UnsealError if it carries none or it cannot be opened."""
-        if letter.sealed_key_id is None or not letter.sealed_value:
+        if not letter.sealed_value:
             raise UnsealError("no sealed value")
-        aead = self._keys.get(letter.sealed_key_id)
+        ad = associated_data(letter.topic, letter.partition, letter.offset)
+        return self._open(letter.sealed_key_id, letter.sealed_value, ad, "sealed value")
+
+    def unseal_headers(self, letter: DeadLetter) -> Headers | None:
+        """The headers ``letter`` carries sealed, None if it keeps none (a letter of an earlier
+        version, or one without its value); UnsealError if they cannot be opened."""
+        if not letter.sealed_headers:
+            return None
+        ad = headers_associated_data(letter.topic, letter.partition, letter.offset)
+        plain = self._open(letter.sealed_key_id, letter.sealed_headers, ad, "sealed headers")
+        try:
+            pairs = json.loads(plain)
+            return [(name, None if v is None else base64.b64decode(v, validate=True)) for name, v in pairs]
+        except (ValueError, TypeError):  # authentic yet malformed: only a bug of ours writes that
+            raise UnsealError("sealed headers are not a list of (name, base64 value) pairs") from None
+
+    def _seal(self, plain: bytes, ad: bytes) -> str:
+        nonce = os.urandom(_NONCE_BYTES)
+        return base64.b64encode(nonce + self._keys[self.key_id].encrypt(nonce, plain, ad)).decode()
+
+    def _open(self, sealed_key_id: str | None, sealed: str, ad: bytes, what: str) -> bytes:
+        if sealed_key_id is None:
+            raise UnsealError(f"{what} without a key id")
+        aead = self._keys.get(sealed_key_id)
         if aead is None:
-            raise UnsealError(f"sealed under dead-letter key {letter.sealed_key_id}, not one of the configured keys")
+            raise UnsealError(f"sealed under dead-letter key {sealed_key_id}, not one of the configured keys")
         try:
-            raw = base64.b64decode(letter.sealed_value, validate=True)
+            raw = base64.b64decode(sealed, validate=True)
         except binascii.Error:
-            raise UnsealError("sealed value is not base64") from None
+            raise UnsealError(f"{what} is not base64") from None
         try:
-            return aead.decrypt(
-                raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], associated_data(letter.topic, letter.partition, letter.offset)
-            )
+            return aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], ad)
         except (InvalidTag, ValueError):
-            raise UnsealError("sealed value failed authentication (tampered, or moved from another position)") from None
+            raise UnsealError(f"{what} failed authentication (tampered, or moved from another position)") from None

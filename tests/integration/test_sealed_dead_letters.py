@@ -23,7 +23,7 @@ from tests.support.kafka import TopicReader, produce
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
 
-def _shapes(marker: str) -> dict[str, bytes]:
+def _shapes(marker: str) -> dict[str, str]:
     """Six records with plain-text tokens (``marker`` + shape) that the worker dead-letters."""
     envelope = {
         "event_id": str(uuid.uuid4()),
@@ -78,8 +78,8 @@ async def test_tokens_in_any_shape_are_sealed_shown_redacted_and_replayed_byte_f
         assert marker not in shown.stdout and marker not in shown.stderr
         for key, value in records.items():
             [line] = [line for line in shown.stdout.splitlines() if f"\tkey={json.dumps(key.decode())}\t" in line]
-            position, _when, _key, reason, view = line.split("\t")
-            assert position.startswith(f"{source}[") and reason.startswith("reason=")
+            position, _when, _key, reason, view, headers = line.split("\t")
+            assert position.startswith(f"{source}[") and reason.startswith("reason=") and headers == "headers=[]"
             assert view.startswith('value={"event_id": "') or view == f"value=not JSON, {len(value)} bytes", view
         assert '"platform": "spotify"' in shown.stdout and "<name, 11 chars>" in shown.stdout
 

@@ -1,7 +1,8 @@
 """Nothing readable from a dead letter can be a token: marker tokens planted in any shape of
 record (camelCase names, nested at any depth, in lists, in scopes, under duplicate names, in
-broken JSON, among non-UTF-8 bytes) are read from no dead letter, decoded or not, nor from the
-log; the sealed value opens to the record's bytes with the key, and only with it."""
+broken JSON, among non-UTF-8 bytes, in the record's headers) are read from no dead letter,
+decoded or not, nor from the log; the sealed value and headers open to the record's own with
+the key, only with it, and only in their own letter."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from stream_app.crypto import TokenCipher, generate_key
 from stream_app.dlq_show import describe
 from stream_app.ingest import InvalidEvent, parse_event
 from stream_app.redacted_view import redacted_view
-from stream_app.sealed_letters import LetterSeal, UnsealError
+from stream_app.sealed_letters import Headers, LetterSeal, UnsealError
 from stream_app.settings import load_settings
 from tests.support.dead_letters import opened, readable_markers
 
@@ -44,6 +45,8 @@ MARKER = st.builds(
 NAMES = st.sampled_from(
     ["access_token", "refresh_token", "accessToken", "refreshToken", "AccessToken", "token", "scopes", "data", "x"]
 )
+HEADER_NAMES = st.one_of(st.sampled_from(["signature-key-id", "signature", "traceparent", "x-api-key"]), st.text())
+HEADER_VALUES = st.one_of(st.none(), st.binary(max_size=24))
 
 
 class Broker:
@@ -129,12 +132,27 @@ def captured_log() -> Iterator[list[str]]:
         root.setLevel(level)
 
 
-def dead_letter_of(raw: bytes, offset: int = 11) -> tuple[bytes, bytes, list[str]]:
+@st.composite
+def headers_holding(draw: st.DrawFn, marker: str) -> Headers:
+    """Any headers (repeated names, null values) with ``marker`` in a value, maybe also in a name,
+    as it is or among other bytes."""
+    headers = draw(st.lists(st.tuples(HEADER_NAMES, HEADER_VALUES), max_size=5))
+    around = draw(st.tuples(st.binary(max_size=8), st.binary(max_size=8)))
+    planted = around[0] + marker.encode() + around[1]
+    headers.insert(draw(st.integers(0, len(headers))), (draw(HEADER_NAMES), planted))
+    if draw(st.booleans()):
+        headers.insert(draw(st.integers(0, len(headers))), (f"x-{marker}", draw(HEADER_VALUES)))
+    return headers
+
+
+def dead_letter_of(raw: bytes, offset: int = 11, headers: Headers | None = None) -> tuple[bytes, bytes, list[str]]:
     """The dead letter the worker sends for ``raw`` (its key and value), and what it logged."""
     context = worker_context()
     broker = Broker()
     context.send = broker  # type: ignore[method-assign]
-    message = SimpleNamespace(topic=TOPIC, partition=3, offset=offset, key=b"user:spotify", value=raw, tp=(TOPIC, 3))
+    message = SimpleNamespace(
+        topic=TOPIC, partition=3, offset=offset, key=b"user:spotify", value=raw, headers=headers, tp=(TOPIC, 3)
+    )
     with captured_log() as lines:
         asyncio.run(context.dead_letter(SimpleNamespace(message=message), _reason(raw)))  # type: ignore[arg-type]
     [(topic, key, value)] = broker.sent
@@ -147,11 +165,13 @@ def dead_letter_of(raw: bytes, offset: int = 11) -> tuple[bytes, bytes, list[str
 def test_no_marker_planted_in_any_shape_is_readable_from_its_dead_letter_or_the_log(data: st.DataObject) -> None:
     marker = data.draw(MARKER)
     raw = data.draw(planted(marker))
-    key, value, log_lines = dead_letter_of(raw)
+    headers = data.draw(headers_holding(marker))
+    key, value, log_lines = dead_letter_of(raw, headers=headers)
     assert readable_markers([marker], key, value, "\n".join(log_lines).encode()) == []
     letter = DeadLetter.model_validate_json(value)
     assert not letter.value_omitted and letter.value_size == len(raw)
     assert opened(value, KEY) == raw  # kept whole, for a replay after a fix
+    assert LetterSeal(KEY).unseal_headers(letter) == headers  # in order, repeated names and nulls kept
 
 
 @given(st.data())
@@ -208,13 +228,20 @@ async def test_without_a_key_to_seal_with_only_position_and_reason_are_kept(monk
     broker = Broker()
     monkeypatch.setattr(context, "send", broker)
     monkeypatch.setattr(context, "letter_seal", None)
-    message = SimpleNamespace(topic=TOPIC, partition=3, offset=5, key=b"k", value=b'{"accessToken": "ya29.x_MARK"}')
+    message = SimpleNamespace(
+        topic=TOPIC,
+        partition=3,
+        offset=5,
+        key=b"k",
+        value=b'{"accessToken": "ya29.x_MARK"}',
+        headers=[("x-api-key", b"ya29.h_MARK")],
+    )
     await context.dead_letter(SimpleNamespace(message=message), "access_token: Field required")  # type: ignore[arg-type]
     [(_topic, _key, value)] = broker.sent
     letter = DeadLetter.model_validate_json(value)
     assert (letter.topic, letter.partition, letter.offset) == (TOPIC, 3, 5)
     assert letter.reason.startswith("access_token: Field required") and letter.value_omitted
-    assert letter.sealed_value == letter.value_base64 == "" and b"_MARK" not in value
+    assert letter.sealed_value == letter.value_base64 == letter.sealed_headers == "" and b"_MARK" not in value
 
 
 VIEWS: dict[str, tuple[bytes, dict[str, Any] | str]] = {
@@ -243,7 +270,7 @@ def test_the_redacted_view_keeps_the_shape_and_safe_envelope_fields(raw: bytes, 
 
 
 def _shown(value: bytes, seal: LetterSeal) -> str:
-    return describe(SimpleNamespace(topic=f"{TOPIC}.dlq", partition=0, offset=9, value=value), seal)  # type: ignore[arg-type]
+    return describe(SimpleNamespace(topic=f"{TOPIC}.dlq", partition=0, offset=9, value=value), seal)
 
 
 def test_dlq_show_describes_every_kind_of_letter_without_its_value() -> None:
@@ -263,12 +290,91 @@ def test_dlq_show_describes_every_kind_of_letter_without_its_value() -> None:
         "not a dead letter": _shown(b'{"accessToken": "ya29.foreign_MARK"}', LetterSeal(KEY)),
     }
     assert not [line for line in lines.values() if "_MARK" in line]
-    position, _when, key, reason, view = lines["sealed"].split("\t")
+    position, _when, key, reason, view, headers = lines["sealed"].split("\t")
     assert (position, key) == (f"{TOPIC}[3]@8", 'key="user:spotify"') and reason.startswith("reason=")
-    assert view == 'value={"platform": "spotify", "<name, 11 chars>": "<14 chars>"}'
-    assert lines["sealed under a key not configured"].endswith(
+    assert view == 'value={"platform": "spotify", "<name, 11 chars>": "<14 chars>"}' and headers == "headers=[]"
+    assert lines["sealed under a key not configured"].split("\t")[4] == (
         "value=sealed, not opened: sealed under dead-letter key "
         f"{LetterSeal(KEY).key_id}, not one of the configured keys"
     )
-    assert lines["of an earlier version"].endswith('value={"access_token": "<16 chars>"}')
+    assert lines["of an earlier version"].split("\t")[4] == 'value={"access_token": "<16 chars>"}'
+
     assert lines["not a dead letter"] == f"{TOPIC}.dlq[0]@9\tnot a dead letter (36 bytes)"
+
+
+SIGNED: Headers = [
+    ("signature-key-id", b"producer-1"),
+    ("x-trace", b"ya29.trace_MARK"),
+    ("signature", b"ab" * 32),
+    ("x-trace", None),
+    ("x-trace", b""),
+]
+
+
+def test_sealed_headers_open_in_their_own_letter_only_never_as_its_value() -> None:
+    _key, value, _log = dead_letter_of(b'{"event_type": "connection.created"}', offset=42, headers=SIGNED)
+    letter = DeadLetter.model_validate_json(value)
+    assert letter.sealed_headers and b"_MARK" not in value
+    assert LetterSeal(KEY).unseal_headers(letter) == SIGNED
+    assert LetterSeal(generate_key(), [KEY]).unseal_headers(letter) == SIGNED  # a retired key opens them
+    with pytest.raises(UnsealError, match="not one of the configured keys"):
+        LetterSeal(generate_key()).unseal_headers(letter)
+
+    # Moved into another letter (another position): they do not open.
+    _key, other_value, _log = dead_letter_of(b'{"event_type": "connection.created"}', offset=43)
+    other = DeadLetter.model_validate_json(other_value)
+    for moved in (
+        other.model_copy(update={"sealed_headers": letter.sealed_headers}),
+        letter.model_copy(update={"offset": 43}),
+        letter.model_copy(update={"partition": 4}),
+        letter.model_copy(update={"topic": "token.expiring"}),
+    ):
+        with pytest.raises(UnsealError, match="sealed headers failed authentication"):
+            LetterSeal(KEY).unseal_headers(moved)
+    # Swapped with the value at the same position: neither opens as the other.
+    swapped = letter.model_copy(update={"sealed_value": letter.sealed_headers, "sealed_headers": letter.sealed_value})
+    with pytest.raises(UnsealError, match="sealed value failed authentication"):
+        LetterSeal(KEY).unseal(swapped)
+    with pytest.raises(UnsealError, match="sealed headers failed authentication"):
+        LetterSeal(KEY).unseal_headers(swapped)
+    with pytest.raises(UnsealError, match="sealed headers failed authentication"):
+        tampered = letter.sealed_headers[:-8] + "AAAAAAA="
+        LetterSeal(KEY).unseal_headers(letter.model_copy(update={"sealed_headers": tampered}))
+
+
+def test_a_letter_without_its_value_keeps_no_headers_and_earlier_letters_have_none() -> None:
+    too_large = b'{"x": "' + b"y" * (1024 * 1024) + b'"}'
+    _key, value, _log = dead_letter_of(too_large, headers=SIGNED)
+    letter = DeadLetter.model_validate_json(value)
+    assert letter.value_omitted and letter.sealed_headers == "" and b"_MARK" not in value
+    assert LetterSeal(KEY).unseal_headers(letter) is None
+    sealed = LetterSeal(KEY).seal(b"{}", TOPIC, 3, 7)  # as the version before headers were kept wrote it
+    earlier = DeadLetter(
+        topic=TOPIC,
+        partition=3,
+        offset=7,
+        key=None,
+        reason="r",
+        sealed_value=sealed.sealed_base64,
+        sealed_key_id=sealed.key_id,
+    )
+    assert LetterSeal(KEY).unseal(earlier) == b"{}" and LetterSeal(KEY).unseal_headers(earlier) is None
+
+
+def test_dlq_show_prints_header_names_and_sizes_never_their_values() -> None:
+    _key, sealed, _log = dead_letter_of(b'{"platform": "spotify"}', offset=8, headers=SIGNED)
+    _key, bare, _log = dead_letter_of(b'{"platform": "spotify"}', offset=9)
+    legacy = DeadLetter(topic=TOPIC, partition=3, offset=7, key=None, reason="r", value_base64="e30=").to_bytes()
+    lines = {
+        "signed": _shown(sealed, LetterSeal(KEY)),
+        "no headers": _shown(bare, LetterSeal(KEY)),
+        "not opened": _shown(sealed, LetterSeal(generate_key())),
+        "earlier": _shown(legacy, LetterSeal(KEY)),
+    }
+    assert not [line for line in lines.values() if "_MARK" in line or "producer-1" in line or "abab" in line]
+    assert lines["signed"].split("\t")[-1] == (
+        'headers=[["signature-key-id", 10], ["x-trace", 15], ["signature", 64], ["x-trace", null], ["x-trace", 0]]'
+    )
+    assert lines["no headers"].split("\t")[-1] == "headers=[]"
+    assert lines["not opened"].split("\t")[-1].startswith("headers=sealed, not opened: sealed under dead-letter key")
+    assert lines["earlier"].split("\t")[-1] == "headers=not kept (a dead letter of an earlier version)"
