@@ -2,7 +2,9 @@
 
 Fail closed: a string (an object's name or a value) is shown only when it has the exact shape
 of an envelope field that cannot hold a secret (a UUID, a timestamp, a known platform, event
-type or refresh reason); every other string, whatever its name, becomes ``<N chars>``.
+type or refresh reason) and is that field, a member of the top-level object; every other
+string, whatever its name, becomes ``<N chars>`` (the same names nested deeper are a
+producer's own data, and a UUID there can be a token: opaque OAuth servers issue UUIDs).
 Duplicated names are shown as they came (the last one is the one a parser keeps).
 """
 
@@ -41,14 +43,15 @@ def redacted_view(value: bytes) -> str:
     it is not JSON. Never raises, whatever the bytes."""
     try:
         parsed = json.loads(value, object_pairs_hook=_Pairs)
-        return _render(parsed, None)
+        return _render(parsed, None, top=True)
     except Exception:  # invalid JSON or UTF-8, nesting deeper than the stack, huge numbers ...
         return f"not JSON, {len(value)} bytes"
 
 
-def _render(node: Any, name: str | None) -> str:
+def _render(node: Any, name: str | None, *, top: bool = False) -> str:
+    """``name`` is the member's name when ``node`` is a member of the top-level object."""
     if isinstance(node, _Pairs):
-        members = (f"{_render_name(key)}: {_render(item, key)}" for key, item in node)
+        members = (f"{_render_name(key)}: {_render(item, key if top else None)}" for key, item in node)
         return "{" + ", ".join(members) + "}"
     if isinstance(node, list):
         return "[" + ", ".join(_render(item, None) for item in node) + "]"

@@ -17,6 +17,9 @@ KEYGEN_HINT = 'generate one with `token-refresh keygen` (or python -c "import se
 # 000102...1f, a repeated word).
 MIN_DISTINCT_BYTES = 16
 MIN_DISTINCT_STEPS = 16
+# Text given in hex (`echo -n "<passphrase>" | xxd -p`, a hex string hex-encoded again): every
+# byte printable ASCII or a tab / line break, which 32 random bytes are with a chance under 5e-14.
+_TEXT_BYTES = frozenset(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0D}
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
 LOOPBACK_NAMES = frozenset({"localhost"})
 
@@ -32,6 +35,8 @@ def key_weakness(key: str) -> str | None:
             f"is not random enough (a repeated pattern or a sequence: fewer than {MIN_DISTINCT_BYTES} distinct bytes "
             f"or steps between bytes); {KEYGEN_HINT}"
         )
+    if set(raw) <= _TEXT_BYTES:
+        return f"is text in hex (every byte printable ASCII: a passphrase, not 32 random bytes); {KEYGEN_HINT}"
     return None
 
 

@@ -40,9 +40,12 @@ class DatabaseUrl(SecretStr):
 
     def _display(self) -> str:
         try:
-            return make_url(self.get_secret_value()).render_as_string(hide_password=True)
-        except ArgumentError:
+            url = make_url(self.get_secret_value())
+        except (ArgumentError, ValueError):
             return "**********"
+        if "@" in (url.host or ""):  # a password's unencoded '@': its tail was read as the host
+            return "**********"
+        return url.render_as_string(hide_password=True)
 
 
 class ClientCredentials(BaseModel):
@@ -185,11 +188,17 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database_url_parses(cls, value: DatabaseUrl) -> DatabaseUrl:
-        # SQLAlchemy's own error would quote the whole URL, password included.
+        # SQLAlchemy's own errors quote the URL or a part of it (the password's, when it holds
+        # an unencoded '@'), so none is passed on.
         try:
-            make_url(value.get_secret_value())
-        except ArgumentError:
-            raise ValueError("is not a database URL (dialect+driver://user:password@host:port/database)") from None
+            url = make_url(value.get_secret_value())
+        except (ArgumentError, ValueError):
+            raise ValueError(
+                "is not a database URL (dialect+driver://user:password@host:port/database; "
+                "percent-encode @ : / in the password)"
+            ) from None
+        if "@" in (url.host or ""):
+            raise ValueError("holds an '@' after the password's: percent-encode @ in the password as %40")
         return value
 
     @field_validator("retired_encryption_keys")
@@ -268,17 +277,19 @@ class Settings(BaseSettings):
         if value is None:
             return None
         seen: set[str] = set()
-        for entry in (entry.strip() for entry in value.get_secret_value().split(",")):
-            key_id, _, secret = entry.partition(":")
-            if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", key_id):
-                raise ValueError("entries are <key id>:<secret>, the id of 1-64 of A-Z a-z 0-9 . _ -")
+        # Entries are named by position, never by id: an entry without its "<id>:" is a secret
+        # alone, which is a well-formed id too.
+        for number, entry in enumerate((entry.strip() for entry in value.get_secret_value().split(",")), 1):
+            key_id, colon, secret = entry.partition(":")
+            if not colon or not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", key_id):
+                raise ValueError(f"entry {number}: entries are <key id>:<secret>, the id of 1-64 of A-Z a-z 0-9 . _ -")
             if key_id in seen:
-                raise ValueError(f"key id {key_id!r} appears twice")
+                raise ValueError(f"entry {number}: its key id appears twice")
             seen.add(key_id)
             # Hex, base64 or base64url of at least 24 random bytes (`openssl rand -hex 32`).
             if not re.fullmatch(r"[A-Za-z0-9+/=_.~-]{32,}", secret) or len(set(secret)) < 10:
                 raise ValueError(
-                    f"the secret of {key_id!r} must be at least 32 random characters (openssl rand -hex 32)"
+                    f"entry {number}: the secret must be at least 32 random characters (openssl rand -hex 32)"
                 )
         return value
 
