@@ -31,7 +31,11 @@ async def show_dead_letters(settings: Settings, dlq_topic: str, limit: int | Non
     cap_client_logging()
     seal = LetterSeal.from_settings(settings)
     partitions = await _partitions(settings, dlq_topic)
-    consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **client_options(settings))
+    # earliest, as the seek below means: an initial reset to the latest offset can land after
+    # a seek to the beginning (aiokafka), which skips every record.
+    consumer = AIOKafkaConsumer(
+        group_id=None, enable_auto_commit=False, auto_offset_reset="earliest", **client_options(settings)
+    )
     await consumer.start()
     try:
         consumer.assign(partitions)

@@ -18,7 +18,9 @@ async def replay_topic(settings: Settings, topic: str, since: datetime | None, e
     """Emit every record of ``topic`` from ``since`` (None: the beginning) up to the end
     offsets at the time of the call, one JSON line each, in partition then offset order."""
     cap_client_logging()
-    consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_options(settings))
+    # earliest, as the seek below means: an initial reset to the latest offset can land after
+    # a seek to the beginning (aiokafka), which skips every record.
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, auto_offset_reset="earliest", **client_options(settings))
     await consumer.start()
     try:
         if topic not in await consumer.topics():

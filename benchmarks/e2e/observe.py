@@ -43,7 +43,10 @@ class Outcomes:
     async def start(self) -> None:
         topics = [self.refreshed_topic, *self.other_topics, *self.final_topics]
         partitions = await partitions_of(self.bootstrap, topics)
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        # earliest, as the seek below: a "latest" initial reset can land after it (aiokafka).
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
         await self.consumer.start()
         self.consumer.assign(partitions)
         await self.consumer.seek_to_beginning(*partitions)
@@ -90,7 +93,7 @@ async def first_timestamps(bootstrap: str, topic: str, expected: int, patience: 
 
 async def _first_timestamps(bootstrap: str, topic: str) -> dict[str, int]:
     partitions = await partitions_of(bootstrap, [topic])
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     found: dict[str, int] = {}
     try:

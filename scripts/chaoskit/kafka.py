@@ -78,8 +78,13 @@ async def read_all(bootstrap: str, topics: list[str]) -> list[Record]:
     records: list[Record] = []
     if not wanted:
         return records
+    # earliest, as the seek below: a "latest" initial reset can land after it (aiokafka) and
+    # the figures would miss records.
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=4 << 20
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 << 20,
     )
     await consumer.start()
     try:

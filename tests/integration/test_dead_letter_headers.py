@@ -46,7 +46,7 @@ async def _send(bootstrap: str, topic: str, records: list[Record]) -> list[int]:
 async def _records(bootstrap: str, topic: str, partitions: int = 1) -> list[Record]:
     """Everything in ``topic`` now, headers included, partition by partition."""
     tps = [TopicPartition(topic, p) for p in range(partitions)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
         consumer.assign(tps)

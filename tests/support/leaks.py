@@ -197,7 +197,7 @@ async def run_partitions(bootstrap: str, prefixes: Iterable[str]) -> list[TopicP
 
 async def read_all(bootstrap: str, partitions: list[TopicPartition]) -> list[Record]:
     """Every record of ``partitions`` from the beginning to their current end, headers included."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
         consumer.assign(partitions)
