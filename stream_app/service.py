@@ -115,6 +115,7 @@ class TokenService:
         row = await self.token_cache.read((user_id, platform), lambda: self._read(user_id, platform))
         decision = decide_refresh(row, spec, utc_now(), self.policy, "on_demand")
         if decision.action is not Action.SKIP:
+            self._refuse_a_key_this_process_lacks(row, user_id, platform)
             refresh = self._refresh_in_background(user_id, platform)
             try:
                 result = await asyncio.wait_for(asyncio.shield(refresh), self.settings.on_demand_deadline_seconds)
@@ -126,6 +127,25 @@ class TokenService:
             if result.reason == REFRESHING_ELSEWHERE:
                 return self._stored_token_before_deadline(row, user_id, platform)
         return self._usable_token(row, user_id, platform)
+
+    def _refuse_a_key_this_process_lacks(self, row: ConnectionRow | None, user_id: uuid.UUID, platform: str) -> None:
+        """UnknownKeyError, the row untouched, when its refresh token is under a key id this
+        process lacks: a refresh started here could only defer the row, at every call, and so
+        hold back the processes that have the key (their scan would find it held)."""
+        if row is None or row.refresh_token is None:
+            return
+        try:
+            self.cipher.decrypt_column(row, "refresh_token")
+        except UnknownKeyError as exc:
+            log.error(
+                "[%s][%s] Stored refresh token is under key id %s, not configured in this process: not refreshed here",
+                platform,
+                self.hash_user_id(user_id),
+                exc.key_id,
+            )
+            raise
+        except DecryptionError:
+            return  # not readable under a key this process has: the refresh marks the connection
 
     def _cached_fresh_token(self, user_id: uuid.UUID, platform: str, spec: PlatformSpec) -> str | None:
         """The token of the cached row if it needs no refresh and is valid; None sends the caller
