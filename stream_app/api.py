@@ -108,7 +108,9 @@ def _binding(user_id: uuid.UUID | str | None, platform: str | None, field: Token
         return None
     if user_id is None or platform is None or field is None:
         raise TypeError("a binding needs user_id, platform and field together")
-    return TokenBinding(user_id, platform, field)
+    # The canonical form, as the service binds it (an upper-case or unhyphenated spelling would
+    # make a ciphertext the service refuses as failing authentication).
+    return TokenBinding(uuid.UUID(str(user_id)), platform, field)
 
 
 def hash_user_id(user_id: uuid.UUID | str) -> str:

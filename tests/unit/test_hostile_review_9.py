@@ -137,3 +137,27 @@ def test_a_signing_secret_given_without_its_key_id_is_not_quoted(encryption_key:
         message = str(refused.value)
         assert message.startswith("PRODUCER_SIGNING_KEYS: ")
         assert secret[:16] not in message, message
+
+
+# --- bound ciphertexts written through the Python API ---------------------------------------
+
+
+def test_the_api_binds_a_ciphertext_to_the_user_id_whatever_its_spelling(
+    monkeypatch: pytest.MonkeyPatch, encryption_key: str
+) -> None:
+    """A product holding user ids as .NET or SQL Server print them (upper case) encrypted a
+    token the service then refused as failing authentication (it binds the canonical form),
+    while schemas.encrypt_bound_token accepted the same spelling."""
+    from stream_app import api
+    from stream_app.crypto import TokenBinding, TokenCipher
+
+    monkeypatch.setenv("ENCRYPTION_KEY", encryption_key)
+    api._environment_crypto.cache_clear()
+    try:
+        for spelling in (USER_ID.upper(), USER_ID.replace("-", ""), f"urn:uuid:{USER_ID}"):
+            sealed = api.encrypt_token("rt-1", user_id=spelling, platform="spotify", field="refresh_token")
+            binding = TokenBinding(uuid.UUID(USER_ID), "spotify", "refresh_token")
+            assert TokenCipher(encryption_key).decrypt(sealed, binding) == "rt-1"
+            assert api.decrypt_token(sealed, user_id=spelling, platform="spotify", field="refresh_token") == "rt-1"
+    finally:
+        api._environment_crypto.cache_clear()
