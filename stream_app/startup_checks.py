@@ -83,9 +83,29 @@ async def refuse_foreign_credentials_at_the_sandbox(settings: Settings) -> None:
 
 async def _sandbox_clients(client: httpx.AsyncClient, token_url: str) -> dict[str, str] | None:
     """Credential key -> client id the sandbox behind ``token_url`` accepts; None if it is not a sandbox."""
+    for probe in _probe_urls(token_url):
+        clients = await _probe(client, probe)
+        if clients is not None:
+            return clients
+    return None
+
+
+def _probe_urls(token_url: str) -> list[str]:
+    """Where a sandbox behind ``token_url`` answers its health: at the origin, and, when the URL
+    ends in the sandbox's ``/<platform>/token``, under the path before it (a sandbox behind a
+    reverse proxy's path prefix)."""
     parts = urlsplit(token_url)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    urls = [origin + SANDBOX_PROBE_PATH]
+    segments = parts.path.rstrip("/").split("/")
+    if len(segments) > 3 and segments[-1] == "token":
+        urls.append(origin + "/".join(segments[:-2]) + SANDBOX_PROBE_PATH)
+    return urls
+
+
+async def _probe(client: httpx.AsyncClient, url: str) -> dict[str, str] | None:
     try:
-        response = await client.get(f"{parts.scheme}://{parts.netloc}{SANDBOX_PROBE_PATH}")
+        response = await client.get(url)
         body: Any = response.json() if response.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
         return None
