@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from pydantic import SecretStr
 from sqlalchemy import select
 
 from stream_app.catalog import PLATFORMS
@@ -70,19 +72,35 @@ async def refuse_foreign_credentials_at_the_sandbox(settings: Settings) -> None:
     for key, clients in zip(overridden, answers, strict=True):
         if clients is None:
             continue  # not a sandbox, or not answering now (judged again at the next start)
-        if settings.credentials[key].client_id != clients.get(key):
-            prefix = key.upper()
+        prefix = key.upper()
+        sandbox_id, sandbox_secret_sha256 = clients.get(key, (None, None))
+        ours = settings.credentials[key]
+        if ours.client_id != sandbox_id:
             problems.append(
                 f"{prefix}_TOKEN_URL: is the provider sandbox (a test double), but {prefix}_CLIENT_ID is not its "
                 f"client: a real client secret and real refresh tokens would be sent to it; point {prefix}_TOKEN_URL "
                 "at the provider (or unset it), or use the sandbox's own client in a test deployment"
             )
+        elif sandbox_secret_sha256 is not None and sandbox_secret_sha256 != _sha256(ours.client_secret):
+            problems.append(
+                f"{prefix}_TOKEN_URL: is the provider sandbox (a test double), but {prefix}_CLIENT_SECRET is not its "
+                f"client's secret (a real one beside the sandbox's {prefix}_CLIENT_ID?): it would be sent to it in "
+                f"clear; use the sandbox's own secret"
+            )
     if problems:
         raise ConfigurationError("; ".join(problems))
 
 
-async def _sandbox_clients(client: httpx.AsyncClient, token_url: str) -> dict[str, str] | None:
-    """Credential key -> client id the sandbox behind ``token_url`` accepts; None if it is not a sandbox."""
+# Credential key -> (client id, SHA-256 of the client secret when the sandbox says it).
+SandboxClients = dict[str, tuple[str, str | None]]
+
+
+def _sha256(secret: SecretStr) -> str:
+    return hashlib.sha256(secret.get_secret_value().encode()).hexdigest()
+
+
+async def _sandbox_clients(client: httpx.AsyncClient, token_url: str) -> SandboxClients | None:
+    """The clients the sandbox behind ``token_url`` accepts; None if it is not a sandbox."""
     for probe in _probe_urls(token_url):
         clients = await _probe(client, probe)
         if clients is not None:
@@ -103,7 +121,7 @@ def _probe_urls(token_url: str) -> list[str]:
     return urls
 
 
-async def _probe(client: httpx.AsyncClient, url: str) -> dict[str, str] | None:
+async def _probe(client: httpx.AsyncClient, url: str) -> SandboxClients | None:
     try:
         response = await client.get(url)
         body: Any = response.json() if response.status_code == 200 else None
@@ -113,7 +131,11 @@ async def _probe(client: httpx.AsyncClient, url: str) -> dict[str, str] | None:
     if not isinstance(platforms, dict):
         return None
     return {
-        _CREDENTIAL_KEYS[name]: str(entry.get("client_id"))
+        _CREDENTIAL_KEYS[name]: (str(entry.get("client_id")), _optional_text(entry.get("client_secret_sha256")))
         for name, entry in platforms.items()
         if name in _CREDENTIAL_KEYS and isinstance(entry, dict)
     }
+
+
+def _optional_text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

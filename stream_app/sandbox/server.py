@@ -8,6 +8,7 @@ the outcome, never a token or a secret.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -325,6 +326,9 @@ async def health(request: web.Request) -> web.Response:
                     "token_path": f"/{key}/token",
                     "dialect": p.dialect,
                     "client_id": clients.for_platform(key)[0],
+                    # A test double's secret, hashed all the same: a worker's start-up check
+                    # compares it with its own (a real secret beside the sandbox's client id).
+                    "client_secret_sha256": hashlib.sha256(clients.for_platform(key)[1].encode()).hexdigest(),
                 }
                 for key, p in PLATFORMS.items()
             },

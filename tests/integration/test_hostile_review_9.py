@@ -95,3 +95,17 @@ async def test_a_real_client_pointed_at_the_sandbox_behind_a_path_prefix_is_refu
         await refuse_foreign_credentials_at_the_sandbox(
             load_settings(encryption_key=encryption_key, **collect_platform_variables(own))
         )
+
+
+async def test_the_sandbox_client_id_with_a_real_client_secret_is_refused(
+    sandbox: SandboxServer, encryption_key: str
+) -> None:
+    """The check compared the client id only: with the sandbox's id and a real secret (the
+    secret exported in the shell wins over compose.sandbox.env), the real secret went to the
+    sandbox in clear at every refresh."""
+    variables = {**sandbox.service_env(), "SPOTIFY_CLIENT_SECRET": "9a8b7c6d5e4f3a2b1c0d-real"}
+    settings = load_settings(encryption_key=encryption_key, **collect_platform_variables(variables))
+    with pytest.raises(ConfigurationError) as caught:
+        await refuse_foreign_credentials_at_the_sandbox(settings)
+    message = str(caught.value)
+    assert message.startswith("SPOTIFY_TOKEN_URL: is the provider sandbox") and "-real" not in message
