@@ -40,6 +40,26 @@ def key_weakness(key: str) -> str | None:
     return None
 
 
+# A producer signing secret (hex, base64 or base64url of at least 24 random bytes): 32 random hex
+# characters have at least 12 distinct steps between neighbouring characters in 200,000 draws;
+# a pattern repeated ("0123456789abcdef" * 2, "abcdefghij" * 4) has 2 or 3.
+_SIGNING_SECRET = re.compile(r"[A-Za-z0-9+/=_.~-]{32,}")
+MIN_SIGNING_SECRET_CHARACTERS = 10
+MIN_SIGNING_SECRET_STEPS = 8
+
+
+def signing_secret_weakness(secret: str) -> str | None:
+    """Why ``secret`` is not a usable producer signing secret, or None."""
+    steps = {ord(later) - ord(earlier) for earlier, later in itertools.pairwise(secret)}
+    if (
+        not _SIGNING_SECRET.fullmatch(secret)
+        or len(set(secret)) < MIN_SIGNING_SECRET_CHARACTERS
+        or len(steps) < MIN_SIGNING_SECRET_STEPS
+    ):
+        return "the secret must be at least 32 random characters (openssl rand -hex 32)"
+    return None
+
+
 def is_loopback(host: str | None) -> bool:
     """localhost, 127.0.0.0/8 or ::1: traffic that never leaves the machine."""
     if not host:

@@ -25,7 +25,7 @@ from sqlalchemy.exc import ArgumentError
 
 from stream_app.catalog import CREDENTIAL_KEYS
 from stream_app.errors import ConfigurationError
-from stream_app.setting_rules import key_weakness, token_url_problem
+from stream_app.setting_rules import key_weakness, signing_secret_weakness, token_url_problem
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./token_refresh.db"
 _PLACEHOLDER_KEYS = {"your-64-character-hex-key"}
@@ -286,11 +286,9 @@ class Settings(BaseSettings):
             if key_id in seen:
                 raise ValueError(f"entry {number}: its key id appears twice")
             seen.add(key_id)
-            # Hex, base64 or base64url of at least 24 random bytes (`openssl rand -hex 32`).
-            if not re.fullmatch(r"[A-Za-z0-9+/=_.~-]{32,}", secret) or len(set(secret)) < 10:
-                raise ValueError(
-                    f"entry {number}: the secret must be at least 32 random characters (openssl rand -hex 32)"
-                )
+            weakness = signing_secret_weakness(secret)
+            if weakness is not None:
+                raise ValueError(f"entry {number}: {weakness}")
         return value
 
     @model_validator(mode="after")

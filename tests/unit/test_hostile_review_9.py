@@ -161,3 +161,13 @@ def test_the_api_binds_a_ciphertext_to_the_user_id_whatever_its_spelling(
             assert api.decrypt_token(sealed, user_id=spelling, platform="spotify", field="refresh_token") == "rt-1"
     finally:
         api._environment_crypto.cache_clear()
+
+
+@pytest.mark.parametrize("secret", ["0123456789abcdef" * 2, "abcdefghij" * 4])
+def test_a_repeated_pattern_is_not_a_signing_secret(secret: str, encryption_key: str) -> None:
+    """PRODUCER_SIGNING_KEYS took any 32 characters with 10 distinct ones: the very patterns the
+    encryption key's rule refuses ("0123456789abcdef" repeated) signed events."""
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings(encryption_key=encryption_key, producer_signing_keys=f"producer-1:{secret}")
+    assert str(refused.value).startswith("PRODUCER_SIGNING_KEYS: entry 1: ")
+    assert secret not in str(refused.value)
