@@ -326,8 +326,10 @@ def test_parse_event_accepts_a_valid_record(model: type[Event]) -> None:
 
 @pytest.mark.parametrize("model", MODELS, ids=model_id)
 def test_parse_event_refuses_an_unknown_platform(model: type[Event]) -> None:
-    with pytest.raises(InvalidEvent, match=r"^platform: .*myspace"):
+    # The name is not quoted: a token can have a platform key's shape (dead-letter reasons are readable).
+    with pytest.raises(InvalidEvent, match=r"^platform: unknown platform \(7 characters") as refused:
         parse_event(model, changed(model, platform="myspace"))
+    assert "myspace" not in str(refused.value)
 
 
 @pytest.mark.parametrize(
