@@ -200,15 +200,16 @@ class OutcomeWriter:
         try:
             return self._cipher.decrypt_column(row, "refresh_token")
         except UnknownKeyError as exc:
-            wait = self._policy.scan_interval_seconds
             log.error(
-                "🔑 %s Stored token is under key id %s, not configured in this process: refresh deferred %.0fs, "
+                "🔑 %s Stored token is under key id %s, not configured in this process: not refreshed here, "
                 "status kept (give this process that key: ENCRYPTION_KEY or RETIRED_ENCRYPTION_KEYS)",
                 tag,
                 exc.key_id,
-                wait,
             )
-            return await self.deferred(row, lease, until=utc_now() + timedelta(seconds=wait), reason="unknown_key")
+            # Only the request mark is cleared, so the scan asks again; the next attempt is not
+            # pushed back, which would hold the row from the processes that have the key.
+            values = {"refresh_requested_at": None}
+            return await self._store(row, lease, values, None, RefreshResult("deferred", "unknown_key"))
         except DecryptionError as exc:
             log.error("❌ %s Stored refresh token cannot be decrypted: %s", tag, exc)
             return await self.failed(

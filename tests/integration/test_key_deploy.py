@@ -94,17 +94,20 @@ async def test_an_old_key_engine_defers_a_row_under_the_new_key_and_keeps_its_st
         before.last_sync_error,
     )
     assert after.refresh_token == before.refresh_token and after.consecutive_failures == 0
-    assert before.updated_at is not None and after.refresh_not_before is not None
-    assert after.refresh_not_before > before.updated_at  # a retry scheduled
+    # Not pushed back (that would hold it from the processes that have the key); the lease given
+    # back and the request mark cleared, so the scan asks again.
+    assert (after.refresh_due_at, after.refresh_not_before) == (before.refresh_due_at, before.refresh_not_before)
+    assert after.refresh_lease_owner is None and after.refresh_requested_at is None
     assert "token.refresh_failed" not in await _outbox_topics(old.database, user_id)
     assert _refreshes(sandbox, grant) == refreshes  # the provider was not called
     assert _unknown_key_count(key_id(new_key)) == counted + 1
     assert old.cipher.unknown_key_ids() == [key_id(new_key)]
     assert any(key_id(new_key) in r.getMessage() and r.levelname in ("WARNING", "ERROR") for r in caplog.records)
 
-    # The deploy reaches it (the new key configured, as current or retired): the refresh succeeds.
+    # A process the deploy has reached (the new key configured, as current or retired) refreshes
+    # it on the scan's next request, not held by the old one.
     caught_up = make_service(retired_encryption_keys=new_key)
-    assert (await caught_up.engine.refresh(user_id, "spotify", trigger="manual")).outcome == "refreshed"
+    assert (await caught_up.engine.refresh(user_id, "spotify", trigger="scheduled")).outcome == "refreshed"
     assert (await _row(caught_up.database, user_id)).status == "connected"
 
 
