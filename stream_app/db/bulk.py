@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, cast
 
@@ -48,7 +48,21 @@ class ConnectionState:
     refresh_not_before: datetime | None
 
 
-_STATE_COLUMNS = [_connections.c[name] for name in ConnectionState.__slots__]
+@dataclass(frozen=True, slots=True)
+class LeasedConnection(ConnectionState):
+    """A connection as its refresh lease was taken: what the refresh decides on, and what its
+    outcome is fenced on (``version``). Plain values, read by Core from the lease's RETURNING."""
+
+    version: int
+    consecutive_failures: int
+
+
+def _columns_of(cls: type) -> list[Any]:
+    return [_connections.c[field.name] for field in fields(cls)]
+
+
+_STATE_COLUMNS = _columns_of(ConnectionState)
+_LEASED_COLUMNS = _columns_of(LeasedConnection)
 
 
 async def get_connections(
@@ -71,27 +85,39 @@ async def get_connections(
 
 async def acquire_leases(
     session: AsyncSession, ids: Sequence[uuid.UUID], owner: str, *, ttl: float
-) -> dict[uuid.UUID, ConnectionRow]:
+) -> dict[uuid.UUID, LeasedConnection]:
     """``acquire_lease`` for many rows: those nobody holds an unexpired lease on are taken, and
     returned as they are now."""
-    taken: dict[uuid.UUID, ConnectionRow] = {}
+    taken: dict[uuid.UUID, LeasedConnection] = {}
+    expiry = _connections.c.refresh_lease_expires_at
     for chunk in _chunks(ids):
         result = await session.execute(
-            update(ConnectionRow)
+            update(_connections)
             .where(
-                _among(session, ConnectionRow.id.type, ConnectionRow.id, chunk),
-                or_(
-                    ConnectionRow.refresh_lease_expires_at.is_(None),
-                    ConnectionRow.refresh_lease_expires_at < db_now(),
-                ),
+                _among(session, _connections.c.id.type, _connections.c.id, chunk),
+                or_(expiry.is_(None), expiry < db_now()),
             )
             .values(refresh_lease_owner=owner, refresh_lease_expires_at=db_now(ttl))
-            .returning(ConnectionRow)
-            .execution_options(synchronize_session=False)
+            .returning(*_LEASED_COLUMNS)
         )
-        for row in result.scalars():
+        for values in result:
+            row = LeasedConnection(*values)
             taken[row.id] = row
     return taken
+
+
+async def take_over_lease(
+    session: AsyncSession, connection_id: uuid.UUID, dead_owner: str, owner: str, *, ttl: float
+) -> LeasedConnection | None:
+    """Take a lease whose holder is known to be dead, if it still holds it."""
+    result = await session.execute(
+        update(_connections)
+        .where(_connections.c.id == connection_id, _connections.c.refresh_lease_owner == dead_owner)
+        .values(refresh_lease_owner=owner, refresh_lease_expires_at=db_now(ttl))
+        .returning(*_LEASED_COLUMNS)
+    )
+    values = result.first()
+    return None if values is None else LeasedConnection(*values)
 
 
 async def forget_refresh_requests(session: AsyncSession, ids: Sequence[uuid.UUID]) -> None:
@@ -150,7 +176,7 @@ async def upsert_connections(session: AsyncSession, rows: Sequence[dict[str, Any
     return changed
 
 
-FencedWrite = tuple[ConnectionRow, str, dict[str, Any]]  # the row as read, the lease owner, new values
+FencedWrite = tuple[LeasedConnection, str, dict[str, Any]]  # the row as leased, the lease owner, new values
 
 
 async def update_fenced_many(session: AsyncSession, writes: Sequence[FencedWrite]) -> list[bool]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,7 +19,16 @@ async def get_connection(session: AsyncSession, user_id: uuid.UUID, platform: st
     return result.scalar_one_or_none()
 
 
-async def update_fenced(session: AsyncSession, row: ConnectionRow, lease_owner: str, values: dict[str, Any]) -> bool:
+class Versioned(Protocol):
+    """A row as it was read: which row, and its version then."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def version(self) -> int: ...
+
+
+async def update_fenced(session: AsyncSession, row: Versioned, lease_owner: str, values: dict[str, Any]) -> bool:
     """Apply ``values`` and release the lease, only if nobody changed the row since it was read
     and the lease is still ours (a holder that stalled past its lease cannot overwrite)."""
     result = await session.execute(

@@ -34,20 +34,6 @@ async def acquire_lease(
     return result.scalars().one_or_none()
 
 
-async def take_over_lease(
-    session: AsyncSession, connection_id: uuid.UUID, dead_owner: str, owner: str, *, ttl: float
-) -> ConnectionRow | None:
-    """Take a lease whose holder is known to be dead, if it still holds it."""
-    result = await session.execute(
-        update(ConnectionRow)
-        .where(ConnectionRow.id == connection_id, ConnectionRow.refresh_lease_owner == dead_owner)
-        .values(refresh_lease_owner=owner, refresh_lease_expires_at=db_now(ttl))
-        .returning(ConnectionRow)
-        .execution_options(synchronize_session=False)
-    )
-    return result.scalars().one_or_none()
-
-
 async def lease_owner(session: AsyncSession, connection_id: uuid.UUID) -> str | None:
     """Who holds an unexpired lease on the connection, if anyone."""
     return await session.scalar(

@@ -23,7 +23,8 @@ from stream_app.backoff import Backoff
 from stream_app.catalog import PlatformSpec, platform
 from stream_app.clock import utc_now
 from stream_app.crypto import TokenCipher, UnknownKeyError
-from stream_app.db import ConnectionRow, ConnectionStatus, Database
+from stream_app.db import ConnectionStatus, Database
+from stream_app.db.bulk import LeasedConnection
 from stream_app.db.connections import forget_refresh_request, get_connection
 from stream_app.decisions import Action, Decision, RefreshPolicy, decide_refresh
 from stream_app.engine.breaker import CircuitState, Permit
@@ -185,7 +186,7 @@ class RefreshEngine:
 
     async def _refresh_held(
         self,
-        row: ConnectionRow,
+        row: LeasedConnection,
         lease: Lease,
         spec: PlatformSpec,
         decision: Decision,
@@ -202,7 +203,13 @@ class RefreshEngine:
         return await self._call_provider(row, lease, spec, refresh_token, trigger, tag)
 
     async def _call_provider(
-        self, row: ConnectionRow, lease: Lease, spec: PlatformSpec, refresh_token: str, trigger: RefreshReason, tag: str
+        self,
+        row: LeasedConnection,
+        lease: Lease,
+        spec: PlatformSpec,
+        refresh_token: str,
+        trigger: RefreshReason,
+        tag: str,
     ) -> RefreshResult:
         started = time.monotonic()
         failures = rate_limit_waits = 0
@@ -299,7 +306,7 @@ class RefreshEngine:
 
     async def _call_and_store(
         self,
-        row: ConnectionRow,
+        row: LeasedConnection,
         lease: Lease,
         spec: PlatformSpec,
         refresh_token: str,
@@ -369,7 +376,7 @@ class RefreshEngine:
 
     async def _refreshed(
         self,
-        row: ConnectionRow,
+        row: LeasedConnection,
         lease: Lease,
         tokens: RefreshedTokens,
         spent: str,
@@ -393,7 +400,7 @@ class RefreshEngine:
             log.info("✅ %s Token refreshed successfully (expires in %ss)", tag, tokens.expires_in)
         return result
 
-    async def _hold(self, row: ConnectionRow, lease: Lease, seconds: float, reason: str, tag: str) -> RefreshResult:
+    async def _hold(self, row: LeasedConnection, lease: Lease, seconds: float, reason: str, tag: str) -> RefreshResult:
         """A wait too long to sleep through: recorded on the row, lease and slot given back; the
         scan brings the connection back when it ends."""
         log.warning("⏳ %s Waiting %.0fs (%s): next attempt scheduled, not slept", tag, seconds, reason)
@@ -401,7 +408,7 @@ class RefreshEngine:
         return await self._outcomes.deferred(row, lease, until=until, reason=reason)
 
     async def _dead_grant(
-        self, row: ConnectionRow, lease: Lease, spent: str, exc: ReauthRequiredError, tag: str
+        self, row: LeasedConnection, lease: Lease, spent: str, exc: ReauthRequiredError, tag: str
     ) -> RefreshResult:
         if await self._lost_race(row, spent):
             log.info("%s Refresh token changed while refreshing; not a revocation", tag)
@@ -415,7 +422,7 @@ class RefreshEngine:
     def _rate_limit_wait(self, exc: ProviderRateLimited) -> float:
         return exc.retry_after if exc.retry_after is not None else self._settings.rate_limit_default_wait_seconds
 
-    async def _lost_race(self, row: ConnectionRow, spent: str) -> bool:
+    async def _lost_race(self, row: LeasedConnection, spent: str) -> bool:
         """Whether the row's refresh token is no longer the one we spent: then the provider's
         refusal answers a race (a reconnect, another refresher), not a revocation."""
         async with self._db.sessions() as session:
@@ -427,7 +434,9 @@ class RefreshEngine:
         except (DecryptionError, UnknownKeyError):  # rewritten meanwhile, by someone else
             return True
 
-    async def _retryable_failure(self, row: ConnectionRow, lease: Lease, exc: ProviderError, tag: str) -> RefreshResult:
+    async def _retryable_failure(
+        self, row: LeasedConnection, lease: Lease, exc: ProviderError, tag: str
+    ) -> RefreshResult:
         expired = row.token_expires_at is not None and row.token_expires_at <= utc_now()
         log.error("❌ %s Refresh failed after retries (%s)", tag, exc.error_class)
         return await self._outcomes.failed(

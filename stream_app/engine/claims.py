@@ -17,8 +17,8 @@ from schemas import RefreshReason
 from stream_app.batching import Coalescer
 from stream_app.catalog import platform
 from stream_app.clock import utc_now
-from stream_app.db import ConnectionRow, Database
-from stream_app.db.bulk import ConnectionState, forget_refresh_requests, get_connections
+from stream_app.db import Database
+from stream_app.db.bulk import ConnectionState, LeasedConnection, forget_refresh_requests, get_connections
 from stream_app.decisions import Action, Decision, RefreshPolicy, decide_refresh
 from stream_app.engine.lease import Lease, Leases
 
@@ -40,7 +40,7 @@ class ClaimRequest:
 class Claim:
     row: ConnectionState | None  # as read, before the lease
     decision: Decision
-    held: tuple[Lease, ConnectionRow] | None  # the lease and the row once held, if taken
+    held: tuple[Lease, LeasedConnection] | None  # the lease and the row once held, if taken
 
     @property
     def due(self) -> bool:

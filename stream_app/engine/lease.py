@@ -13,15 +13,9 @@ from collections.abc import AsyncIterator, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from stream_app.db import ConnectionRow, Database
-from stream_app.db.bulk import acquire_leases
-from stream_app.db.leases import (
-    lease_held,
-    lease_owner,
-    release_lease,
-    renew_lease,
-    take_over_lease,
-)
+from stream_app.db import Database
+from stream_app.db.bulk import LeasedConnection, acquire_leases, take_over_lease
+from stream_app.db.leases import lease_held, lease_owner, release_lease, renew_lease
 from stream_app.errors import TokenRefreshError
 
 log = logging.getLogger(__name__)
@@ -112,7 +106,7 @@ class Leases:
 
     async def acquire_many(
         self, session: AsyncSession, connection_ids: Sequence[uuid.UUID]
-    ) -> dict[uuid.UUID, tuple[Lease, ConnectionRow]]:
+    ) -> dict[uuid.UUID, tuple[Lease, LeasedConnection]]:
         """The leases taken, with their rows as they are once held (in ``session``'s transaction,
         held once it commits); a connection someone else holds is left out.
 

@@ -21,7 +21,7 @@ from stream_app.batching import Coalescer
 from stream_app.clock import to_aware_utc, utc_now
 from stream_app.crypto import TokenBinding, TokenCipher, UnknownKeyError
 from stream_app.db import ConnectionRow, ConnectionStatus, Database
-from stream_app.db.bulk import update_fenced_many
+from stream_app.db.bulk import LeasedConnection, update_fenced_many
 from stream_app.db.connections import update_fenced, update_if
 from stream_app.db.outbox import add_events, add_records
 from stream_app.decisions import RefreshPolicy
@@ -51,7 +51,7 @@ CONCURRENT_OUTCOME_BATCHES = 2
 
 
 class _Write(NamedTuple):
-    row: ConnectionRow  # as read when the lease was taken
+    row: LeasedConnection  # as read when the lease was taken
     lease: Lease
     values: dict[str, Any]
     event: Event | None
@@ -92,7 +92,7 @@ class OutcomeWriter:
 
     async def refreshed(
         self,
-        row: ConnectionRow,
+        row: LeasedConnection,
         lease: Lease,
         tokens: RefreshedTokens,
         *,
@@ -139,7 +139,7 @@ class OutcomeWriter:
             return result
         return LOST_RACE
 
-    async def needs_reauth(self, row: ConnectionRow, lease: Lease, reason: str, error: str | None) -> RefreshResult:
+    async def needs_reauth(self, row: LeasedConnection, lease: Lease, reason: str, error: str | None) -> RefreshResult:
         values = {
             "status": ConnectionStatus.NEEDS_REAUTH,
             "last_sync_status": "error",
@@ -154,7 +154,7 @@ class OutcomeWriter:
 
     async def failed(
         self,
-        row: ConnectionRow,
+        row: LeasedConnection,
         lease: Lease,
         *,
         error_class: str,
@@ -186,17 +186,18 @@ class OutcomeWriter:
         )
         return await self._store(row, lease, values, event, RefreshResult("failed", error_class, event=event))
 
-    async def deferred(self, row: ConnectionRow, lease: Lease, *, until: datetime, reason: str) -> RefreshResult:
+    async def deferred(self, row: LeasedConnection, lease: Lease, *, until: datetime, reason: str) -> RefreshResult:
         """Hold the next scheduled attempt until ``until`` without calling the provider; the
         connection's status is untouched, so nothing is published."""
         values = {"refresh_due_at": until, "refresh_not_before": until, "refresh_requested_at": None}
         return await self._store(row, lease, values, None, RefreshResult("deferred", reason))
 
-    async def stored_refresh_token(self, row: ConnectionRow, lease: Lease, tag: str) -> str | RefreshResult:
+    async def stored_refresh_token(self, row: LeasedConnection, lease: Lease, tag: str) -> str | RefreshResult:
         """The row's refresh token in plain text, or what its being unreadable came to. Under a
-        key id this process has not configured (a key deploy under way), the refresh is deferred
-        a scan interval and the status kept; failing authentication under a configured key
-        (tampering), the connection is marked `error` for an operator."""
+        key id this process has not configured (a key deploy under way), the lease is given back
+        with the row as it was (status and schedule kept: a process that has the key, or this
+        one once it does, refreshes it when the scan next asks); failing authentication under a
+        configured key (tampering), the connection is marked `error` for an operator."""
         try:
             return self._cipher.decrypt_column(row, "refresh_token")
         except UnknownKeyError as exc:
@@ -222,14 +223,14 @@ class OutcomeWriter:
             )
 
     async def _store(
-        self, row: ConnectionRow, lease: Lease, values: dict[str, Any], event: Event | None, result: RefreshResult
+        self, row: LeasedConnection, lease: Lease, values: dict[str, Any], event: Event | None, result: RefreshResult
     ) -> RefreshResult:
         """``result`` once stored; if the row changed or the lease was lost, nothing is stored."""
         return result if await self._commit(row, lease, values, event) else LOST_RACE
 
     async def _commit(
         self,
-        row: ConnectionRow,
+        row: LeasedConnection,
         lease: Lease,
         values: dict[str, Any],
         event: Event | None,
@@ -334,7 +335,7 @@ class OutcomeWriter:
 
         return holds
 
-    def _spool_tokens(self, row: ConnectionRow, values: dict[str, Any], event: Event | None) -> SpoolEntry | None:
+    def _spool_tokens(self, row: LeasedConnection, values: dict[str, Any], event: Event | None) -> SpoolEntry | None:
         if event is None or row.refresh_token is None:
             return None
         outcome = SpooledOutcome(
