@@ -16,7 +16,7 @@ from stream_app.backoff import Backoff
 from stream_app.ingest import MAX_EVENT_BYTES
 from stream_app.metrics import DEAD_LETTERS
 from stream_app.publisher import KafkaPublisher, OutgoingRecord
-from stream_app.sealed_letters import Headers, LetterSeal
+from stream_app.sealed_letters import Headers, LetterSeal, readable_key
 from stream_app.service import TokenService
 from stream_app.settings import Settings
 from stream_app.transient import is_transient
@@ -92,7 +92,8 @@ class WorkerContext:
 
         Never raises (but CancelledError): a value too large for a dead letter is left out; when
         the dead letter cannot be built (nothing to seal with, memory ...), or the broker refuses
-        it for good, a minimal one goes instead (position, key, reason). Only transient failures
+        it for good, a minimal one goes instead (position, key if it can, reason). The key stays
+        readable only in the service's own shape (``readable_key``). Only transient failures
         are retried, which holds the partition until the broker is back: the record is never
         dropped."""
         message = event.message
@@ -100,18 +101,18 @@ class WorkerContext:
             letter = _full_dead_letter(message, reason, self.letter_seal)
         except Exception as exc:  # no key to seal with, memory ...: the record must still leave
             log.warning("Dead letter of %s[%d]@%d cannot be built (%s)", *_where(message), type(exc).__name__)
-            await self._send_minimal(message, f"{reason} [record not copied: {type(exc).__name__}]")
+            await self._send_minimal(message, f"{reason} [record not copied: {type(exc).__name__}]", None)
         else:
             refusal = await self._send_unless_refused(f"{message.topic}.dlq", _dead_letter_key(message), letter)
             if refusal is not None:
-                await self._send_minimal(message, f"{reason} [record not copied: {refusal}]")
+                await self._send_minimal(message, f"{reason} [record not copied: {refusal}]", self.letter_seal)
         DEAD_LETTERS.labels(message.topic).inc()
         log.warning("Dead-lettered %s[%d]@%d: %s", *_where(message), reason)
 
     async def last_resort(self, event: EventT[bytes], exc: BaseException) -> None:
         """For a failure that escaped every other path (a bug): a minimal dead letter, no more."""
         message = event.message
-        await self._send_minimal(message, f"unhandled failure: {type(exc).__name__}")
+        await self._send_minimal(message, f"unhandled failure: {type(exc).__name__}", None)
         DEAD_LETTERS.labels(message.topic).inc()
         log.error("Dead-lettered %s[%d]@%d after an unhandled %s", *_where(message), type(exc).__name__)
 
@@ -129,16 +130,16 @@ class WorkerContext:
                 failures += 1
                 await self._pause(failures, "sending a dead letter", exc)
 
-    async def _send_minimal(self, message: Message, reason: str) -> None:
-        """Send the minimal dead letter, retrying whatever fails: a record of a few hundred bytes
-        that cannot be sent could not be sent for any record (a topic missing or forbidden, a
-        broken producer), so its failure is the infrastructure's and waiting is all there is."""
+    async def _send_minimal(self, message: Message, reason: str, seal: LetterSeal | None) -> None:
+        """Send the minimal dead letter (its key sealed with ``seal`` if given), retrying whatever
+        fails: a record of a few hundred bytes that cannot be sent could not be sent for any record
+        (a topic missing or forbidden, a broken producer), so its failure is the infrastructure's
+        and waiting is all there is."""
+        letter = _minimal_dead_letter(message, reason, seal)
         failures = 0
         while True:
             try:
-                await self.send(
-                    f"{message.topic}.dlq", _dead_letter_key(message), _minimal_dead_letter(message, reason)
-                )
+                await self.send(f"{message.topic}.dlq", _dead_letter_key(message), letter)
                 return
             except Exception as exc:
                 failures += 1
@@ -198,17 +199,16 @@ def _full_dead_letter(message: Message, reason: str, seal: LetterSeal | None) ->
         "topic": message.topic,
         "partition": message.partition,
         "offset": message.offset,
-        "key": _text(message.key),
         "reason": reason,
         "value_size": len(original),
+        "sealed_key_id": seal.key_id,
+        **_key_fields(message, seal),
     }
     key = _dead_letter_key(message)
     if len(original) <= MAX_EVENT_BYTES:
-        sealed = seal.seal(original, *_where(message))
         letter = DeadLetter(
             **envelope,
-            sealed_value=sealed.sealed_base64,
-            sealed_key_id=sealed.key_id,
+            sealed_value=seal.seal(original, *_where(message)).sealed_base64,
             sealed_headers=seal.seal_headers(_headers(message), *_where(message)),
         ).to_bytes()
         if _fits(key, letter):
@@ -226,24 +226,49 @@ def _headers(message: Message) -> Headers:
     return [(str(name), value.encode() if isinstance(value, str) else value) for name, value in pairs]
 
 
-def _minimal_dead_letter(message: Message, reason: str) -> bytes:
-    """Position, a bounded key and reason, no value nor headers: small whatever the record was."""
-    key = _text(message.key)
+def _minimal_dead_letter(message: Message, reason: str, seal: LetterSeal | None) -> bytes:
+    """Position, key (sealed if ``seal`` can and the key is not huge), reason, no value nor
+    headers: small whatever the record was."""
+    raw = _raw_key(message)
+    fields: dict[str, Any] = {"key": readable_key(raw), "key_size": None if raw is None else len(raw)}
+    if seal is not None and raw is not None and len(raw) <= MAX_KEY_BYTES:
+        try:
+            fields = _key_fields(message, seal) | {"sealed_key_id": seal.key_id}
+        except Exception as exc:  # the letter must still go: its record is read back from the topic
+            log.warning("The key of %s[%d]@%d cannot be sealed (%s)", *_where(message), type(exc).__name__)
     return DeadLetter(
         topic=message.topic,
         partition=message.partition,
         offset=message.offset,
-        key=_safe_text(key[:MAX_KEY_BYTES]) if key is not None else None,
         reason=_safe_text(reason[:MAX_REASON_CHARS]),
         value_size=len(message.value) if isinstance(message.value, bytes) else 0,
         value_omitted=True,
+        **fields,
     ).to_bytes()
 
 
+def _key_fields(message: Message, seal: LetterSeal) -> dict[str, Any]:
+    """The record's key as a dead letter keeps it: readable only in the service's own shape,
+    sealed in any case (a replay re-sends the original), with its size."""
+    raw = _raw_key(message)
+    if raw is None:
+        return {"key": None}
+    sealed = seal.seal_key(raw, *_where(message))
+    return {"key": readable_key(raw), "key_size": len(raw), "sealed_key": sealed}
+
+
 def _dead_letter_key(message: Message) -> bytes:
-    """The record's own key (dead letters of one connection stay in order), unless it is huge."""
+    """The record's key in the service's own shape (a connection's dead letters stay in order on
+    its partition); any other key could be a token: those letters go under the empty key."""
+    key = readable_key(_raw_key(message))
+    return key.encode() if key is not None else b""
+
+
+def _raw_key(message: Message) -> bytes | None:
     key = message.key
-    return key if isinstance(key, bytes) and len(key) <= MAX_KEY_BYTES else b""
+    if key is None or isinstance(key, bytes):
+        return key
+    return str(key).encode("utf-8", errors="surrogatepass")
 
 
 def _fits(key: bytes, value: bytes) -> bool:
@@ -258,11 +283,3 @@ def _where(message: Message) -> tuple[str, int, int]:
 def _safe_text(text: str) -> str:
     """``text`` without what JSON cannot carry (lone surrogates)."""
     return text.encode("utf-8", errors="replace").decode("utf-8")
-
-
-def _text(key: Any) -> str | None:
-    if key is None:
-        return None
-    if isinstance(key, bytes):
-        return key.decode("utf-8", errors="replace")
-    return str(key)

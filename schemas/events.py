@@ -178,9 +178,11 @@ class DeadLetter(BaseModel):
     the service's encryption key (HKDF-SHA256, info ``token-refresh/dead-letter/v1``), named by
     ``sealed_key_id``, with the associated data ``token-refresh/dead-letter/v1|<topic>|<partition>|<offset>``.
     The record's headers are sealed alike (``sealed_headers``, same key, associated data
-    ``token-refresh/dead-letter-headers/v1|<topic>|<partition>|<offset>``), so a replay re-sends
-    the record exactly: value, key and headers. Nothing else in a dead letter comes from the value
-    or the headers, so nothing readable in it can be a token or a producer's secret.
+    ``token-refresh/dead-letter-headers/v1|<topic>|<partition>|<offset>``), and so is its key
+    (``sealed_key``, ``token-refresh/dead-letter-key/v1|...``), so a replay re-sends the record
+    exactly: value, key and headers. The key stays readable (``key``) only in the service's own
+    shape ``<user_id>:<platform>``. Nothing else in a dead letter comes from the record, so nothing
+    readable in it can be a token or a producer's secret.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -188,7 +190,22 @@ class DeadLetter(BaseModel):
     topic: str
     partition: int
     offset: int
-    key: str | None
+    key: str | None = Field(
+        description="The record's key when it has the service's own shape <user_id>:<platform> (a canonical "
+        "UUID, a known platform); null otherwise (no key, or one kept only sealed: key_size). Dead letters of "
+        "earlier versions kept any key here."
+    )
+    key_size: int | None = Field(
+        default=None,
+        description="The record's key size in bytes; null when the record had no key (and in dead letters of "
+        "earlier versions).",
+    )
+    sealed_key: str = Field(
+        default="",
+        description="The record's key sealed under sealed_key_id: base64 of nonce (12 bytes), ciphertext and tag "
+        "(16 bytes); empty when the record had no key, in a minimal dead letter that could not seal it, and in "
+        "dead letters of earlier versions.",
+    )
     reason: str
     sealed_value: str = Field(
         default="",
@@ -198,7 +215,8 @@ class DeadLetter(BaseModel):
     sealed_key_id: str | None = Field(
         default=None,
         pattern=r"^[0-9a-f]{8}$",
-        description="The id of the dead-letter key that sealed the value (not the encryption key's id).",
+        description="The id of the dead-letter key that sealed the value, headers and key (not the encryption "
+        "key's id).",
     )
     sealed_headers: str = Field(
         default="",

@@ -91,6 +91,7 @@ def worker() -> None:
     settings = _settings()
     _check_broker(settings.kafka_bootstrap_servers)
     _run(lambda: _prepare(settings))
+    use_event_loop(settings.event_loop)  # before Faust's worker makes its loop
     # The composition root is the one place that wires the agent layer to the engine.
     import faust
 
@@ -263,21 +264,31 @@ def dlq() -> None:
 @click.argument("topic")
 @click.option("--dry-run", is_flag=True, help="List what would be replayed; send and commit nothing.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N dead-letter records.")
-def dlq_replay(topic: str, dry_run: bool, limit: int | None) -> None:
+@click.option(
+    "--legacy",
+    is_flag=True,
+    help="Also replay the values that dead letters of earlier versions keep in base64: nothing proves where "
+    "they came from (anyone who can write the topic could have written them).",
+)
+def dlq_replay(topic: str, dry_run: bool, limit: int | None, legacy: bool) -> None:
     """Send a dead-letter topic's records back to their topic after a fix (resumes where the
     last run stopped; run one at a time)."""
-    from stream_app.dlq_replay import ReplayReport, replay_dead_letters
+    from stream_app.dlq_replay import LEGACY_REFUSED, ReplayReport, replay_dead_letters
+    from stream_app.redacted_view import printable
 
     settings = _settings()
     _configure_logging(settings.log_level)
 
     async def run() -> ReplayReport:
         with _ProgressBar(f"Replaying {topic}") as bar:
-            return await replay_dead_letters(settings, topic, dry_run=dry_run, limit=limit, progress=bar.update)
+            return await replay_dead_letters(
+                settings, topic, dry_run=dry_run, limit=limit, progress=bar.update, legacy=legacy
+            )
 
     report = _run(run)
+    # What comes from a letter is made printable: a forged one must not drive the terminal.
     for entry in report.entries:
-        click.echo(f"{entry.topic}[{entry.partition}]@{entry.offset}\t{entry.reason}")
+        click.echo(printable(f"{entry.topic}[{entry.partition}]@{entry.offset}") + f"\t{printable(entry.reason)}")
     click.echo(
         f"{'would replay' if dry_run else 'replayed'} {report.replayed} ({report.reread} read back from their "
         f"topic); not replayed {len(report.not_replayed)}; skipped {report.skipped_unreadable} unreadable, "
@@ -285,7 +296,9 @@ def dlq_replay(topic: str, dry_run: bool, limit: int | None) -> None:
         err=True,
     )
     for reason, count in report.by_reason.most_common():
-        click.echo(f"  {count}\t{reason}", err=True)
+        click.echo(f"  {count}\t{printable(reason)}", err=True)
+    if refused := sum(1 for entry in report.not_replayed if entry.why == LEGACY_REFUSED):
+        click.echo(f"  {refused} of an earlier version not replayed: {LEGACY_REFUSED}", err=True)
     # Each record not replayed was logged with its position and why (the record is gone from its topic).
     if not report.all_replayed:
         sys.exit(EXIT_FAILURE)

@@ -8,9 +8,12 @@ crash re-sends at most one batch (which the service tolerates: a `connection.cre
 than its row is ignored, a repeated refresh request finds the token fresh). Replayed records
 arrive after newer events of the same connection; the same rules keep that harmless.
 
-A dead letter carries its record's value and headers sealed (stream_app/sealed_letters.py),
+A dead letter carries its record's value, headers and key sealed (stream_app/sealed_letters.py),
 opened here with the configured keys (current or retired); one of an earlier version kept no
-headers, and its record goes back without any. One that does not carry a record this run can
+headers, and its record goes back without any, under the letter's readable key. One whose value
+an earlier version kept in base64 (``value_base64``) carries no proof of where it came from:
+anyone who can write the DLQ could have written it, so it is replayed only with ``legacy``
+(``dlq replay --legacy``), else reported as not replayed. One that does not carry a record this run can
 open (``value_omitted``: too large for a dead letter, or a minimal one; sealed under a key not
 configured; one of an earlier version whose value was ``redacted``) is never re-sent as an
 empty record nor as something else. Its record is read again at its topic, partition and
@@ -41,6 +44,7 @@ from schemas import DeadLetter
 from stream_app.errors import TokenRefreshError
 from stream_app.ingest import MAX_EVENT_BYTES
 from stream_app.kafka_client import cap_client_logging, client_options, idempotent_producer
+from stream_app.redacted_view import printable
 from stream_app.sealed_letters import Headers, LetterSeal, UnsealError
 from stream_app.settings import Settings
 
@@ -51,6 +55,10 @@ BATCH_SIZE = 500
 # How long reading one retained record back from its topic may take before the run fails
 # (and can be run again): the broker has it, so only a broker in trouble takes this long.
 FETCH_TIMEOUT_SECONDS = 30.0
+LEGACY_REFUSED = (
+    "a dead letter of an earlier version (value_base64): nothing proves where its value came from; "
+    "replay it with --legacy if only the service could have written this topic"
+)
 
 
 @dataclass(frozen=True)
@@ -115,13 +123,15 @@ async def replay_dead_letters(
     dry_run: bool = False,
     limit: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    legacy: bool = False,
 ) -> ReplayReport:
     """Re-produce the records of ``dlq_topic`` that arrived since the last run, up to its end
     offsets at the time of the call, to their original topic.
 
     ``limit`` caps the DLQ records handled (skipped ones included); ``progress(done, total)`` is
     called at the start and after each batch. A dry run sends and commits nothing (it does read
-    records back from their topic, to tell which can be replayed). Raises TokenRefreshError
+    records back from their topic, to tell which can be replayed). ``legacy`` replays the value
+    that letters of earlier versions carry in base64 (unauthenticated). Raises TokenRefreshError
     (one line) if a topic is missing or Kafka fails; a rerun resumes."""
     if not dlq_topic.endswith(DLQ_SUFFIX):
         raise TokenRefreshError(f"{dlq_topic!r} is not a dead-letter topic (its name must end in {DLQ_SUFFIX!r})")
@@ -130,7 +140,7 @@ async def replay_dead_letters(
     report = ReplayReport(dry_run=dry_run)
     cap_client_logging()
     try:
-        await _replay(settings, dlq_topic, limit, progress, report)
+        await _replay(settings, dlq_topic, limit, progress, report, legacy)
     except KafkaError as exc:
         raise TokenRefreshError(
             f"DLQ replay of {dlq_topic!r} failed: {type(exc).__name__} "
@@ -156,6 +166,7 @@ async def _replay(
     limit: int | None,
     progress: Callable[[int, int], None] | None,
     report: ReplayReport,
+    legacy: bool,
 ) -> None:
     partitions, source_partitions = await _partitions(settings, dlq_topic)
     options = client_options(settings)
@@ -181,7 +192,7 @@ async def _replay(
                 batch = (await consumer.getmany(tp, timeout_ms=1000, max_records=BATCH_SIZE)).get(tp, [])
                 batch = [r for r in batch if r.offset < ends[tp]][: total - report.processed]
                 if batch:
-                    await _replay_batch(producer, consumer, originals, seal, tp, batch, report)
+                    await _replay_batch(producer, consumer, originals, seal, tp, batch, report, legacy)
                     _notify(progress, report.processed, total)
     finally:
         await consumer.stop()
@@ -217,6 +228,7 @@ async def _replay_batch(
     tp: TopicPartition,
     batch: list[ConsumerRecord],
     report: ReplayReport,
+    legacy: bool,
 ) -> None:
     """Send one batch, wait until the broker has all of it, then move the group's position past it."""
     sent = []
@@ -231,13 +243,16 @@ async def _replay_batch(
             report.skipped_foreign += 1
             log.warning("Skipped %s[%d]@%d: dead letter of another topic", tp.topic, tp.partition, record.offset)
             continue
-        kept = _record_kept(dead, legacy_value, seal)
+        if _carries_legacy_value(dead) and not legacy:
+            _not_replayed(report, dead, record, LEGACY_REFUSED)
+            continue
+        kept = _record_kept(record, dead, legacy_value, seal)
         missing = None  # or why the record must be read back from its topic
         original: _Record | str
         if isinstance(kept, str):
             missing, original = kept, await originals.read(dead)
         else:
-            original = _Record(_original_key(record, dead), *kept)
+            original = kept
         if isinstance(original, str):
             _not_replayed(report, dead, record, f"{missing}; {original}")
             continue
@@ -253,7 +268,7 @@ async def _replay_batch(
         if missing is not None:
             report.reread += 1
         report.by_reason[dead.reason] += 1
-        log.debug("Replaying %s[%d]@%d (%s)", dead.topic, dead.partition, dead.offset, dead.reason)
+        log.debug("Replaying %s[%d]@%d (%s)", dead.topic, dead.partition, dead.offset, printable(dead.reason))
     if producer is not None:
         await asyncio.gather(*sent)
         await consumer.commit({tp: batch[-1].offset + 1})
@@ -271,7 +286,7 @@ def _not_replayed(report: ReplayReport, dead: DeadLetter, record: ConsumerRecord
         record.topic,
         record.partition,
         record.offset,
-        why,
+        printable(why),
     )
 
 
@@ -294,8 +309,13 @@ class _Record:
     headers: Headers
 
 
-def _record_kept(dead: DeadLetter, legacy_value: bytes, seal: LetterSeal) -> tuple[bytes, Headers] | str:
-    """The record's value and headers as the dead letter keeps them, or why it does not (an
+def _carries_legacy_value(dead: DeadLetter) -> bool:
+    """Whether replaying ``dead`` would send what an earlier version kept in ``value_base64``."""
+    return dead.sealed_key_id is None and not dead.value_omitted and not dead.redacted
+
+
+def _record_kept(record: ConsumerRecord, dead: DeadLetter, legacy_value: bytes, seal: LetterSeal) -> _Record | str:
+    """The record (key, value, headers) as the dead letter keeps it, or why it does not (an
     empty value is the record's own: an empty record is replayed as one). A letter of an earlier
     version kept no headers: its record had none as far as anyone can tell."""
     if dead.value_omitted:
@@ -306,17 +326,26 @@ def _record_kept(dead: DeadLetter, legacy_value: bytes, seal: LetterSeal) -> tup
         except UnsealError as exc:
             return f"sealed value not opened: {exc}"
         try:
-            return value, seal.unseal_headers(dead) or []
+            headers = seal.unseal_headers(dead) or []
         except UnsealError as exc:
             return f"sealed headers not opened: {exc}"
+        if dead.sealed_key:
+            try:
+                return _Record(seal.unseal_key(dead), value, headers)
+            except UnsealError as exc:
+                return f"sealed key not opened: {exc}"
+        if dead.key is None and dead.key_size is not None:
+            return "key not kept in the dead letter"
+        return _Record(_original_key(record, dead), value, headers)
     if dead.redacted:  # an earlier version's: what it kept is not the record's value
         return "value withheld from the dead letter (redacted)"
-    return legacy_value, []
+    return _Record(_original_key(record, dead), legacy_value, [])
 
 
 def _original_key(record: ConsumerRecord, dead: DeadLetter) -> bytes | None:
-    """The original key's bytes: the DLQ record's own key (written from them) when it matches the
-    recorded text, which is lossy for keys that are not UTF-8."""
+    """The original key's bytes in a letter that does not keep it sealed (an earlier version's):
+    the DLQ record's own key (written from them) when it matches the recorded text, which is
+    lossy for keys that are not UTF-8."""
     if dead.key is None:
         return None
     if isinstance(record.key, bytes) and record.key.decode("utf-8", errors="replace") == dead.key:
@@ -383,10 +412,13 @@ class _Originals:
 
 def _same_record(record: ConsumerRecord, dead: DeadLetter) -> bool:
     """Whether ``record`` is the one ``dead`` was written for: same value size and key (a
-    minimal dead letter keeps the key's start only)."""
+    minimal dead letter of an earlier version kept the key's start only; one that keeps the key
+    only sealed keeps its size)."""
     if len(record.value or b"") != dead.value_size:
         return False
     if dead.key is None:
+        if dead.key_size is not None:
+            return isinstance(record.key, bytes) and len(record.key) == dead.key_size
         return record.key is None
     return isinstance(record.key, bytes) and record.key.decode("utf-8", errors="replace").startswith(dead.key)
 

@@ -1,8 +1,10 @@
 """Showing a dead-letter topic to an operator (``token-refresh dlq show TOPIC``).
 
-One line per dead letter: the record's position, when it was dead-lettered, its key, the reason,
-a redacted view of its value (stream_app/redacted_view.py) and its headers' names and value
-sizes, opened with the configured keys. The value and the header values are never printed.
+One line per dead letter: the record's position, when it was dead-lettered, its key (in the
+service's own shape only, else its size), the reason, a redacted view of its value
+(stream_app/redacted_view.py) and its headers' value sizes (names of the signature headers only),
+opened with the configured keys. The value and the header values are never printed, and every
+field is made printable (a forged letter's escape sequences do not reach the terminal).
 Reads without a consumer group: replay positions are untouched.
 """
 
@@ -18,11 +20,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
 
 from schemas import DeadLetter
+from schemas.signing import KEY_ID_HEADER, SIGNATURE_HEADER
 from stream_app.errors import TokenRefreshError
 from stream_app.kafka_client import cap_client_logging, client_options
-from stream_app.redacted_view import redacted_view
-from stream_app.sealed_letters import LetterSeal, UnsealError
+from stream_app.redacted_view import printable, redacted_view
+from stream_app.sealed_letters import LetterSeal, UnsealError, readable_key
 from stream_app.settings import Settings
+
+_KNOWN_HEADERS = frozenset((KEY_ID_HEADER, SIGNATURE_HEADER))
 
 
 async def show_dead_letters(settings: Settings, dlq_topic: str, limit: int | None = None) -> AsyncIterator[str]:
@@ -61,17 +66,25 @@ def describe(record: ConsumerRecord, seal: LetterSeal) -> str:
         dead = DeadLetter.model_validate_json(record.value or b"")
     except ValidationError:
         size = len(record.value or b"")
-        return f"{record.topic}[{record.partition}]@{record.offset}\tnot a dead letter ({size} bytes)"
-    return "\t".join(
-        (
-            f"{dead.topic}[{dead.partition}]@{dead.offset}",
-            dead.occurred_at.isoformat(),
-            f"key={json.dumps(dead.key)}",
-            f"reason={json.dumps(dead.reason)}",
-            f"value={_value_view(dead, seal)}",
-            f"headers={_headers_view(dead, seal)}",
-        )
+        return f"{printable(record.topic)}[{record.partition}]@{record.offset}\tnot a dead letter ({size} bytes)"
+    fields = (
+        f"{dead.topic}[{dead.partition}]@{dead.offset}",
+        dead.occurred_at.isoformat(),
+        f"key={_key_view(dead)}",
+        f"reason={json.dumps(dead.reason)}",
+        f"value={_value_view(dead, seal)}",
+        f"headers={_headers_view(dead, seal)}",
     )
+    return "\t".join(printable(field) for field in fields)
+
+
+def _key_view(dead: DeadLetter) -> str:
+    """The key as JSON in the service's own shape; any other only by its size (letters of earlier
+    versions, and forged ones, may hold any key here)."""
+    if readable_key(dead.key) is not None:
+        return json.dumps(dead.key)
+    size = dead.key_size if dead.key is None else len(dead.key.encode("utf-8", errors="surrogatepass"))
+    return "null" if size is None else f"<key, {size} bytes>"
 
 
 def _value_view(dead: DeadLetter, seal: LetterSeal) -> str:
@@ -90,7 +103,8 @@ def _value_view(dead: DeadLetter, seal: LetterSeal) -> str:
 
 
 def _headers_view(dead: DeadLetter, seal: LetterSeal) -> str:
-    """The headers as a JSON list of [name, value size] (null for a null value): names only."""
+    """The headers as a JSON list of [name, value size] (null for a null value): the signature
+    headers' names, any other as its length (a producer may put a token in a name)."""
     if dead.value_omitted:
         return "not kept (read back with the record)"
     if dead.sealed_key_id is None or not dead.sealed_headers:
@@ -99,7 +113,11 @@ def _headers_view(dead: DeadLetter, seal: LetterSeal) -> str:
         headers = seal.unseal_headers(dead) or []
     except UnsealError as exc:
         return f"sealed, not opened: {exc}"
-    return json.dumps([[name, None if value is None else len(value)] for name, value in headers])
+    return json.dumps([[_header_name(name), None if value is None else len(value)] for name, value in headers])
+
+
+def _header_name(name: str) -> str:
+    return name if name in _KNOWN_HEADERS else f"<name, {len(name)} chars>"
 
 
 async def _partitions(settings: Settings, dlq_topic: str) -> list[TopicPartition]:

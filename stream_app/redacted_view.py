@@ -6,6 +6,9 @@ type or refresh reason) and is that field, a member of the top-level object; eve
 string, whatever its name, becomes ``<N chars>`` (the same names nested deeper are a
 producer's own data, and a UUID there can be a token: opaque OAuth servers issue UUIDs).
 Duplicated names are shown as they came (the last one is the one a parser keeps).
+
+Whatever is printed from a dead letter goes through ``printable`` first: a forged letter's text
+must not drive the operator's terminal.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-from schemas.events import ENCRYPTED_TOKEN_PATTERN, EVENT_TYPES, RefreshReason
+from schemas.events import CONTROL_CHARACTER_PATTERN, ENCRYPTED_TOKEN_PATTERN, EVENT_TYPES, RefreshReason
 from stream_app.catalog import is_known
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -31,6 +34,7 @@ _SAFE_VALUES: dict[str, Callable[[str], bool]] = {
     "platform": is_known,
     "reason": lambda s: s in _REASONS,
 }
+_CONTROL_CHARACTER = re.compile(CONTROL_CHARACTER_PATTERN)
 _KNOWN_NAMES = frozenset(name for model in EVENT_TYPES.values() for name in model.model_fields)
 
 
@@ -71,3 +75,9 @@ def _shown(text: str, name: str | None) -> str:
 
 def _render_name(name: str) -> str:
     return json.dumps(name if name in _KNOWN_NAMES else f"<name, {len(name)} chars>")
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character (C0, DEL, C1: escape sequences, carriage returns)
+    written as ``\\xNN``."""
+    return _CONTROL_CHARACTER.sub(lambda match: f"\\x{ord(match.group()):02x}", text)

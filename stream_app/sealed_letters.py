@@ -7,7 +7,9 @@ encryption keys), so a letter sealed under a key since retired is still opened w
 associated data is the record's topic, partition and offset: a sealed value copied into another
 dead letter does not open. The record's headers (a producer's signature, its own headers) are
 sealed the same way as a second field, under the same key, with associated data of their own
-label and the same position: they open only in their own letter, and never as its value.
+label and the same position: they open only in their own letter, and never as its value. So is
+the record's key (a third label): a dead letter keeps it readable only in the service's own
+shape (``readable_key``), so a producer that puts a token in a key does not leak it there.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import base64
 import binascii
 import json
 import os
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,11 +28,13 @@ from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from schemas import DeadLetter
+from stream_app.catalog import is_known
 from stream_app.crypto import key_id
 from stream_app.settings import Settings
 
 _LABEL = "token-refresh/dead-letter/v1"
 _HEADERS_LABEL = "token-refresh/dead-letter-headers/v1"
+_KEY_LABEL = "token-refresh/dead-letter-key/v1"
 _NONCE_BYTES = 12
 
 # A Kafka record's headers as aiokafka reads and sends them: in order, names may repeat.
@@ -60,6 +65,28 @@ def headers_associated_data(topic: str, partition: int, offset: int) -> bytes:
     return f"{_HEADERS_LABEL}|{topic}|{partition}|{offset}".encode()
 
 
+def key_associated_data(topic: str, partition: int, offset: int) -> bytes:
+    return f"{_KEY_LABEL}|{topic}|{partition}|{offset}".encode()
+
+
+def readable_key(key: bytes | str | None) -> str | None:
+    """``key`` as text if it has the service's own shape ``<user_id>:<platform>`` (a canonical
+    UUID, a known platform), else None: no other key is shown or kept readable."""
+    if isinstance(key, bytes):
+        try:
+            key = key.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    if key is None:
+        return None
+    user_id, _, platform = key.partition(":")
+    try:
+        canonical = str(uuid.UUID(user_id)) == user_id
+    except ValueError:
+        return None
+    return key if canonical and is_known(platform) else None
+
+
 class LetterSeal:
     """Seals under the dead-letter key of the current encryption key; opens under that of the
     current or any retired one."""
@@ -81,6 +108,10 @@ class LetterSeal:
         plain = json.dumps([[name, None if v is None else base64.b64encode(v).decode()] for name, v in headers])
         return self._seal(plain.encode(), headers_associated_data(topic, partition, offset))
 
+    def seal_key(self, key: bytes, topic: str, partition: int, offset: int) -> str:
+        """The record's key sealed (base64), under the same key as ``seal`` (``self.key_id``)."""
+        return self._seal(key, key_associated_data(topic, partition, offset))
+
     def unseal(self, letter: DeadLetter) -> bytes:
         """The value ``letter`` carries sealed; UnsealError if it carries none or it cannot be opened."""
         if not letter.sealed_value:
@@ -100,6 +131,15 @@ class LetterSeal:
             return [(name, None if v is None else base64.b64decode(v, validate=True)) for name, v in pairs]
         except (ValueError, TypeError):  # authentic yet malformed: only a bug of ours writes that
             raise UnsealError("sealed headers are not a list of (name, base64 value) pairs") from None
+
+    def unseal_key(self, letter: DeadLetter) -> bytes | None:
+        """The record's key ``letter`` carries sealed, None if it carries none (the record had no
+        key, or a letter of an earlier version: its key is the readable one); UnsealError if it
+        cannot be opened."""
+        if not letter.sealed_key:
+            return None
+        ad = key_associated_data(letter.topic, letter.partition, letter.offset)
+        return self._open(letter.sealed_key_id, letter.sealed_key, ad, "sealed key")
 
     def _seal(self, plain: bytes, ad: bytes) -> str:
         nonce = os.urandom(_NONCE_BYTES)

@@ -10,20 +10,22 @@ import time
 import uuid
 from collections import Counter
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from aiokafka.structs import RecordMetadata
 
+from agents.context import _dead_letter_key, _full_dead_letter
 from schemas import DeadLetter
 from stream_app.crypto import TokenCipher, generate_key
-from stream_app.dlq_replay import ReplayEntry, replay_dead_letters
+from stream_app.dlq_replay import LEGACY_REFUSED, ReplayEntry, replay_dead_letters
 from stream_app.errors import TokenRefreshError
 from stream_app.sealed_letters import LetterSeal
 from stream_app.settings import Settings, load_settings
 from tests.integration.conftest import Stack
-from tests.support.dead_letters import opened
+from tests.support.dead_letters import opened, readable_markers
 from tests.support.kafka import TopicReader, create_topics, produce
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -98,8 +100,8 @@ async def test_replay_after_a_fix_processes_each_dead_letter_once(
     # Input the worker dead-letters, and will again: it is still malformed after the "fix".
     github, _ = stack.connection_event("github", expires_in=None)
     valid = github.model_dump(mode="json")
-    malformed = {
-        f"bad-{uuid.uuid4().hex[:8]}".encode(): value
+    malformed = {  # keys of the service's own shape: their dead letters are found by them
+        f"{uuid.uuid4()}:github".encode(): value
         for value in (
             b"{not json",
             json.dumps(valid | {"platform": "myspace"}).encode(),
@@ -147,7 +149,9 @@ async def test_replay_after_a_fix_processes_each_dead_letter_once(
         for key, value in malformed.items():
             again = await _copies(dead, key, 2)
             assert again[1]["reason"] == reasons[key]
-            assert again[1]["offset"] > again[0]["offset"]  # a new record of the source topic
+            assert (
+                DeadLetter.model_validate(again[1]).offset > DeadLetter.model_validate(again[0]).offset
+            )  # a new record
             assert opened(again[1], encryption_key) == value
 
         # A second run replays only what arrived since: the three re-dead-lettered records.
@@ -183,7 +187,17 @@ async def test_dry_run_sends_and_commits_nothing_and_limit_resumes(stack: Stack,
         (None, b"", "empty record (no value)"),
     ]
     dead = [
-        (key, _dead_letter(source, key and key.decode(errors="replace"), value, reason, n, sealed_with=encryption_key))
+        (
+            key,
+            _dead_letter(
+                source,
+                None if key is None else key.decode(errors="replace"),
+                value,
+                reason,
+                n,
+                sealed_with=encryption_key,
+            ),
+        )
         for n, (key, value, reason) in enumerate(letters)
     ]
     await produce(stack.bootstrap, dlq, [(key or b"", value) for key, value in dead])
@@ -226,16 +240,54 @@ async def test_unreadable_and_foreign_records_are_skipped_and_counted(stack: Sta
                 b"k5",
                 _dead_letter(stack.topics["token.expiring"], "k5", b"{}", "from elsewhere", sealed_with=encryption_key),
             ),
-            (b"k6", _legacy_letter(source, "k6", b'{"ok": true}', "since fixed")),  # an earlier version's
         ],
     )
     report = await replay_dead_letters(settings, dlq)
-    assert (report.replayed, report.skipped_unreadable, report.skipped_foreign) == (1, 4, 1)
-    assert report.by_reason == Counter({"since fixed": 1})
-    assert await _records(stack.bootstrap, source) == [(b"k6", b'{"ok": true}')]
+    assert (report.replayed, report.skipped_unreadable, report.skipped_foreign) == (0, 4, 1)
     # Skipped records are passed for good, not retried by the next run.
     again = await replay_dead_letters(settings, dlq)
     assert (again.replayed, again.skipped_unreadable, again.skipped_foreign) == (0, 0, 0)
+    assert await _records(stack.bootstrap, source) == []
+
+
+async def test_a_letter_of_an_earlier_version_is_replayed_only_with_legacy(stack: Stack, encryption_key: str) -> None:
+    """Its value_base64 proves nothing: whoever can write the DLQ (a stolen worker credential)
+    could forge one that becomes a connection.created."""
+    source, dlq = await _private_topics(stack.bootstrap)
+    settings = _settings(stack, encryption_key)
+    forged = (b"k6", _legacy_letter(source, "k6", b'{"forged": true}', "since fixed"))
+    await produce(stack.bootstrap, dlq, [forged])
+
+    for dry_run in (True, False):
+        refused = await replay_dead_letters(settings, dlq, dry_run=dry_run)
+        assert (refused.replayed, refused.all_replayed) == (0, False)
+        [entry] = refused.not_replayed
+        assert (entry.offset, entry.reason, entry.why) == (0, "since fixed", LEGACY_REFUSED)
+        assert "--legacy" in entry.why
+    assert await _records(stack.bootstrap, source) == []
+
+    await produce(stack.bootstrap, dlq, [forged])  # the run above passed the first for good
+    report = await replay_dead_letters(settings, dlq, legacy=True)
+    assert (report.replayed, report.all_replayed, report.by_reason) == (1, True, Counter({"since fixed": 1}))
+    assert await _records(stack.bootstrap, source) == [(b"k6", b'{"forged": true}')]
+
+
+async def test_a_key_kept_only_sealed_is_replayed_as_it_was(stack: Stack, encryption_key: str) -> None:
+    """A key not of the service's shape (here a token, not even UTF-8) is readable nowhere in
+    the dead letter, which goes under the empty key; the replay re-sends the original key."""
+    source, dlq = await _private_topics(stack.bootstrap)
+    settings = _settings(stack, encryption_key)
+    token_key = b"ya29.KeyToken_MARK\xff"
+    value = b'{"access_token": "ya29.value_MARK"'
+    message = SimpleNamespace(topic=source, partition=0, offset=5, key=token_key, value=value, headers=[])
+    letter = _full_dead_letter(message, "Invalid JSON", LetterSeal(encryption_key))  # type: ignore[arg-type]
+    kafka_key = _dead_letter_key(message)  # type: ignore[arg-type]
+    assert kafka_key == b"" and readable_markers(["_MARK"], kafka_key, letter) == []
+    await produce(stack.bootstrap, dlq, [(kafka_key, letter)])
+
+    report = await replay_dead_letters(settings, dlq)
+    assert (report.replayed, report.reread, report.all_replayed) == (1, 0, True)
+    assert await _records(stack.bootstrap, source) == [(token_key, value)]
 
 
 async def test_missing_or_non_dlq_topic_is_one_clear_error(stack: Stack, encryption_key: str) -> None:

@@ -1,9 +1,10 @@
-"""End to end on the real broker: records with plain-text tokens in the shapes that used to leak
-land in `connection.created.dlq` with nothing readable; `dlq show` prints a redacted view; and
-`dlq replay` after a fix sends back the original bytes."""
+"""End to end on the real broker: records with plain-text tokens in the shapes that used to leak,
+and in their keys, land in `connection.created.dlq` with nothing readable; `dlq show` prints a
+redacted view; and `dlq replay` after a fix sends back the original bytes under the original keys."""
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -12,12 +13,15 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+from pydantic import ValidationError
 
+from schemas import DeadLetter
 from stream_app.crypto import TokenCipher, generate_key
 from stream_app.dlq_replay import replay_dead_letters
+from stream_app.sealed_letters import LetterSeal, UnsealError
 from stream_app.settings import load_settings
 from tests.integration.conftest import Stack
-from tests.support.dead_letters import opened, readable_markers
+from tests.support.dead_letters import readable_markers
 from tests.support.kafka import TopicReader, produce
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -52,18 +56,23 @@ async def test_tokens_in_any_shape_are_sealed_shown_redacted_and_replayed_byte_f
     marker = f"ya29.m{uuid.uuid4().hex[:12]}_"
     source = stack.topics["connection.created"]
     dlq = f"{source}.dlq"
-    records = {f"shape-{n}-{uuid.uuid4().hex[:6]}".encode(): v.encode() for n, v in enumerate(_shapes(marker).values())}
+    # A token in each record's key too: a key not of the service's shape is kept only sealed.
+    records = {f"{marker}key-{n}".encode(): v.encode() for n, v in enumerate(_shapes(marker).values())}
     assert all(marker.encode() in value for value in records.values())
     await produce(stack.bootstrap, source, list(records.items()))
+    seal = LetterSeal(encryption_key)
+
+    def letter_keyed(key: bytes, _topic: str, letter: dict[str, object]) -> bool:
+        return _sealed_key(seal, json.dumps(letter).encode()) == key
 
     async with TopicReader(stack.bootstrap, [dlq]) as dead:
-        for key in records:
-            await dead.wait_for(lambda _t, r, key=key: r.get("key") == key.decode(), timeout=60)
-        letters = {key: value for _t, key, value in dead.records if key in records}
-        assert len(letters) == len(records)
+        letters = {
+            key: DeadLetter.model_validate(await dead.wait_for(functools.partial(letter_keyed, key), timeout=60))
+            for key in records
+        }
         assert readable_markers([marker], *(b for r in dead.records for b in r[1:])) == []
         for key, letter in letters.items():
-            assert letter is not None and opened(letter, encryption_key) == records[key]
+            assert seal.unseal(letter) == records[key] and letter.key is None
 
         # An operator holding the key sees each letter, redacted.
         shown = subprocess.run(
@@ -77,9 +86,11 @@ async def test_tokens_in_any_shape_are_sealed_shown_redacted_and_replayed_byte_f
         assert shown.returncode == 0, shown.stderr
         assert marker not in shown.stdout and marker not in shown.stderr
         for key, value in records.items():
-            [line] = [line for line in shown.stdout.splitlines() if f"\tkey={json.dumps(key.decode())}\t" in line]
-            position, _when, _key, reason, view, headers = line.split("\t")
-            assert position.startswith(f"{source}[") and reason.startswith("reason=") and headers == "headers=[]"
+            at = f"{source}[{letters[key].partition}]@{letters[key].offset}\t"
+            [line] = [line for line in shown.stdout.splitlines() if line.startswith(at)]
+            _position, _when, shown_key, reason, view, headers = line.split("\t")
+            assert shown_key == f"key=<key, {len(key)} bytes>"
+            assert reason.startswith("reason=") and headers == "headers=[]"
             assert view.startswith('value={"event_id": "') or view == f"value=not JSON, {len(value)} bytes", view
         assert '"platform": "spotify"' in shown.stdout and "<name, 11 chars>" in shown.stdout
 
@@ -99,13 +110,24 @@ async def test_tokens_in_any_shape_are_sealed_shown_redacted_and_replayed_byte_f
         for key, value in records.items():
             assert [v for _t, k, v in topic.records if k == key] == [value, value]
         for key in records:
-            await _copies(dead, key, 2)
+            await _copies(dead, seal, key, 2)
         assert readable_markers([marker], *(b for r in dead.records for b in r[1:])) == []
     assert marker not in stack.worker.log()
 
 
-async def _copies(reader: TopicReader, key: bytes, count: int, timeout: float = 60.0) -> None:
+async def _copies(reader: TopicReader, seal: LetterSeal, key: bytes, count: int, timeout: float = 60.0) -> None:
+    def keyed() -> int:
+        return sum(1 for _t, _k, value in reader.records if _sealed_key(seal, value) == key)
+
     deadline = time.monotonic() + timeout
-    while len([k for _t, k, _v in reader.records if k == key]) < count:
+    while keyed() < count:
         assert time.monotonic() < deadline, f"fewer than {count} dead letters of {key!r}"
         await reader.drain(0.5)
+
+
+def _sealed_key(seal: LetterSeal, letter: bytes | None) -> bytes | None:
+    """The record key a dead letter (of this run's key) keeps sealed."""
+    try:
+        return seal.unseal_key(DeadLetter.model_validate_json(letter or b""))
+    except (ValidationError, UnsealError):
+        return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any, TypeVar
@@ -31,6 +32,7 @@ T = TypeVar("T")
 PRODUCER_MAX_REQUEST_SIZE = 1024 * 1024  # aiokafka's default, which the publisher keeps
 PLAIN = b"sbx_at_plaintext_value"
 TOPIC = "token.expiring"
+USER_KEY = f"{uuid.uuid4()}:spotify".encode()  # the service's own shape: kept readable
 
 
 @pytest.fixture
@@ -65,7 +67,7 @@ class Broker:
         return DeadLetter.model_validate_json(value)
 
 
-def record(value: bytes | None, key: bytes | None = b"user:spotify", offset: int = 7) -> Any:
+def record(value: bytes | None, key: bytes | None = USER_KEY, offset: int = 7) -> Any:
     message = SimpleNamespace(topic=TOPIC, partition=2, offset=offset, key=key, value=value, tp=(TOPIC, 2))
     return SimpleNamespace(message=message)
 
@@ -96,7 +98,7 @@ async def test_any_record_is_dead_lettered_with_its_position_and_reason(
     monkeypatch.setattr(context, "send", broker)
     await within(10, context.dead_letter(record(value), "record: Invalid JSON"))
     letter = broker.letter()
-    assert (letter.topic, letter.partition, letter.offset, letter.key) == (TOPIC, 2, 7, "user:spotify")
+    assert (letter.topic, letter.partition, letter.offset, letter.key) == (TOPIC, 2, 7, USER_KEY.decode())
     assert letter.reason.startswith("record: Invalid JSON") and letter.value_size == len(value)
     assert PLAIN not in broker.sent[0][2]
     if not letter.value_omitted:
@@ -127,7 +129,7 @@ async def test_a_dead_letter_refused_for_good_degrades_to_the_minimal_one(
     await within(5, context.dead_letter(record(b'{"platform": "myspace"}'), "platform: unknown platform"))
     letter = broker.letter()
     assert len(broker.attempts) == 2
-    assert (letter.topic, letter.partition, letter.offset, letter.key) == (TOPIC, 2, 7, "user:spotify")
+    assert (letter.topic, letter.partition, letter.offset, letter.key) == (TOPIC, 2, 7, USER_KEY.decode())
     assert letter.value_omitted and letter.value_base64 == "" and letter.value_size == 23
     assert letter.reason.startswith("platform: unknown platform") and type(refusal).__name__ in letter.reason
 
@@ -167,8 +169,21 @@ async def test_a_huge_key_is_not_copied_whole_into_a_minimal_dead_letter(
     monkeypatch.setattr(context, "send", broker)
     await within(5, context.dead_letter(record(b"{}", key=b"k" * 900_000), "reason"))
     letter = broker.letter()
-    assert letter.key is not None and 0 < len(letter.key) <= 1024
-    assert len(broker.sent[0][1]) <= 1024  # the Kafka key too
+    assert (letter.key, letter.key_size, letter.sealed_key) == (None, 900_000, "")  # read back from its topic
+    assert broker.sent[0][1] == b""  # the Kafka key too
+
+
+async def test_a_minimal_dead_letter_keeps_a_key_of_another_shape_only_sealed(
+    context: WorkerContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker = Broker(MessageSizeTooLargeError())
+    monkeypatch.setattr(context, "send", broker)
+    token_key = b"ya29.KeyToken_MARK"
+    await within(5, context.dead_letter(record(b'{"platform": "myspace"}', key=token_key), "reason"))
+    (_topic, kafka_key, value), letter = broker.sent[0], broker.letter()
+    assert b"_MARK" not in kafka_key + value and letter.value_omitted
+    assert (letter.key, letter.key_size, kafka_key) == (None, len(token_key), b"")
+    assert context.letter_seal is not None and context.letter_seal.unseal_key(letter) == token_key
 
 
 async def test_cancellation_propagates_from_the_dead_letter_path(

@@ -1,8 +1,10 @@
 """Nothing readable from a dead letter can be a token: marker tokens planted in any shape of
 record (camelCase names, nested at any depth, in lists, in scopes, under duplicate names, in
 broken JSON, among non-UTF-8 bytes, in the record's headers) are read from no dead letter,
-decoded or not, nor from the log; the sealed value and headers open to the record's own with
-the key, only with it, and only in their own letter."""
+decoded or not, nor from the log; nor are markers in the record's key, which stays readable only
+in the service's own shape; the sealed value, headers and key open to the record's own with the
+key, only with it, and only in their own letter. `dlq show` prints nothing of a letter raw that
+could be a token or drive the operator's terminal."""
 
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ NAMES = st.sampled_from(
 )
 HEADER_NAMES = st.one_of(st.sampled_from(["signature-key-id", "signature", "traceparent", "x-api-key"]), st.text())
 HEADER_VALUES = st.one_of(st.none(), st.binary(max_size=24))
+USER_KEY = f"{uuid.uuid4()}:spotify".encode()  # the service's own shape: kept readable
 
 
 class Broker:
@@ -145,13 +148,30 @@ def headers_holding(draw: st.DrawFn, marker: str) -> Headers:
     return headers
 
 
-def dead_letter_of(raw: bytes, offset: int = 11, headers: Headers | None = None) -> tuple[bytes, bytes, list[str]]:
+@st.composite
+def key_holding(draw: st.DrawFn, marker: str) -> bytes:
+    """A record key with ``marker`` in it: as it is, among other bytes, or where the platform goes."""
+    return draw(
+        st.sampled_from(
+            [
+                marker.encode(),
+                draw(st.binary(max_size=8)) + marker.encode() + draw(st.binary(max_size=8)),
+                f"{uuid.uuid4()}:{marker}".encode(),
+                f"{marker}:spotify".encode(),
+            ]
+        )
+    )
+
+
+def dead_letter_of(
+    raw: bytes, offset: int = 11, headers: Headers | None = None, key: bytes | None = USER_KEY
+) -> tuple[bytes, bytes, list[str]]:
     """The dead letter the worker sends for ``raw`` (its key and value), and what it logged."""
     context = worker_context()
     broker = Broker()
     context.send = broker  # type: ignore[method-assign]
     message = SimpleNamespace(
-        topic=TOPIC, partition=3, offset=offset, key=b"user:spotify", value=raw, headers=headers, tp=(TOPIC, 3)
+        topic=TOPIC, partition=3, offset=offset, key=key, value=raw, headers=headers, tp=(TOPIC, 3)
     )
     with captured_log() as lines:
         asyncio.run(context.dead_letter(SimpleNamespace(message=message), _reason(raw)))  # type: ignore[arg-type]
@@ -166,12 +186,18 @@ def test_no_marker_planted_in_any_shape_is_readable_from_its_dead_letter_or_the_
     marker = data.draw(MARKER)
     raw = data.draw(planted(marker))
     headers = data.draw(headers_holding(marker))
-    key, value, log_lines = dead_letter_of(raw, headers=headers)
+    record_key = data.draw(st.one_of(key_holding(marker), st.just(USER_KEY), st.none()))
+    key, value, log_lines = dead_letter_of(raw, headers=headers, key=record_key)
     assert readable_markers([marker], key, value, "\n".join(log_lines).encode()) == []
     letter = DeadLetter.model_validate_json(value)
     assert not letter.value_omitted and letter.value_size == len(raw)
     assert opened(value, KEY) == raw  # kept whole, for a replay after a fix
     assert LetterSeal(KEY).unseal_headers(letter) == headers  # in order, repeated names and nulls kept
+    assert LetterSeal(KEY).unseal_key(letter) == record_key  # the key too, exactly
+    if record_key == USER_KEY:  # the connection's dead letters stay in order on its partition
+        assert (key, letter.key) == (USER_KEY, USER_KEY.decode())
+    else:
+        assert (key, letter.key) == (b"", None)
 
 
 @given(st.data())
@@ -291,7 +317,7 @@ def test_dlq_show_describes_every_kind_of_letter_without_its_value() -> None:
     }
     assert not [line for line in lines.values() if "_MARK" in line]
     position, _when, key, reason, view, headers = lines["sealed"].split("\t")
-    assert (position, key) == (f"{TOPIC}[3]@8", 'key="user:spotify"') and reason.startswith("reason=")
+    assert (position, key) == (f"{TOPIC}[3]@8", f'key="{USER_KEY.decode()}"') and reason.startswith("reason=")
     assert view == 'value={"platform": "spotify", "<name, 11 chars>": "<14 chars>"}' and headers == "headers=[]"
     assert lines["sealed under a key not configured"].split("\t")[4] == (
         "value=sealed, not opened: sealed under dead-letter key "
@@ -373,8 +399,45 @@ def test_dlq_show_prints_header_names_and_sizes_never_their_values() -> None:
     }
     assert not [line for line in lines.values() if "_MARK" in line or "producer-1" in line or "abab" in line]
     assert lines["signed"].split("\t")[-1] == (
-        'headers=[["signature-key-id", 10], ["x-trace", 15], ["signature", 64], ["x-trace", null], ["x-trace", 0]]'
+        'headers=[["signature-key-id", 10], ["<name, 7 chars>", 15], ["signature", 64], ["<name, 7 chars>", null], '
+        '["<name, 7 chars>", 0]]'
     )
     assert lines["no headers"].split("\t")[-1] == "headers=[]"
     assert lines["not opened"].split("\t")[-1].startswith("headers=sealed, not opened: sealed under dead-letter key")
     assert lines["earlier"].split("\t")[-1] == "headers=not kept (a dead letter of an earlier version)"
+
+
+def test_dlq_show_prints_no_header_name_but_the_signature_headers() -> None:
+    headers: Headers = [("ya29.HeaderNameToken", b"1"), ("signature-key-id", b"p1"), ("signature", b"ab")]
+    _key, sealed, _log = dead_letter_of(b"{}", offset=8, headers=headers)
+    line = _shown(sealed, LetterSeal(KEY))
+    assert "HeaderNameToken" not in line
+    assert line.split("\t")[-1] == 'headers=[["<name, 20 chars>", 1], ["signature-key-id", 2], ["signature", 2]]'
+
+
+def test_dlq_show_prints_a_key_only_in_the_services_own_shape() -> None:
+    _key, hidden, _log = dead_letter_of(b"{}", offset=8, key=b"ya29.KeyToken_MARK")
+    _key, readable, _log = dead_letter_of(b"{}", offset=9)
+    _key, keyless, _log = dead_letter_of(b"{}", offset=10, key=None)
+    forged = {"topic": TOPIC, "partition": 3, "offset": 7, "reason": "r", "value_base64": "e30="}
+    earlier = DeadLetter(**forged, key="ya29.old_MARK").to_bytes()  # letters of earlier versions kept any key
+    keys = {
+        name: _shown(letter, LetterSeal(KEY)).split("\t")[2]
+        for name, letter in [("hidden", hidden), ("readable", readable), ("keyless", keyless), ("earlier", earlier)]
+    }
+    assert keys == {
+        "hidden": "key=<key, 18 bytes>",
+        "readable": f'key="{USER_KEY.decode()}"',
+        "keyless": "key=null",
+        "earlier": "key=<key, 13 bytes>",
+    }
+
+
+def test_dlq_show_escapes_control_characters_of_a_forged_letter() -> None:
+    escape = "\x1b]0;owned\x07\x1b[2J\x9b31m\x7f\r"
+    forged = DeadLetter(
+        topic=f"{TOPIC}{escape}", partition=3, offset=7, key=f"{uuid.uuid4()}:spotify{escape}", reason=escape
+    )
+    line = _shown(forged.to_bytes(), LetterSeal(KEY))
+    assert [c for c in line if c != "\t" and (ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F)] == []
+    assert line.startswith(f"{TOPIC}\\x1b]0;owned\\x07\\x1b[2J\\x9b31m\\x7f\\x0d[3]@7\t")
