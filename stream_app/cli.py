@@ -91,7 +91,6 @@ def worker() -> None:
     settings = _settings()
     _check_broker(settings.kafka_bootstrap_servers)
     _run(lambda: _prepare(settings))
-    use_event_loop(settings.event_loop)  # before Faust's worker makes its loop
     # The composition root is the one place that wires the agent layer to the engine.
     import faust
 
