@@ -91,6 +91,7 @@ def worker() -> None:
     settings = _settings()
     _check_broker(settings.kafka_bootstrap_servers)
     _run(lambda: _prepare(settings))
+    use_event_loop(settings.event_loop)  # before Faust's worker makes its loop
     # The composition root is the one place that wires the agent layer to the engine.
     import faust
 
@@ -110,6 +111,13 @@ def worker() -> None:
     faust.Worker(
         app, loglevel=settings.log_level, quiet=True, logging_config=_PLAIN_WORKER_LOGS
     ).execute_from_commandline()
+
+
+def use_event_loop(name: str) -> None:
+    """Make new event loops of this process ``name``'s (uvloop or asyncio's own)."""
+    import mode.loop
+
+    mode.loop.use("uvloop" if name == "uvloop" else "aio")
 
 
 # mode's logging for the worker, with a plain handler in place of its colour one: the log is
