@@ -9,6 +9,7 @@ the sandbox is ``python -m stream_app.sandbox --quiet`` (chaoskit's ``Sandbox``)
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -75,6 +76,25 @@ class Environment:
     @property
     def client_credentials(self) -> tuple[str, str]:
         return default_credentials(credential_key(PLATFORM))
+
+    def cpu_groups(self, workers: list[int]) -> dict[str, procstat.Pids]:
+        """The processes a service row's CPU budget accounts for, by part."""
+        kafka_dir = str(self.own_kafka.state_dir) if self.own_kafka is not None else ""
+
+        def kafka() -> list[int]:
+            return procstat.pids_where(lambda _comm, cmdline: "kafka.Kafka" in cmdline and kafka_dir in cmdline)
+
+        def sandbox() -> list[int]:
+            process = self.sandbox.process
+            return [process.pid] if process is not None else []
+
+        return {
+            "worker": lambda: workers,
+            "postgres": lambda: procstat.pids_where(lambda comm, _cmdline: comm == "postgres"),
+            "kafka": kafka,
+            "sandbox": sandbox,
+            "bench": lambda: [os.getpid()],
+        }
 
     def sandbox_cpu(self) -> float:
         """CPU seconds the sandbox process has used so far."""

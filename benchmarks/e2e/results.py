@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 from dataclasses import dataclass, field
 
@@ -19,6 +20,9 @@ class Measurement:
     peak_rss_bytes: int | None = None
     sandbox_cpu_seconds: float | None = None  # the provider sandbox over the same time
     latencies_ms: list[float] = field(default_factory=list)  # event time -> outcome, per connection
+    # CPU seconds of each part of the machine over the run (service rows): worker, postgres, kafka,
+    # sandbox, bench, and the whole machine (every process, every core).
+    budget: dict[str, float] = field(default_factory=dict)
     note: str = ""
 
     @property
@@ -86,7 +90,38 @@ class Table:
                 f"| {', '.join(f'{r.rate:,.0f}' for r in runs)} | {_pct(run.cpu_share)} | {_pct(run.sandbox_share)} "
                 f"| {_mib(run.peak_rss_bytes)} |"
             )
-        return "\n".join([*lines, *self.extra_lines])
+        return "\n".join([*lines, *budget_table(self.rows, os.cpu_count() or 1), *self.extra_lines])
+
+
+BUDGET_PARTS = ("worker", "postgres", "kafka", "sandbox", "bench")
+
+
+def budget_table(rows: dict[str, list[Measurement]], cores: int) -> list[str]:
+    """CPU per refresh of every part of the machine, for the service rows (median repeat): where
+    the machine's CPU goes, and the most refreshes/s that CPU per refresh allows on ``cores``."""
+    measured = [(path, median_run(runs)) for path, runs in rows.items() if path in SERVICE_PATHS]
+    measured = [(path, run) for path, run in measured if run.budget and run.refreshed]
+    if not measured:
+        return []
+    lines = [
+        "",
+        f"CPU per refresh (ms), median repeat, every process of the machine ({cores} cores):",
+        "",
+        "| path | " + " | ".join(BUDGET_PARTS) + " | other | machine | machine busy | at most (all cores busy) |",
+        "|---|" + "---:|" * (len(BUDGET_PARTS) + 4),
+    ]
+    for path, run in measured:
+        per = {part: run.budget.get(part, 0.0) * 1000 / run.refreshed for part in BUDGET_PARTS}
+        machine = run.budget.get("machine", 0.0) * 1000 / run.refreshed
+        other = max(0.0, machine - sum(per.values()))
+        busy = run.budget.get("machine", 0.0) / (run.seconds * cores) if run.seconds > 0 else 0.0
+        ceiling = cores * 1000 / machine if machine > 0 else float("nan")
+        lines.append(
+            f"| {path} | "
+            + " | ".join(f"{per[part]:.2f}" for part in BUDGET_PARTS)
+            + f" | {other:.2f} | {machine:.2f} | {busy * 100:.0f}% | {ceiling:,.0f}/s |"
+        )
+    return lines
 
 
 def _ratio(rate: float, reference: float | None) -> str:

@@ -71,6 +71,7 @@ async def service_run(
     )
     timeout = options.timeout or 120 + 0.25 * len(connections)
     sampling: asyncio.Task[None] | None = None
+    budgeting: asyncio.Task[None] | None = None
     try:
         for worker in workers:
             worker.start()
@@ -78,6 +79,8 @@ async def service_run(
         # request the wave before the last worker is ready.
         sampler = procstat.CpuSampler([worker.pid for worker in workers])
         sampling = asyncio.create_task(sampler.run())
+        budget = procstat.BudgetSampler(environment.cpu_groups([worker.pid for worker in workers]))
+        budgeting = asyncio.create_task(budget.run())
         await asyncio.gather(*(asyncio.to_thread(worker.wait_ready) for worker in workers))
         await outcomes.start()
         if path == "burst":
@@ -87,8 +90,9 @@ async def service_run(
         await asyncio.sleep(2 * sampler.interval)  # a sample after the last outcome
         peak = procstat.peak_rss(sampler.pids)
     finally:
-        if sampling is not None:
-            sampling.cancel()
+        for task in (sampling, budgeting):
+            if task is not None:
+                task.cancel()
         await outcomes.stop()
         await asyncio.gather(*(asyncio.to_thread(worker.stop) for worker in workers))
     requested = await observe.first_timestamps(
@@ -114,5 +118,6 @@ async def service_run(
         cpu_seconds=cpu_seconds,
         peak_rss_bytes=peak,
         latencies_ms=[float(value) for value in latencies],
+        budget=budget.between(started, ended),
         note=f"{options.workers} worker(s), {options.partitions} partitions",
     )

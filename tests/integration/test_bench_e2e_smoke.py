@@ -61,10 +61,15 @@ async def test_every_path_refreshes_every_connection(e2e: ModuleType, kafka_boot
         [run] = report.table.rows[path]
         assert len(run.latencies_ms) == CONNECTIONS, path
         assert run.cpu_seconds is not None and run.peak_rss_bytes, path
+        # Where the machine's CPU went, part by part (a tiny run is over within a sample or two:
+        # its figures may round to nothing, so only their presence is checked here).
+        assert set(run.budget) == {"worker", "postgres", "kafka", "sandbox", "bench", "machine"}, path
+        assert all(seconds >= 0 for seconds in run.budget.values()), (path, run.budget)
     text = e2e.render.render(report, options)
     for path in paths:
         assert e2e.results.LABELS[path] in text, path
     assert "vs raw limit" in text and "vs Authlib loop" in text
+    assert "CPU per refresh (ms)" in text and "| wave |" in text
     assert report.leaks == (0, 0), "a plain-text token in the benchmark's logs"
     assert worker_leftovers() == left_before, "a worker kept its Faust data or spool outside the run's directory"
 
