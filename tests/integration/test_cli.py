@@ -109,13 +109,14 @@ async def test_dlq_replay_from_the_shell(kafka_bootstrap: str, encryption_key: s
     await produce(kafka_bootstrap, f"{source}.dlq", [(b"k", letter.to_bytes())])
     env = {"ENCRYPTION_KEY": encryption_key, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
 
-    dry = run("dlq", "replay", f"{source}.dlq", "--dry-run", env=env)
+    # A letter of an earlier version (value_base64, unauthenticated) on purpose: only --legacy replays it.
+    dry = run("dlq", "replay", f"{source}.dlq", "--dry-run", "--legacy", env=env)
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.strip() == f"{source}[0]@41\twhy" and "would replay 1" in dry.stderr
 
-    real = run("dlq", "replay", f"{source}.dlq", env=env)
+    real = run("dlq", "replay", f"{source}.dlq", "--legacy", env=env)
     assert real.returncode == 0 and "replayed 1" in real.stderr
-    assert "replayed 0" in run("dlq", "replay", f"{source}.dlq", env=env).stderr  # resumes
+    assert "replayed 0" in run("dlq", "replay", f"{source}.dlq", "--legacy", env=env).stderr  # resumes
     replayed = run("replay", source, "--since", "beginning", env=env)
     assert [json.loads(line) for line in replayed.stdout.splitlines()] == [{"a": 1}]
 

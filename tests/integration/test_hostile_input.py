@@ -116,10 +116,13 @@ def test_ten_thousand_hostile_records_interleaved_with_valid_ones(stack: Stack, 
 
 async def _run(stack: Stack, hostile: list[bytes], encryption_key: str) -> None:
     valid = [_event(platform="github", access_token=stack.cipher.encrypt(f"ghp_{n}")) for n in range(VALID_COUNT)]
-    records: list[tuple[bytes, bytes]] = []
+    # Keys in the service's own shape (a dead letter keeps only those readable), one per index.
+    keys = [f"{uuid.UUID(int=index)}:spotify" for index in range(HOSTILE_COUNT)]
+    hostile_keys = set(keys)
+    records: list[tuple[bytes | None, bytes | None]] = []
     every = HOSTILE_COUNT // VALID_COUNT
     for index, raw in enumerate(hostile):
-        records.append((f"hostile-{index}".encode(), raw))
+        records.append((keys[index].encode(), raw))
         if index % every == 0 and index // every < VALID_COUNT:
             event = valid[index // every]
             records.append((f"{event['user_id']}:github".encode(), json.dumps(event).encode()))
@@ -132,7 +135,7 @@ async def _run(stack: Stack, hostile: list[bytes], encryption_key: str) -> None:
     seen: set[str] = set()
 
     def every_hostile_record(_topic: str, letter: dict[str, Any]) -> bool:
-        if str(letter.get("key", "")).startswith("hostile-"):
+        if letter.get("key") in hostile_keys:
             seen.add(letter["key"])
         return len(seen) == HOSTILE_COUNT
 
@@ -143,14 +146,14 @@ async def _run(stack: Stack, hostile: list[bytes], encryption_key: str) -> None:
     twice = []
     for _topic, _key, value in dead.records:
         letter = json.loads(value or b"")
-        if str(letter.get("key", "")).startswith("hostile-"):
+        if letter.get("key") in hostile_keys:
             if letter["key"] in lettered:
                 twice.append(letter["key"])
             lettered[letter["key"]] = letter
     assert twice == []
     assert len(lettered) == HOSTILE_COUNT  # every hostile record, once
     for index in (0, HOSTILE_COUNT // 2, HOSTILE_COUNT - 1):
-        letter = lettered[f"hostile-{index}"]
+        letter = lettered[keys[index]]
         assert letter["reason"] and letter["value_size"] == len(hostile[index])
         assert opened(letter, encryption_key) == hostile[index]
 
@@ -178,15 +181,16 @@ async def test_an_oversized_record_is_dead_lettered_without_its_value(stack: Sta
     finally:
         await admin.close()
     oversized = json.dumps(_event(scopes=["x" * 1000] * 1200)).encode()  # about 1.2 MB
+    key = f"{uuid.uuid4()}:spotify"  # the service's own shape: a dead letter keeps it readable
     assert len(oversized) > 1024 * 1024
     producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, max_request_size=4 * 1024 * 1024)
     await producer.start()
     try:
-        await producer.send_and_wait(topic, oversized, key=b"oversized")
+        await producer.send_and_wait(topic, oversized, key=key.encode())
     finally:
         await producer.stop()
     async with TopicReader(stack.bootstrap, [f"{topic}.dlq"]) as dead:
-        letter = await dead.wait_for(lambda _t, r: r.get("key") == "oversized", timeout=60)
+        letter = await dead.wait_for(lambda _t, r: r.get("key") == key, timeout=60)
     assert "exceeds" in letter["reason"]
     assert letter["value_omitted"] is True and letter["value_size"] == len(oversized)
     assert letter["value_base64"] == ""

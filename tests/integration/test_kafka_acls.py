@@ -235,11 +235,12 @@ async def test_unauthenticated_client_may_do_nothing(deployment: Deployment) -> 
 async def test_operator_replays_dead_letters(deployment: Deployment, tmp_path: Path) -> None:
     """A record the worker dead-letters, replayed by the operator principal with `dlq replay`."""
     topics, broker = deployment.topics, deployment.broker
-    await _send(broker.client_options("producer"), topics["connection.created"], b"not json", b"operator-test")
+    key = f"{uuid.uuid4()}:spotify"  # the service's own shape: `dlq show` prints only those keys
+    await _send(broker.client_options("producer"), topics["connection.created"], b"not json", key.encode())
     dead_letters = f"{topics['connection.created']}.dlq"
     env = {**deployment.worker_env, **broker.service_env("operator")}
     async with asyncio.timeout(60):
-        while b"operator-test" not in _cli(env, tmp_path, "dlq", "show", dead_letters).stdout.encode():
+        while key not in _cli(env, tmp_path, "dlq", "show", dead_letters).stdout:
             await asyncio.sleep(0.5)
     replay = _cli(env, tmp_path, "dlq", "replay", dead_letters)
     assert "not replayed 0" in replay.stderr and "replayed 0 " not in replay.stderr, replay.stderr

@@ -62,19 +62,20 @@ async def test_a_record_too_large_to_copy_is_dead_lettered_without_its_value_and
     stack: Stack, encryption_key: str
 ) -> None:
     topic = stack.topics["connection.created"]
-    tag = uuid.uuid4().hex[:8]
+    # Keys in the service's own shape: a dead letter keeps only those readable.
+    big_key, small_key = f"{uuid.uuid4()}:spotify", f"{uuid.uuid4()}:spotify"
     oversized = json.dumps(_connection(platform="myspace", padding="x" * 900_000)).encode()
     nested = b"[" * 2048
     valid = [_github(stack) for _ in range(3)]
-    records = [(f"oversized-{tag}".encode(), oversized), (f"nested-{tag}".encode(), nested)]
+    records = [(big_key.encode(), oversized), (small_key.encode(), nested)]
     records += [(f"{event['user_id']}:github".encode(), json.dumps(event).encode()) for event in valid]
 
     sent = await produce_at(stack.bootstrap, topic, records)
 
     await _wait_for_rows(stack, valid)  # the records after the poison ones were processed
     async with TopicReader(stack.bootstrap, [f"{topic}.dlq"]) as dead:
-        big = await dead.wait_for(lambda _t, r: r.get("key") == f"oversized-{tag}", timeout=WAIT)
-        small = await dead.wait_for(lambda _t, r: r.get("key") == f"nested-{tag}", timeout=WAIT)
+        big = await dead.wait_for(lambda _t, r: r.get("key") == big_key, timeout=WAIT)
+        small = await dead.wait_for(lambda _t, r: r.get("key") == small_key, timeout=WAIT)
 
     assert (big["topic"], big["partition"], big["offset"]) == (topic, sent[0].partition, sent[0].offset)
     assert big["value_omitted"] is True and big["value_base64"] == "" and big["value_size"] == len(oversized)
@@ -130,7 +131,7 @@ async def test_a_deeply_nested_refresh_request_is_dead_lettered_and_its_offsetco
     stack: Stack, encryption_key: str
 ) -> None:
     topic = stack.topics["token.expiring"]
-    key = f"nested-{uuid.uuid4().hex[:8]}".encode()
+    key = f"{uuid.uuid4()}:spotify".encode()
     nested = b"[" * 200_000
 
     [sent] = await produce_at(stack.bootstrap, topic, [(key, nested)])
@@ -155,7 +156,7 @@ async def test_a_dead_letter_the_broker_refuses_as_too_large_goes_out_minimal(st
     topic = stack.topics["token.expiring"]
     await _set_max_message_bytes(stack.bootstrap, f"{topic}.dlq", 20_000)
     try:
-        key = f"refused-{uuid.uuid4().hex[:8]}".encode()
+        key = f"{uuid.uuid4()}:spotify".encode()
         value = json.dumps({"event_type": "token.expiring", "padding": "x" * 100_000}).encode()
         [sent] = await produce_at(stack.bootstrap, topic, [(key, value)])
         async with TopicReader(stack.bootstrap, [f"{topic}.dlq"]) as dead:
