@@ -41,6 +41,15 @@ def own_database_url() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="module")
+def module_database_url() -> Iterator[str]:
+    """A database of this test module's own: for a worker whose outbox relay must meet only the
+    module's own rows (the shared database holds other tests' unpublished events, under other
+    topic names)."""
+    with _migrated_database() as url:
+        yield url
+
+
 @contextlib.contextmanager
 def _migrated_database() -> Iterator[str]:
     server_url = require_postgres()
