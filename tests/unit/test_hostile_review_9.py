@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from schemas import ConnectionCreated
+from stream_app.crypto import generate_key
 from stream_app.errors import ConfigurationError
 from stream_app.ingest import InvalidEvent, parse_event
 from stream_app.redacted_view import redacted_view
@@ -103,7 +104,7 @@ def test_a_key_that_is_text_in_hex_is_refused(passphrase: bytes) -> None:
 # --- secrets in start-up errors and renderings --------------------------------------------
 
 PG_PASSWORD_TAIL = "w0rdQz81"
-OTHER_SECRET = "c4a8d2e1f5b2e8f1c9a7d3e6f0b4c8a2d1e9f7b3c6a0d4e8f2b1c5a9d3e7f0b6"
+OTHER_SECRET = generate_key()  # test-only, new at every run
 
 
 @pytest.mark.parametrize(
@@ -130,7 +131,7 @@ def test_a_database_password_with_an_unencoded_at_sign_is_refused_without_quotin
 def test_a_signing_secret_given_without_its_key_id_is_not_quoted(encryption_key: str) -> None:
     """`PRODUCER_SIGNING_KEYS=<openssl rand -hex 32>` (the id forgotten): the secret was taken
     for a key id and quoted whole in the start-up error."""
-    secret = "5b2e8f1c9a7d3e6f0b4c8a2d1e9f7b3c6a0d4e8f2b1c5a9d3e7f0b6c4a8d2e1f"
+    secret = generate_key()  # test-only, new at every run
     for value in (secret, f"producer-1:{OTHER_SECRET},{secret}"):
         with pytest.raises(ConfigurationError) as refused:
             load_settings(encryption_key=encryption_key, producer_signing_keys=value)
