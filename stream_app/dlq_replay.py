@@ -36,14 +36,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 from pydantic import ValidationError
 
 from schemas import DeadLetter
 from stream_app.errors import TokenRefreshError
 from stream_app.ingest import MAX_EVENT_BYTES
-from stream_app.kafka_client import cap_client_logging, client_options, idempotent_producer
+from stream_app.kafka_client import cap_client_logging, client_options, existing_partitions, idempotent_producer
 from stream_app.redacted_view import printable
 from stream_app.sealed_letters import Headers, LetterSeal, UnsealError
 from stream_app.settings import Settings
@@ -203,21 +202,9 @@ async def _replay(
 
 async def _partitions(settings: Settings, dlq_topic: str) -> tuple[list[TopicPartition], set[TopicPartition]]:
     """The DLQ's partitions and those of the topic it replays to, once both are known to exist."""
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        topics = {topic["topic"]: topic for topic in await admin.describe_topics()}  # all: never auto-creates
-    finally:
-        await admin.close()
     source = dlq_topic.removesuffix(DLQ_SUFFIX)
-    for name in (dlq_topic, source):
-        if name not in topics:
-            raise TokenRefreshError(f"topic {name!r} does not exist")
-
-    def partitions(name: str) -> list[TopicPartition]:
-        return sorted(TopicPartition(name, p["partition"]) for p in topics[name]["partitions"])
-
-    return partitions(dlq_topic), set(partitions(source))
+    found = await existing_partitions(settings, dlq_topic, source)
+    return found[dlq_topic], set(found[source])
 
 
 async def _replay_batch(

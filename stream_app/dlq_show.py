@@ -15,14 +15,12 @@ import binascii
 import json
 from collections.abc import AsyncIterator
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from pydantic import ValidationError
 
 from schemas import DeadLetter
 from schemas.signing import KEY_ID_HEADER, SIGNATURE_HEADER
-from stream_app.errors import TokenRefreshError
-from stream_app.kafka_client import cap_client_logging, client_options
+from stream_app.kafka_client import cap_client_logging, client_options, existing_partitions
 from stream_app.redacted_view import printable, redacted_view
 from stream_app.sealed_letters import LetterSeal, UnsealError, readable_key
 from stream_app.settings import Settings
@@ -35,7 +33,7 @@ async def show_dead_letters(settings: Settings, dlq_topic: str, limit: int | Non
     partition by partition. Raises TokenRefreshError if the topic does not exist."""
     cap_client_logging()
     seal = LetterSeal.from_settings(settings)
-    partitions = await _partitions(settings, dlq_topic)
+    partitions = (await existing_partitions(settings, dlq_topic))[dlq_topic]
     # earliest, as the seek below means: an initial reset to the latest offset can land after
     # a seek to the beginning (aiokafka), which skips every record.
     consumer = AIOKafkaConsumer(
@@ -118,15 +116,3 @@ def _headers_view(dead: DeadLetter, seal: LetterSeal) -> str:
 
 def _header_name(name: str) -> str:
     return name if name in _KNOWN_HEADERS else f"<name, {len(name)} chars>"
-
-
-async def _partitions(settings: Settings, dlq_topic: str) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        topics = {topic["topic"]: topic for topic in await admin.describe_topics()}  # all: never auto-creates
-    finally:
-        await admin.close()
-    if dlq_topic not in topics:
-        raise TokenRefreshError(f"topic {dlq_topic!r} does not exist")
-    return sorted(TopicPartition(dlq_topic, p["partition"]) for p in topics[dlq_topic]["partitions"])

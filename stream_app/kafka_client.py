@@ -6,11 +6,11 @@ import logging
 import ssl
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
-from stream_app.errors import ConfigurationError
+from stream_app.errors import ConfigurationError, TokenRefreshError
 from stream_app.settings import Settings
 
 # Topics the service consumes; each has a `<topic>.dlq` for what it cannot process.
@@ -142,3 +142,18 @@ def _raise_refusals(topic_errors: list[tuple[Any, ...]]) -> None:
         detail = message[0] if message and message[0] else error.description
         setting = _SETTING_REFUSED.get(code, "Kafka")
         raise ConfigurationError(f"{setting}: the cluster refused to create topic {topic}: {error.__name__}: {detail}")
+
+
+async def existing_partitions(settings: Settings, *names: str) -> dict[str, list[TopicPartition]]:
+    """Each topic's partitions, in order; raises TokenRefreshError naming a topic that does not
+    exist (all topics are described: describing one by name would auto-create it)."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        topics = {topic["topic"]: topic for topic in await admin.describe_topics()}
+    finally:
+        await admin.close()
+    for name in names:
+        if name not in topics:
+            raise TokenRefreshError(f"topic {name!r} does not exist")
+    return {name: sorted(TopicPartition(name, p["partition"]) for p in topics[name]["partitions"]) for name in names}
