@@ -7,33 +7,25 @@ plain-text token may appear in the run's logs. No timing is asserted."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from tests.support.benchmarks import e2e_package
 from tests.support.infra import require_postgres
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
 REPO = Path(__file__).resolve().parents[2]
-BENCHMARKS = REPO / "benchmarks"
 CONNECTIONS = 30
 
 
 @pytest.fixture(scope="module")
 def e2e() -> Iterator[ModuleType]:
-    """The benchmark's package, imported as the script imports it (``benchmarks/`` on the path)."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import e2e.render
-        import e2e.runner
-
-        yield e2e
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    with e2e_package("render", "runner") as package:
+        yield package
 
 
 async def test_every_path_refreshes_every_connection(e2e: ModuleType, kafka_bootstrap: str) -> None:

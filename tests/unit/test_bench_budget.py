@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+from tests.support.benchmarks import e2e_package
 
 
 @pytest.fixture(scope="module")
 def e2e() -> Iterator[ModuleType]:
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import e2e.procstat
-        import e2e.results
-
-        yield e2e
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    with e2e_package("procstat", "results") as package:
+        yield package
 
 
 def test_a_part_keeps_what_an_exited_process_used_and_counts_a_new_one_from_birth(
