@@ -56,6 +56,10 @@ T = TypeVar("T")
 REFRESHING_ELSEWHERE = "refreshing_elsewhere"
 # A provider that keeps answering 429 is given up on after this many waits (not attempts).
 MAX_RATE_LIMIT_WAITS = 5
+# A held refresh waits beyond its platform's announced end by half of how long the throttle has
+# lasted, up to this: a throttle renewed in short steps does not bring every held row back
+# through the scan at each step (its probe still goes at each step's end).
+MAX_THROTTLE_BACKOFF_SECONDS = 300.0
 
 
 class NotCalled:
@@ -223,7 +227,7 @@ class RefreshEngine:
             paused = self._gates.paused_for(spec.key)
             if paused > 0:  # another call was told the whole application must wait
                 if paused > inline_left or not await self._slept(spec.key, paused):
-                    return await self._hold(row, lease, paused, "rate_limited", tag)
+                    return await self._hold_throttled(row, lease, spec, paused, tag)
                 inline_left -= paused
                 continue
             # Still ours: never spend a refresh token under a lost lease.
@@ -257,7 +261,7 @@ class RefreshEngine:
                 if wait <= inline_left and await self._slept(spec.key, wait, tag=tag):
                     inline_left -= wait
                     continue
-                return await self._hold(row, lease, wait, "rate_limited", tag)
+                return await self._hold_throttled(row, lease, spec, wait, tag)
             if isinstance(error, RetryableProviderError):
                 failures += 1
                 if failures > self._settings.refresh_max_attempts:
@@ -406,6 +410,12 @@ class RefreshEngine:
         log.warning("⏳ %s Waiting %.0fs (%s): next attempt scheduled, not slept", tag, seconds, reason)
         until = utc_now() + timedelta(seconds=seconds)
         return await self._outcomes.deferred(row, lease, until=until, reason=reason)
+
+    async def _hold_throttled(
+        self, row: LeasedConnection, lease: Lease, spec: PlatformSpec, wait: float, tag: str
+    ) -> RefreshResult:
+        backoff = min(self._gates.throttled_for(spec.key) / 2, MAX_THROTTLE_BACKOFF_SECONDS)
+        return await self._hold(row, lease, max(wait, backoff), "rate_limited", tag)
 
     async def _dead_grant(
         self, row: LeasedConnection, lease: Lease, spent: str, exc: ReauthRequiredError, tag: str

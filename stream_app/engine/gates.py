@@ -18,6 +18,7 @@ _PROBE_WAIT_SECONDS = 1.0
 class PlatformGates:
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
         self._max_concurrency = settings.platform_max_concurrency
+        self._max_inline_wait = settings.rate_limit_max_inline_wait_seconds
         self._clock = clock
         self._slots: dict[str, Slots] = {}
         self._paused_until: dict[str, float] = {}
@@ -26,6 +27,8 @@ class PlatformGates:
         self._unproven: set[str] = set()
         self._probing: set[str] = set()
         self._sleeping: dict[str, int] = {}
+        # When each platform's throttle began: its first pause since a call it accepted.
+        self._throttled_since: dict[str, float] = {}
         self.breaker = CircuitBreaker(
             failure_ratio=settings.circuit_failure_ratio,
             min_calls=settings.circuit_min_calls,
@@ -47,6 +50,13 @@ class PlatformGates:
         until = self._clock() + seconds
         self._paused_until[platform] = max(until, self._paused_until.get(platform, 0.0))
         self._unproven.add(platform)
+        self._throttled_since.setdefault(platform, self._clock())
+
+    def throttled_for(self, platform: str) -> float:
+        """How long the platform has been throttling the application: since its first pause
+        that no accepted call has ended yet (0 when it takes calls)."""
+        since = self._throttled_since.get(platform)
+        return 0.0 if since is None else self._clock() - since
 
     def paused_for(self, platform: str) -> float:
         """How long the platform's calls must wait: its pause, or while its probe is out a short
@@ -71,14 +81,18 @@ class PlatformGates:
         self._probing.discard(platform)
         if paused_again is False:
             self._unproven.discard(platform)
+            self._throttled_since.pop(platform, None)
 
     @contextlib.contextmanager
     def inline_wait(self, platform: str) -> Iterator[bool]:
         """Whether one more refresh may sleep through a wait of this platform in memory, counted
         while inside. At most PLATFORM_MAX_CONCURRENCY at once: no more could call when the wait
-        ends, and each keeps a dispatcher slot (and its partition's acks) while it sleeps."""
+        ends, and each keeps a dispatcher slot (and its partition's acks) while it sleeps. None
+        once the throttle has outlasted RATE_LIMIT_MAX_INLINE_WAIT_SECONDS: a throttle renewed in
+        short steps would otherwise keep a relay of sleepers, and the acks behind them, waiting
+        for as long as it lasts."""
         sleeping = self._sleeping.get(platform, 0)
-        if sleeping >= self._max_concurrency:
+        if sleeping >= self._max_concurrency or self.throttled_for(platform) > self._max_inline_wait:
             yield False
             return
         self._sleeping[platform] = sleeping + 1
