@@ -83,6 +83,32 @@ class BatchConsumer:
         self._committable: dict[TopicPartition, int] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._reading: asyncio.Task[None] | None = None
+        # Whether the group has assigned this member its partitions (none, with more members
+        # than partitions, is an assignment too); false again while a rebalance is under way.
+        self.joined = False
+
+    @property
+    def group_id(self) -> str:
+        return self._group_id
+
+    async def lag(self) -> dict[tuple[str, int], int]:
+        """Records not yet read from each partition assigned here (the log end offset the last
+        fetch saw minus the position: the Java client's records-lag)."""
+        consumer = self._consumer
+        if consumer is None or not self.joined:
+            return {}
+        lags = {}
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:  # nothing fetched from it yet
+                continue
+            try:
+                async with asyncio.timeout(1):
+                    position = await consumer.position(tp)
+            except (TimeoutError, KafkaError):
+                continue
+            lags[(tp.topic, tp.partition)] = max(0, highwater - position)
+        return lags
 
     async def start(self) -> None:
         await adopt_offsets(self._settings, self._topic, self._group_id, self._settings.kafka_app_id)
@@ -114,6 +140,7 @@ class BatchConsumer:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._drain_seconds):
                 await self._dispatcher.drain()
+        self.joined = False
         if self._consumer is not None:
             await self._commit(self._consumer, self._consumer.assignment())
             await self._consumer.stop()
@@ -175,6 +202,7 @@ class BatchConsumer:
         """Before the group hands these partitions to another member: their records in flight
         finish (for ``drain_seconds`` at most), what is done is committed, the rest is dropped
         and will be delivered again to the new owner."""
+        self.joined = False
         tps = {TP(tp.topic, tp.partition) for tp in partitions}
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._drain_seconds):
@@ -187,6 +215,7 @@ class BatchConsumer:
             self._committable.pop(tp, None)
 
     async def assigned(self, partitions: set[TopicPartition]) -> None:
+        self.joined = True
         log.info("%s partitions assigned: %s", self._topic, sorted(tp.partition for tp in partitions))
 
 

@@ -80,8 +80,7 @@ def attach(context: WorkerContext) -> None:
         # A batch stores in one transaction and publishes its due requests: well within this.
         drain_seconds=2 * context.settings.http_timeout_seconds,
     )
-    context.on_start(consumer.start)
-    context.on_stop(consumer.stop)
+    context.add_consumer(consumer)
 
 
 async def _store_one(context: WorkerContext, prepared: Prepared, _record: EventT[bytes]) -> None:

@@ -11,6 +11,7 @@ import faust
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from faust.types import EventT, Message
 
+from agents.batch_consumer import BatchConsumer
 from schemas import DeadLetter, Event
 from stream_app.backoff import Backoff
 from stream_app.ingest import MAX_EVENT_BYTES
@@ -43,6 +44,7 @@ class WorkerContext:
         self.retry_backoff = Backoff(base=0.5, cap=30.0, jitter_ratio=0.3)
         self.letter_seal = _letter_seal(self.settings)
         self._stoppers: list[Callable[[], Awaitable[None]]] = []
+        self.consumers: list[BatchConsumer] = []
         self.app.task(self._warm_up_publisher)
 
     async def _warm_up_publisher(self) -> None:
@@ -60,6 +62,13 @@ class WorkerContext:
             await self.until_done(start, "starting a consumer")
 
         self.app.task(starting)
+
+    def add_consumer(self, consumer: BatchConsumer) -> None:
+        """An input topic's consumer: started with the app, stopped with the worker, and
+        reported by the HTTP API (group joined, lag)."""
+        self.consumers.append(consumer)
+        self.on_start(consumer.start)
+        self.on_stop(consumer.stop)
 
     def on_stop(self, stop: Callable[[], Awaitable[None]]) -> None:
         """Run ``stop`` when the worker stops, before the producer and the service close."""

@@ -57,8 +57,7 @@ def attach(context: WorkerContext) -> None:
         # As long as a refresh in flight can take to end (TokenService.aclose waits as long).
         drain_seconds=2 * context.settings.longest_call_seconds,
     )
-    context.on_start(consumer.start)
-    context.on_stop(consumer.stop)
+    context.add_consumer(consumer)
 
     def _already_in_flight(event: TokenExpiring | InvalidEvent) -> bool:
         """A scan's repeat request for a connection this process is refreshing (or waiting to,

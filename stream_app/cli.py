@@ -96,21 +96,49 @@ def worker() -> None:
     import faust
 
     import agents
-    from stream_app import metrics
     from stream_app.faust_app import create_app
     from stream_app.service import TokenService
 
     app = create_app(settings)
-    agents.register(app, TokenService(settings))
-    if settings.metrics_port:
-        try:
-            metrics.serve(settings.metrics_host, settings.metrics_port)
-        except OSError as exc:
-            _fail(f"METRICS_PORT: cannot listen on {settings.metrics_host}:{settings.metrics_port} ({exc})", 2)
+    try:
+        agents.register(app, TokenService(settings))
+    except ConfigurationError as exc:  # HTTP_PORT in use
+        _fail(f"configuration error: {exc}", EXIT_CONFIGURATION)
     cap_client_logging()
     faust.Worker(
         app, loglevel=settings.log_level, quiet=True, logging_config=_PLAIN_WORKER_LOGS
     ).execute_from_commandline()
+
+
+@cli.command()
+def api() -> None:
+    """Run the HTTP API alone (HTTP_HOST:HTTP_PORT): admin endpoints, dashboard, health, metrics;
+    refreshes it is asked for run here. Workers serve the same API themselves."""
+    from stream_app.http import HttpServer, create_app
+    from stream_app.service import TokenService
+
+    settings = _settings()
+    _configure_logging(settings.log_level)
+    if not settings.http_port:
+        _fail("configuration error: HTTP_PORT: is 0 (off); `token-refresh api` needs a port", EXIT_CONFIGURATION)
+
+    async def run() -> None:
+        service = TokenService(settings)
+        try:
+            server = HttpServer(create_app(service), settings.http_host, settings.http_port)
+        except ConfigurationError as exc:
+            await service.aclose()
+            _fail(f"configuration error: {exc}", EXIT_CONFIGURATION)
+        click.echo(f"token-refresh API listening on http://{settings.http_host}:{server.port}", err=True)
+        try:
+            await server.serve()
+        finally:
+            await service.aclose()
+
+    try:
+        _run(run)
+    except KeyboardInterrupt:
+        pass
 
 
 def use_event_loop(name: str) -> None:

@@ -6,7 +6,7 @@ import logging
 import ssl
 from typing import Any
 
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
@@ -14,7 +14,7 @@ from stream_app.errors import ConfigurationError, TokenRefreshError
 from stream_app.settings import Settings
 
 # Topics the service consumes; each has a `<topic>.dlq` for what it cannot process.
-INPUT_TOPICS = ("connection.created", "token.expiring")
+INPUT_TOPICS = ("connection.created", "token.expiring", "connection.disconnected")
 
 
 # Client libraries whose verbose levels print data: aiokafka logs whole records (keys carry user
@@ -157,3 +157,33 @@ async def existing_partitions(settings: Settings, *names: str) -> dict[str, list
         if name not in topics:
             raise TokenRefreshError(f"topic {name!r} does not exist")
     return {name: sorted(TopicPartition(name, p["partition"]) for p in topics[name]["partitions"]) for name in names}
+
+
+async def record_counts(settings: Settings, names: list[str]) -> dict[str, int]:
+    """Records each existing topic of ``names`` holds now (end minus beginning offsets, summed
+    over its partitions); a topic that does not exist is left out."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        existing = {topic["topic"]: topic for topic in await admin.describe_topics()}
+    finally:
+        await admin.close()
+    partitions = [
+        TopicPartition(name, described["partition"])
+        for name in names
+        if name in existing
+        for described in existing[name]["partitions"]
+    ]
+    counts = {name: 0 for name in names if name in existing}
+    if not partitions:
+        return counts
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_options(settings))
+    await consumer.start()
+    try:
+        beginnings = await consumer.beginning_offsets(partitions)
+        ends = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+    for tp in partitions:
+        counts[tp.topic] += ends[tp] - beginnings[tp]
+    return counts

@@ -3,14 +3,7 @@ classes and topics only: never a user id, never a token."""
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Callable, Iterable
-from socketserver import ThreadingMixIn
-from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-
-from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client import Counter, Gauge, Histogram
 
 REFRESH_SUCCESS = Counter("token_refresh_success", "Refreshes that stored new tokens", ["platform"])
 REFRESH_FAILED = Counter(
@@ -53,46 +46,36 @@ UNKNOWN_KEY = Counter(
 )
 
 
-# What /ready answers, replaced whole by the worker's upkeep (read from the server's thread).
-_readiness: dict[str, Any] = {"ready": True, "stuck_circuits": []}
-
-
-def report_readiness(stuck_circuits: list[str], unknown_key_ids: list[str] | None = None) -> None:
-    """Not ready while a platform's circuit stays open past its cool-down (nothing reaches it),
-    or while stored rows under key ids this process lacks were met lately
-    (TokenCipher.unknown_key_ids: a key deploy has not reached it); those are listed."""
-    global _readiness
-    readiness: dict[str, Any] = {"ready": not stuck_circuits, "stuck_circuits": sorted(stuck_circuits)}
-    if unknown_key_ids:
-        readiness |= {"ready": False, "unknown_key_ids": sorted(unknown_key_ids)}
-    _readiness = readiness
-
-
-def serve(host: str, port: int) -> None:
-    """Expose /metrics (Prometheus) and /ready (JSON; 503 when not ready) from a background
-    thread, so the worker's event loop stays free."""
-    metrics = make_wsgi_app()
-
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") != "/ready":
-            return metrics(environ, start_response)  # type: ignore[no-any-return]
-        readiness = _readiness
-        body = json.dumps(readiness).encode()
-        status = "200 OK" if readiness["ready"] else "503 Service Unavailable"
-        start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-        return [body]
-
-    server = make_server(host, port, app, _ThreadingServer, handler_class=_QuietHandler)
-    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
-
-
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """Scrapes are not worth a log line."""
+# What an operator alerts on, set by the HTTP API's /metrics handler at each scrape (the
+# database's and the broker's figures at most every OPERATIONAL_GAUGES_MAX_AGE seconds).
+LAST_SCAN_SUCCESS = Gauge(
+    "token_refresh_last_scan_success_timestamp_seconds",
+    "When this worker's expiry scan last ended without error (Unix time; the leader's is the one that runs)",
+)
+CONNECTIONS = Gauge("token_refresh_connections", "Stored connections by platform and status", ["platform", "status"])
+OUTBOX_UNPUBLISHED = Gauge("token_refresh_outbox_unpublished", "Outcome events committed but not yet published")
+OUTBOX_OLDEST_AGE = Gauge(
+    "token_refresh_outbox_oldest_unpublished_age_seconds", "Age of the oldest unpublished outcome event (0: none)"
+)
+DEAD_LETTER_RECORDS = Gauge(
+    "token_refresh_dead_letter_records", "Records held in each dead-letter topic (the broker's offsets)", ["topic"]
+)
+CONSUMER_LAG = Gauge(
+    "token_refresh_consumer_lag",
+    "Records not yet read by this worker, per assigned partition (log end offset minus position)",
+    ["topic", "partition"],
+)
+CONSUMER_GROUP_JOINED = Gauge(
+    "token_refresh_consumer_group_joined", "1 once this worker's consumer group has assigned it partitions", ["group"]
+)
+CIRCUIT_STATE = Gauge(
+    "token_refresh_circuit_state",
+    "1 for the state each platform's circuit is in (this worker's)",
+    ["platform", "state"],
+)
+SPOOLED_TOKENS = Gauge(
+    "token_refresh_spooled_tokens", "Rotated tokens in the local spool, awaiting storage (the database refused them)"
+)
 
 
 def record_refresh(platform: str, outcome: str, reason: str, seconds: float, circuit_open: bool) -> None:

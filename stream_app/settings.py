@@ -161,9 +161,18 @@ class Settings(BaseSettings):
     # Test-only crash points (stream_app.failpoints), comma-separated.
     failpoints: str = ""
 
-    # Prometheus metrics of the worker (GET /metrics); port 0 turns them off.
-    metrics_host: str = "0.0.0.0"  # noqa: S104 - a container's metrics are scraped from outside
-    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    # The HTTP API (docs/api.md): /healthz, /readyz, /metrics, the admin endpoints and the
+    # dashboard, served by the worker (and by `token-refresh api` alone); port 0 turns it off.
+    http_host: str = "0.0.0.0"  # noqa: S104 - a container's API is reached from outside
+    http_port: int = Field(default=9464, ge=0, le=65535)
+    # Bearer tokens of the admin endpoints and the dashboard, comma-separated (several: a
+    # rotation); none: every admin endpoint answers 401.
+    admin_tokens: SecretStr | None = None
+    # Bearer tokens of GET /connections/{user_id}/{platform}/token, which hands out access
+    # tokens; none (the default): that endpoint does not exist.
+    token_endpoint_tokens: SecretStr | None = None
+    # User ids in the admin API's answers: "hashed" (as in the logs) or "raw".
+    admin_user_ids: Literal["hashed", "raw"] = "hashed"
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     # The worker's event loop: uvloop (libuv; about 6% less worker CPU per refresh than asyncio's
@@ -294,6 +303,32 @@ class Settings(BaseSettings):
                 raise ValueError(f"entry {number}: {weakness}")
         return value
 
+    @field_validator("admin_tokens", "token_endpoint_tokens")
+    @classmethod
+    def _bearer_tokens_are_strong(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        for number, token in enumerate(value.get_secret_value().split(","), 1):
+            if not re.fullmatch(r"[A-Za-z0-9._~+/=-]{32,512}", token.strip()):
+                raise ValueError(
+                    f"entry {number}: a bearer token is 32-512 of A-Z a-z 0-9 . _ ~ + / = - "
+                    "(generate one with `token-refresh keygen`)"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _bearer_scopes_apart(self) -> Settings:
+        if set(self.bearer_tokens("admin")) & set(self.bearer_tokens("token")):
+            raise ValueError("TOKEN_ENDPOINT_TOKENS: must not repeat a token of ADMIN_TOKENS (each scope its own)")
+        return self
+
+    def bearer_tokens(self, scope: Literal["admin", "token"]) -> list[str]:
+        """ADMIN_TOKENS or TOKEN_ENDPOINT_TOKENS as a list."""
+        value = self.admin_tokens if scope == "admin" else self.token_endpoint_tokens
+        if value is None:
+            return []
+        return [token.strip() for token in value.get_secret_value().split(",") if token.strip()]
+
     @model_validator(mode="after")
     def _required_signatures_have_keys(self) -> Settings:
         if self.require_signed_connection_events and not self.signing_keys():
@@ -392,8 +427,16 @@ def collect_platform_variables(variables: Mapping[str, str | None]) -> dict[str,
     return {"credentials": credentials, "token_urls": token_urls}
 
 
+# Settings that were renamed: set, they would be ignored without a word.
+RENAMED_SETTINGS = {"METRICS_HOST": "HTTP_HOST", "METRICS_PORT": "HTTP_PORT"}
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings or raise ConfigurationError with one line naming the bad setting."""
+    dotenv = dotenv_values(".env")
+    for old, new in RENAMED_SETTINGS.items():
+        if old in os.environ or old in dotenv:
+            raise ConfigurationError(f"{old}: renamed {new} (it serves the whole HTTP API now); set {new} instead")
     try:
         return Settings(**overrides)
     except ValidationError as exc:

@@ -37,7 +37,7 @@ def worker_env(
         "SCAN_INTERVAL_SECONDS": str(scan_interval),
         "PLATFORM_MAX_CONCURRENCY": str(platform_concurrency),
         "TOKEN_SPOOL_DIR": str(environment.workdir / "spool" / group),
-        "METRICS_PORT": "0",
+        "HTTP_PORT": "0",
         "LOG_LEVEL": "INFO",
     }
     if code is not None:  # that tree's stream_app, agents and schemas come first on the path

@@ -85,7 +85,7 @@ class Worker:
 
     @property
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.env['METRICS_PORT']}/metrics"
+        return f"http://127.0.0.1:{self.env['HTTP_PORT']}/metrics"
 
     @property
     def logs(self) -> list[Path]:

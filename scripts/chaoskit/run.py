@@ -101,8 +101,8 @@ class ChaosRun:
             "CIRCUIT_COOL_DOWN_SECONDS": "10",
             "REFRESH_LEASE_SECONDS": "15",
             "KAFKA_SESSION_TIMEOUT_SECONDS": "10",
-            "METRICS_HOST": "127.0.0.1",
-            "METRICS_PORT": str(metrics_port),
+            "HTTP_HOST": "127.0.0.1",
+            "HTTP_PORT": str(metrics_port),
             "LOG_LEVEL": "INFO",
             # A spool of each worker's own, as on its own machine in production; kept across its
             # restarts, so a worker killed with tokens spooled finds them when it starts again.

@@ -429,6 +429,14 @@ class RefreshEngine:
     def circuit_state(self, platform_key: str) -> CircuitState:
         return self._gates.circuit_state(platform_key)
 
+    def circuit_states(self) -> dict[str, CircuitState]:
+        """The circuit of every platform this process has called."""
+        return self._gates.breaker.states()
+
+    def spooled_tokens(self) -> int:
+        """Rotated tokens in the spool, awaiting storage (a database that refused their commit)."""
+        return self._outcomes.spooled()
+
     def _rate_limit_wait(self, exc: ProviderRateLimited) -> float:
         return exc.retry_after if exc.retry_after is not None else self._settings.rate_limit_default_wait_seconds
 

@@ -60,6 +60,10 @@ class CircuitBreaker:
     def state(self, platform: str) -> CircuitState:
         return self._circuit(platform).state
 
+    def states(self) -> dict[str, CircuitState]:
+        """Every platform called so far, with its circuit's state."""
+        return {platform: circuit.state for platform, circuit in sorted(self._circuits.items())}
+
     def admit(self, platform: str) -> Permit | float:
         """A permit to call now, or the seconds to put the call off by. The permit is a context
         manager that always settles: a call that leaves it without a verdict (an unexpected

@@ -335,6 +335,9 @@ class OutcomeWriter:
 
         return holds
 
+    def spooled(self) -> int:
+        return self._spool.waiting()
+
     def _spool_tokens(self, row: LeasedConnection, values: dict[str, Any], event: Event | None) -> SpoolEntry | None:
         if event is None or row.refresh_token is None:
             return None

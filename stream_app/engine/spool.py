@@ -126,6 +126,12 @@ class TokenSpool:
             raise
         return SpoolEntry(final, descriptor)
 
+    def waiting(self) -> int:
+        """Entries in the spool: rotated tokens whose commit has not succeeded yet."""
+        if not self.directory.is_dir():
+            return 0
+        return sum(1 for _ in self.directory.glob(f"*{_SUFFIX}"))
+
     def orphans(self) -> Iterator[tuple[SpoolEntry, SpooledOutcome]]:
         """Entries whose writer is gone, each locked by this process while it is handled (an
         unreadable file is logged and left for an operator)."""

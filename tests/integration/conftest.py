@@ -39,7 +39,7 @@ class Stack:
 
     @property
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.worker.env['METRICS_PORT']}/metrics"
+        return f"http://127.0.0.1:{self.worker.env['HTTP_PORT']}/metrics"
 
     def restart_worker(self, log_name: str) -> WorkerProcess:
         """A new worker process with the same settings (same consumer group), replacing the old."""
@@ -149,8 +149,8 @@ def stack(
         "KAFKA_SESSION_TIMEOUT_SECONDS": "6",
         "REFRESH_LEASE_SECONDS": "30",
         "HTTP_TIMEOUT_SECONDS": "10",  # a lease outlives three provider calls
-        "METRICS_HOST": "127.0.0.1",
-        "METRICS_PORT": str(free_port()),  # a killed worker's leases lapse quickly
+        "HTTP_HOST": "127.0.0.1",
+        "HTTP_PORT": str(free_port()),  # a killed worker's leases lapse quickly
         **{f"TOPIC_{name.upper().replace('.', '_')}": topic for name, topic in topics.items()},
         **sandbox.service_env(),
     }

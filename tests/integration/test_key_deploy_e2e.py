@@ -1,7 +1,7 @@
 """A rolling key deploy on the real broker: a worker still on the old key meets a connection
 another engine already wrote under the new key. Its scan asks for the refresh, the worker
 defers it (status kept, no `token.refresh_failed`, nothing dead-lettered), counts the key id in
-`token_refresh_unknown_key_total`, names it in an ERROR line and in /ready (503); once the worker is given the
+`token_refresh_unknown_key_total`, names it in an ERROR line and in /readyz (503); once the worker is given the
 key, the next scan's refresh succeeds."""
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ def _unknown_key_count(stack: Stack, kid: str) -> float:
 
 
 def _unready_for_key(stack: Stack, kid: str, timeout: float) -> dict[str, Any]:
-    """/ready's body once it answers 503 naming ``kid`` (the upkeep reports every 15 s)."""
-    url = stack.metrics_url.rsplit("/", 1)[0] + "/ready"
+    """/readyz's body once it answers 503 naming ``kid``."""
+    url = stack.metrics_url.rsplit("/", 1)[0] + "/readyz"
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -49,9 +49,9 @@ def _unready_for_key(stack: Stack, kid: str, timeout: float) -> dict[str, Any]:
                 body = json.loads(response.read())
         except urllib.error.HTTPError as error:
             body = json.loads(error.read())
-            if error.code == 503 and kid in body.get("unknown_key_ids", []):
+            if error.code == 503 and kid in body["checks"].get("encryption_keys", {}).get("detail", ""):
                 return dict(body)
-        assert time.monotonic() < deadline, f"/ready never named key id {kid}: {body}"
+        assert time.monotonic() < deadline, f"/readyz never named key id {kid}: {body}"
         time.sleep(1)
 
 

@@ -46,8 +46,8 @@ def sqlite_stack(
         "RETRY_BASE_DELAY_SECONDS": "0.05",
         "LOG_LEVEL": "DEBUG",
         "KAFKA_SESSION_TIMEOUT_SECONDS": "6",
-        "METRICS_HOST": "127.0.0.1",
-        "METRICS_PORT": str(free_port()),
+        "HTTP_HOST": "127.0.0.1",
+        "HTTP_PORT": str(free_port()),
         **{f"TOPIC_{name.upper().replace('.', '_')}": topic for name, topic in topics.items()},
         **sandbox.service_env(),
     }

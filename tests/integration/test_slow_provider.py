@@ -44,7 +44,7 @@ SLOW_ENV = {
     # Calls queue for a platform slot much longer than a lease lives.
     "PLATFORM_MAX_CONCURRENCY": str(PLATFORM_SLOTS),
     "LOG_LEVEL": "INFO",
-    "METRICS_PORT": "0",
+    "HTTP_PORT": "0",
 }
 
 

@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
 async def test_a_platform_throttling_for_minutes_delays_no_other_platform(stack: Stack) -> None:
     stack.worker.stop()
-    env = {**stack.worker.env, "MAX_REFRESHES_IN_FLIGHT": "20", "METRICS_PORT": "0"}
+    env = {**stack.worker.env, "MAX_REFRESHES_IN_FLIGHT": "20", "HTTP_PORT": "0"}
     workers = [WorkerProcess(env, stack.worker.log_path.with_name(f"throttled-{n}.log")).start() for n in (1, 2)]
     state = stack.sandbox.state
     state.add_fault(

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
 
 async def test_killing_one_of_two_workers_loses_nothing_and_duplicates_nothing(stack: Stack) -> None:
-    env = {**stack.worker.env, "METRICS_PORT": "0"}  # one metrics port per host
+    env = {**stack.worker.env, "HTTP_PORT": "0"}  # one HTTP port per host
     second = WorkerProcess(env, stack.worker.log_path.with_name("worker-second.log")).start()
     state = stack.sandbox.state
     try:

@@ -587,8 +587,8 @@ def test_dockerignore_keeps_local_state_out_and_the_sources_in() -> None:
     assert not any(pattern.startswith("!") for pattern in patterns)
 
 
-def test_worker_liveness_is_its_metrics_endpoint(services: dict[str, Any]) -> None:
-    port = Settings.model_fields["metrics_port"].default
+def test_worker_health_is_its_readiness_endpoint(services: dict[str, Any]) -> None:
+    port = Settings.model_fields["http_port"].default
     check = " ".join(all_strings(services["worker"]["healthcheck"]["test"]))
-    assert f"http://localhost:{port}/metrics" in check
+    assert f"http://localhost:{port}/readyz" in check
     assert any(str(mapping).endswith(f":{port}") for mapping in services["worker"]["ports"])

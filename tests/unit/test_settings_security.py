@@ -232,3 +232,37 @@ def test_a_malformed_database_url_is_refused_without_its_password(monkeypatch: p
     message = refused(naming="DATABASE_URL")
 
     assert PASSWORD not in message
+
+
+# --- the HTTP API's bearer tokens and port -------------------------------------------------
+
+
+@pytest.mark.usefixtures("key")
+@pytest.mark.parametrize("tokens", ["short", "a" * 40 + ",", "spaces in the middle of a long enough token!!"])
+def test_a_weak_or_malformed_admin_token_is_refused_without_its_value(
+    monkeypatch: pytest.MonkeyPatch, tokens: str
+) -> None:
+    monkeypatch.setenv("ADMIN_TOKENS", tokens)
+
+    message = refused(naming="ADMIN_TOKENS")
+
+    assert tokens.split(",")[0] not in message
+
+
+@pytest.mark.usefixtures("key")
+def test_one_token_cannot_serve_both_scopes(monkeypatch: pytest.MonkeyPatch) -> None:
+    shared = "k" * 20 + "0123456789abcdef"
+    monkeypatch.setenv("ADMIN_TOKENS", f"{'a' * 40},{shared}")
+    monkeypatch.setenv("TOKEN_ENDPOINT_TOKENS", shared)
+
+    message = refused(naming="TOKEN_ENDPOINT_TOKENS")
+
+    assert shared not in message
+
+
+@pytest.mark.usefixtures("key")
+@pytest.mark.parametrize(("old", "new"), [("METRICS_PORT", "HTTP_PORT"), ("METRICS_HOST", "HTTP_HOST")])
+def test_a_renamed_setting_is_refused_naming_its_new_name(monkeypatch: pytest.MonkeyPatch, old: str, new: str) -> None:
+    monkeypatch.setenv(old, "9464")
+
+    assert new in refused(naming=old)
