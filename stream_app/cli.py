@@ -66,23 +66,50 @@ def keygen() -> None:
 
 
 @cli.command()
-def migrate() -> None:
+@click.option(
+    "--adopt",
+    is_flag=True,
+    help="Take over the Node service's platform_connections (checked, stamped, new columns added, "
+    "its data untouched; docs/takeover.md). A no-op on a database already migrated.",
+)
+def migrate(adopt: bool) -> None:
     """Apply the database migrations (DATABASE_URL) up to the newest."""
+    from alembic.util import CommandError
+    from sqlalchemy.exc import DBAPIError
+
     from stream_app.db import Database
-    from stream_app.db.migrate import current_revision, upgrade_to_head
+    from stream_app.db.migrate import adopt_and_upgrade, current_revision, upgrade_to_head
 
     settings = _settings()
     _configure_logging(settings.log_level)
 
-    async def run() -> str | None:
+    async def run() -> tuple[str | None, str]:
         database = Database(settings.database_url.get_secret_value())
         try:
-            await upgrade_to_head(database)
-            return await current_revision(database)
+            done = ""
+            if adopt:
+                adoption = await adopt_and_upgrade(database)
+                done = "nothing to adopt (no unmigrated Node table); "
+                if adoption is not None:
+                    kept = f", kept its own columns {', '.join(adoption.kept_columns)}" if adoption.kept_columns else ""
+                    done = f"adopted the Node service's platform_connections ({adoption.rows} rows{kept}); "
+            else:
+                await upgrade_to_head(database)
+            return await current_revision(database), done
         finally:
             await database.dispose()
 
-    click.echo(f"database at revision {_run(run)}")
+    try:
+        revision, done = asyncio.run(run())
+    except ConfigurationError as exc:  # an unmigrated Node table, or one adoption refuses
+        _fail(str(exc), EXIT_CONFIGURATION)
+    except (TokenRefreshError, OSError) as exc:
+        _fail(str(exc) if isinstance(exc, TokenRefreshError) else f"{type(exc).__name__}: {exc}")
+    except CommandError as exc:
+        _fail(f"migration failed: {exc}")
+    except DBAPIError as exc:
+        _fail(f"migration failed: {type(exc.orig).__name__}: {next(iter(str(exc.orig).splitlines()), '')}")
+    click.echo(f"{done}database at revision {revision}")
 
 
 @cli.command()

@@ -1,4 +1,5 @@
-"""Apply the Alembic migrations (``token-refresh migrate``)."""
+"""Apply the Alembic migrations (``token-refresh migrate``), and adopt the Node service's
+database (``--adopt``, stream_app/db/adoption.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,23 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 
+from stream_app.db.adoption import (
+    ADOPTED_REVISION,
+    Adoption,
+    DatabaseState,
+    adopt_seed_table,
+    database_state,
+    unmanaged_table_message,
+)
 from stream_app.db.engine import Database
+from stream_app.errors import ConfigurationError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+class UnmanagedDatabase(ConfigurationError):
+    """platform_connections exists but no migration of this service made it (the message says
+    whether ``--adopt`` takes it over)."""
 
 
 def _alembic_config(connection: Connection | None = None) -> Config:
@@ -23,8 +38,34 @@ def _alembic_config(connection: Connection | None = None) -> Config:
 
 
 async def upgrade_to_head(database: Database) -> None:
+    """Migrate to the newest revision; a table this service's migrations did not create is
+    refused (UnmanagedDatabase), never met with a failing CREATE TABLE."""
     async with database.engine.begin() as connection:
-        await connection.run_sync(lambda sync: command.upgrade(_alembic_config(sync), "head"))
+        await connection.run_sync(_upgrade)
+
+
+def _upgrade(connection: Connection) -> None:
+    if database_state(connection) is DatabaseState.UNMANAGED:
+        raise UnmanagedDatabase(unmanaged_table_message(connection))
+    command.upgrade(_alembic_config(connection), "head")
+
+
+async def adopt_and_upgrade(database: Database) -> Adoption | None:
+    """Adopt the seed's table if the database has one and no stamp (NotAdoptable if it is not
+    the seed's), then migrate to the newest revision, all in one transaction. Returns the
+    adoption, or None when there was nothing to adopt (an empty or a migrated database: then
+    it is a plain migration)."""
+    async with database.engine.begin() as connection:
+        return await connection.run_sync(_adopt_and_upgrade)
+
+
+def _adopt_and_upgrade(connection: Connection) -> Adoption | None:
+    adoption = None
+    if database_state(connection) is DatabaseState.UNMANAGED:
+        adoption = adopt_seed_table(connection)
+        command.stamp(_alembic_config(connection), ADOPTED_REVISION)
+    command.upgrade(_alembic_config(connection), "head")
+    return adoption
 
 
 async def current_revision(database: Database) -> str | None:
