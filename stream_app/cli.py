@@ -275,50 +275,95 @@ def _uuid(value: str) -> uuid.UUID:
 @cli.command()
 @click.argument("topic")
 @click.option("--since", required=True, help="RFC 3339 time or 'beginning'.")
-def replay(topic: str, since: str) -> None:
-    """Print a topic's events since a time as JSON lines (for audits)."""
-    from stream_app.replay import replay_topic
+@click.option("--until", help="RFC 3339 time: the last record timestamp of the range (default: the end now).")
+@click.option("--platform", help="Only the events of this platform.")
+@click.option("--user", help="Only the events of this user: a UUID, or the 8-hex hash that stands for it in logs.")
+@click.option("--follow", is_flag=True, help="After the range, print new records until Ctrl-C or SIGTERM.")
+@click.option("--format", "output", type=click.Choice(["jsonl", "table"]), default="jsonl", show_default=True)
+def replay(
+    topic: str, since: str, until: str | None, platform: str | None, user: str | None, follow: bool, output: str
+) -> None:
+    """Print a topic's records over a time range (for audits): position, timestamp, key and the
+    event. Values that are not valid events, and dead letters, only in redacted form."""
+    from stream_app.privacy import UserIdHasher
+    from stream_app.replay import ReplayRange, replay_topic, stop_on_signals
+    from stream_app.replay_output import json_lines, tables
+    from stream_app.replay_view import RecordFilter
 
     settings = _settings()
-    start = None if since == "beginning" else _parse_time(since)
-    count = _run(lambda: replay_topic(settings, topic, start, lambda line: click.echo(line)))
-    click.echo(f"{count} event(s)", err=True)
+    if follow and until is not None:
+        _fail("--follow reads on until interrupted, --until ends the range: give one of them", EXIT_CONFIGURATION)
+    span = ReplayRange(
+        None if since == "beginning" else _moment("--since", since),
+        None if until is None else _moment("--until", until),
+        follow,
+    )
+    try:
+        keep = RecordFilter(platform, user, UserIdHasher(settings.log_hash_secret()))
+    except ValueError as exc:
+        _fail(str(exc), EXIT_CONFIGURATION)
+    emit = json_lines(click.echo) if output == "jsonl" else tables(sys.stdout)
+
+    async def run() -> int:
+        return await replay_topic(settings, topic, span, keep, emit, stop_on_signals() if follow else None)
+
+    count = _run(run)
+    click.echo(f"{count} record(s)", err=True)
+
+
+def _moment(option: str, value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        _fail(f"{option}: not an RFC 3339 time: {value!r}", EXIT_CONFIGURATION)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 @cli.command()
+@click.argument("user_id")
+@click.argument("platform")
 @click.option(
-    "--worker",
-    "workers",
-    multiple=True,
-    metavar="URL",
-    help="A worker's HTTP API whose circuits to show (repeatable); default: this host's HTTP_PORT.",
+    "--tokens-from",
+    type=click.Choice(["stdin", "prompt", "env"]),
+    help="stdin: access token on line 1, refresh token on line 2; prompt: asked without echo; env: "
+    "CONNECT_ACCESS_TOKEN and CONNECT_REFRESH_TOKEN.  [default: prompt at a terminal, else stdin]",
 )
-@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of tables.")
-def status(workers: tuple[str, ...], as_json: bool) -> None:
-    """Token health: the seed's monitoring queries, connections by status, outbox and dead
-    letters, and the workers' circuits."""
-    import json
-
-    from rich.console import Console
-
-    from stream_app.db import Database
-    from stream_app.status_report import StatusReport, gather_status, render
+@click.option("--no-refresh-token", is_flag=True, help="The platform issued no refresh token.")
+@click.option("--expires-in", type=click.IntRange(min=1), help="Seconds the access token is valid from now.")
+@click.option("--scope", "scopes", multiple=True, help="A granted scope (repeat for several).")
+@click.option("--signing-key-id", help="The PRODUCER_SIGNING_KEYS key to sign with (default: the first, if any).")
+def connect(
+    user_id: str,
+    platform: str,
+    tokens_from: str | None,
+    no_refresh_token: bool,
+    expires_in: int | None,
+    scopes: tuple[str, ...],
+    signing_key_id: str | None,
+) -> None:
+    """Publish a connection.created for a user, its tokens sealed (never give a token as an argument)."""
+    from stream_app.connect_cli import publish_connection, read_tokens, sealed_event, signing_key
 
     settings = _settings()
-    urls = list(workers) or ([f"http://127.0.0.1:{settings.http_port}"] if settings.http_port else [])
-
-    async def run() -> StatusReport:
-        database = Database.from_settings(settings)
-        try:
-            return await gather_status(settings, database, urls)
-        finally:
-            await database.dispose()
-
-    report = _run(run)
-    if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=2, sort_keys=True))
-    else:
-        render(report, Console())
+    user = _uuid(user_id)
+    source = tokens_from or ("prompt" if sys.stdin.isatty() else "stdin")
+    try:
+        signing = signing_key(settings, signing_key_id)
+        tokens = read_tokens(
+            source,
+            sys.stdin,
+            lambda what: str(click.prompt(what, hide_input=True, err=True)),
+            with_refresh=not no_refresh_token,
+        )
+        event = sealed_event(settings, user, platform, tokens, expires_in=expires_in, scopes=list(scopes) or None)
+    except ConfigurationError as exc:
+        _fail(str(exc), EXIT_CONFIGURATION)
+    published = _run(lambda: publish_connection(settings, event, signing))
+    click.echo(
+        f"published connection.created {event.event_id} for {event.key} at "
+        f"{published.topic}[{published.partition}]@{published.offset}, "
+        + (f"signed with key id {published.signed_with}" if published.signed_with else "unsigned")
+    )
 
 
 @cli.command("rotate-keys")
@@ -408,19 +453,16 @@ def dlq_replay(topic: str, dry_run: bool, limit: int | None, legacy: bool) -> No
 def dlq_show(topic: str, limit: int | None) -> None:
     """Print a dead-letter topic's records: position, time, key, reason and a redacted view of
     the value (opened with the configured keys; the value itself is never printed)."""
-    from aiokafka.errors import KafkaError
-
+    from stream_app.cli_kafka import kafka_failures_as_one_line
     from stream_app.dlq_show import show_dead_letters
 
     settings = _settings()
     _configure_logging(settings.log_level)
 
     async def run() -> None:
-        try:
+        async with kafka_failures_as_one_line(settings, f"reading {topic!r}"):
             async for line in show_dead_letters(settings, topic, limit):
                 click.echo(line)
-        except KafkaError as exc:
-            raise TokenRefreshError(f"reading {topic!r} failed: {type(exc).__name__}") from None
 
     _run(run)
 
@@ -444,14 +486,6 @@ class _ProgressBar:
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.__exit__(None, None, None)
-
-
-def _parse_time(value: str) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        _fail(f"--since: not an RFC 3339 time: {value!r}", EXIT_CONFIGURATION)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def main() -> None:

@@ -60,29 +60,53 @@ async def show_dead_letters(settings: Settings, dlq_topic: str, limit: int | Non
 
 def describe(record: ConsumerRecord, seal: LetterSeal) -> str:
     """One DLQ record as a line: position, time, key, reason, value view, headers (tab-separated)."""
-    try:
-        dead = DeadLetter.model_validate_json(record.value or b"")
-    except ValidationError:
+    view = letter_view(record.value, seal)
+    if view is None:
         size = len(record.value or b"")
         return f"{printable(record.topic)}[{record.partition}]@{record.offset}\tnot a dead letter ({size} bytes)"
     fields = (
-        f"{dead.topic}[{dead.partition}]@{dead.offset}",
-        dead.occurred_at.isoformat(),
-        f"key={_key_view(dead)}",
-        f"reason={json.dumps(dead.reason)}",
-        f"value={_value_view(dead, seal)}",
-        f"headers={_headers_view(dead, seal)}",
+        view["position"],
+        view["occurred_at"],
+        f"key={_key_field(view['key'])}",
+        f"reason={json.dumps(view['reason'])}",
+        f"value={view['value']}",
+        f"headers={view['headers']}",
     )
-    return "\t".join(printable(field) for field in fields)
+    return "\t".join(printable(str(field)) for field in fields)
 
 
-def _key_view(dead: DeadLetter) -> str:
-    """The key as JSON in the service's own shape; any other only by its size (letters of earlier
-    versions, and forged ones, may hold any key here)."""
+def letter_view(value: bytes | None, seal: LetterSeal) -> dict[str, str | None] | None:
+    """What may be shown of a dead letter (None if ``value`` is not one): the dead-lettered
+    record's position, when, its key (``_key_view``), the reason, the redacted value and the
+    headers' sizes. Not yet made printable."""
+    try:
+        dead = DeadLetter.model_validate_json(value or b"")
+    except ValidationError:
+        return None
+    return {
+        "position": f"{dead.topic}[{dead.partition}]@{dead.offset}",
+        "occurred_at": dead.occurred_at.isoformat(),
+        "key": _key_view(dead),
+        "reason": dead.reason,
+        "value": _value_view(dead, seal),
+        "headers": _headers_view(dead, seal),
+    }
+
+
+def _key_view(dead: DeadLetter) -> str | None:
+    """The key in the service's own shape; any other only by its size (letters of earlier
+    versions, and forged ones, may hold any key here); None when the record had none."""
     if readable_key(dead.key) is not None:
-        return json.dumps(dead.key)
+        return dead.key
     size = dead.key_size if dead.key is None else len(dead.key.encode("utf-8", errors="surrogatepass"))
-    return "null" if size is None else f"<key, {size} bytes>"
+    return None if size is None else f"<key, {size} bytes>"
+
+
+def _key_field(key: str | None) -> str:
+    """The key as ``describe`` writes it: JSON when readable, else its size or null."""
+    if key is None:
+        return "null"
+    return json.dumps(key) if readable_key(key) is not None else key
 
 
 def _value_view(dead: DeadLetter, seal: LetterSeal) -> str:
