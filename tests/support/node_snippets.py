@@ -12,11 +12,12 @@ from typing import Any
 DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 
 
-def snippet(name: str) -> str:
-    """The ```js block that follows the marker ``<!-- snippet: name -->``."""
-    found = re.search(rf"<!-- snippet: {re.escape(name)} -->\s*```js\n(.*?)```", DOC.read_text(), re.DOTALL)
+def snippet(name: str, doc: Path = DOC, language: str = "js") -> str:
+    """The ```js (or ``language``) block that follows the marker ``<!-- snippet: name -->``."""
+    marker = rf"<!-- snippet: {re.escape(name)} -->\s*```{language}\n(.*?)```"
+    found = re.search(marker, doc.read_text(), re.DOTALL)
     if found is None:
-        raise AssertionError(f"docs/security.md has no snippet {name!r}")
+        raise AssertionError(f"{doc.name} has no snippet {name!r}")
     return found.group(1)
 
 
