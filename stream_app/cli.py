@@ -287,7 +287,7 @@ def replay(
     event. Values that are not valid events, and dead letters, only in redacted form."""
     from stream_app.privacy import UserIdHasher
     from stream_app.replay import ReplayRange, replay_topic, stop_on_signals
-    from stream_app.replay_output import json_lines, tables
+    from stream_app.replay_output import JsonLines, Tables
     from stream_app.replay_view import RecordFilter
 
     settings = _settings()
@@ -302,12 +302,15 @@ def replay(
         keep = RecordFilter(platform, user, UserIdHasher(settings.log_hash_secret()))
     except ValueError as exc:
         _fail(str(exc), EXIT_CONFIGURATION)
-    emit = json_lines(click.echo) if output == "jsonl" else tables(sys.stdout)
+    emit = JsonLines(click.echo) if output == "jsonl" else Tables(sys.stdout, each_batch=follow)
 
     async def run() -> int:
         return await replay_topic(settings, topic, span, keep, emit, stop_on_signals() if follow else None)
 
-    count = _run(run)
+    try:
+        count = _run(run)
+    finally:
+        emit.close()
     click.echo(f"{count} record(s)", err=True)
 
 

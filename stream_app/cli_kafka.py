@@ -12,17 +12,16 @@ from stream_app.errors import TokenRefreshError
 from stream_app.settings import Settings
 
 
-def quiet_client_logs() -> None:
-    """aiokafka logs every failed connection attempt at ERROR: a tool reports the failure
-    itself, in its one line."""
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-
-
 @contextlib.asynccontextmanager
 async def kafka_failures_as_one_line(settings: Settings, doing: str) -> AsyncIterator[None]:
     """Turn a KafkaError inside into a TokenRefreshError naming the problem (the CLI prints
-    it as its one line, exit 1). ``doing`` says what failed, e.g. "reading 'token.refreshed'"."""
-    quiet_client_logs()
+    it as its one line, exit 1). ``doing`` says what failed, e.g. "reading 'token.refreshed'".
+
+    aiokafka logs every failed connection attempt at ERROR: inside, it logs nothing below
+    CRITICAL (the tool reports the failure itself, in its one line)."""
+    client = logging.getLogger("aiokafka")
+    level = client.level
+    client.setLevel(logging.CRITICAL)
     try:
         yield
     except KafkaConnectionError:
@@ -31,3 +30,5 @@ async def kafka_failures_as_one_line(settings: Settings, doing: str) -> AsyncIte
         ) from None
     except KafkaError as exc:
         raise TokenRefreshError(f"{doing} failed: {type(exc).__name__}") from None
+    finally:
+        client.setLevel(level)

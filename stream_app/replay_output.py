@@ -14,35 +14,56 @@ from stream_app.redacted_view import printable
 from stream_app.replay_view import RecordView
 
 _COLUMNS = ("topic", "partition", "offset", "timestamp", "key")
+# A bounded replay prints one table, or one per this many records (a table is held until printed).
+ROWS_PER_TABLE = 500
 
 
-def json_lines(write: Callable[[str], object]) -> Callable[[list[RecordView]], None]:
+class JsonLines:
     """One JSON object per record (json.dumps escapes every control character)."""
 
-    def emit(views: list[RecordView]) -> None:
+    def __init__(self, write: Callable[[str], object]) -> None:
+        self._write = write
+
+    def __call__(self, views: list[RecordView]) -> None:
         for view in views:
-            write(json.dumps(view.fields, separators=(",", ":")))
+            self._write(json.dumps(view.fields, separators=(",", ":")))
 
-    return emit
+    def close(self) -> None:
+        pass
 
 
-def tables(file: IO[str]) -> Callable[[list[RecordView]], None]:
-    """A table per batch of records (a follow prints them as they come), each cell made printable
-    and shown as plain text (no rich markup is interpreted)."""
-    console = Console(file=file, soft_wrap=False)
+class Tables:
+    """Rich tables: one for a bounded replay (or one per ROWS_PER_TABLE records); while
+    following, one per batch of new records, as they come. Every cell is made printable and
+    shown as plain text (no rich markup is interpreted), folded rather than cut."""
 
-    def emit(views: list[RecordView]) -> None:
+    def __init__(self, file: IO[str], *, each_batch: bool) -> None:
+        self._file = file
+        self._console = Console(file=file, soft_wrap=False)
+        self._each_batch = each_batch
+        self._rows: list[list[Text]] = []
+
+    def __call__(self, views: list[RecordView]) -> None:
+        for view in views:
+            self._rows.append([*(_cell(view.fields[column]) for column in _COLUMNS), _cell(_value_of(view.fields))])
+            if len(self._rows) >= ROWS_PER_TABLE:
+                self.close()
+        if self._each_batch:
+            self.close()
+
+    def close(self) -> None:
+        """Print what is held."""
+        if not self._rows:
+            return
         table = Table()
         for column in _COLUMNS:
-            table.add_column(column, overflow="fold")  # an audit shows every character, wrapped
+            table.add_column(column, overflow="fold")
         table.add_column("value", overflow="fold", ratio=1)
-        for view in views:
-            cells = [_cell(view.fields[column]) for column in _COLUMNS]
-            table.add_row(*cells, _cell(_value_of(view.fields)))
-        console.print(table)
-        file.flush()
-
-    return emit
+        for row in self._rows:
+            table.add_row(*row)
+        self._rows = []
+        self._console.print(table)
+        self._file.flush()
 
 
 def _value_of(fields: dict[str, Any]) -> Any:
