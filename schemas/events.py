@@ -171,6 +171,45 @@ class TokenRefreshFailed(Event):
     will_retry: bool
 
 
+DisconnectReason = Literal["user_request", "operator", "account_deleted", "security"]
+# What became of a disconnected connection's tokens at the provider (RFC 7009).
+RevocationOutcome = Literal["revoked", "already_invalid", "failed", "unsupported", "disabled", "no_token"]
+
+
+class ConnectionDisconnected(InputEvent):
+    """Published by the product when a user disconnects a platform (or by an operator): the
+    connection's status becomes ``disconnected``, it is never refreshed again, and its tokens are
+    revoked at a provider that supports RFC 7009 (when enabled), then wiped. Only a later
+    `connection.created` (by ``occurred_at``) connects it again."""
+
+    default_topic: ClassVar[str] = "connection.disconnected"
+    event_type: Literal["connection.disconnected"] = "connection.disconnected"
+    reason: DisconnectReason = "user_request"
+
+
+class TokenRevoked(Event):
+    """What a disconnect came to: the connection is ``disconnected``; ``revocation`` says what the
+    provider was told (``revoked``; ``already_invalid``: it no longer knew the token;
+    ``failed``: see error_class and error, the tokens are kept sealed so that a later disconnect
+    can revoke them again; ``unsupported``: the platform has no RFC 7009 endpoint;
+    ``disabled``: REVOKE_TOKENS_ON_DISCONNECT is off; ``no_token``: nothing was stored)."""
+
+    default_topic: ClassVar[str] = "token.revoked"
+    event_type: Literal["token.revoked"] = "token.revoked"
+    status: Literal["disconnected"] = "disconnected"
+    reason: DisconnectReason
+    revocation: RevocationOutcome
+    revoked_token_type: Literal["refresh_token", "access_token"] | None = Field(
+        default=None, description="Which token was presented to the provider's revocation endpoint, if any."
+    )
+    tokens_wiped: bool = Field(description="Whether the stored tokens were deleted (kept sealed only on failure).")
+    error_class: str | None = None
+    error: str | None = Field(
+        default=None, description="The provider's error code and a description of our own; never its free text."
+    )
+    disconnect_event_id: uuid.UUID = Field(description="The event_id of the connection.disconnected applied.")
+
+
 class DeadLetter(BaseModel):
     """What the service writes to ``<topic>.dlq`` for an input it cannot process.
 
@@ -256,5 +295,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TokenRefreshed,
         TokenNeedsReauth,
         TokenRefreshFailed,
+        ConnectionDisconnected,
+        TokenRevoked,
     )
 }

@@ -16,13 +16,16 @@ from pydantic import BaseModel
 from schemas.events import EVENT_TYPES, DeadLetter
 
 # Who writes and who reads each topic (contract §1), from the service's point of view.
-_SERVICE_RECEIVES = ("connection.created", "token.expiring")
+_SERVICE_RECEIVES = ("connection.created", "token.expiring", "connection.disconnected")
 _DESCRIPTIONS = {
     "connection.created": "A user connected a platform; tokens arrive encrypted (iv:authTag:ciphertext).",
     "token.expiring": "A request to refresh one connection (scheduled, on demand, manual or bulk).",
     "token.refreshed": "A connection's token was refreshed and stored.",
     "token.needs_reauth": "A connection can no longer be refreshed; the user must reconnect.",
     "token.refresh_failed": "A refresh failed (status error, or retries exhausted).",
+    "connection.disconnected": "A user (or an operator) disconnected a platform: the connection is never refreshed"
+    " again and its tokens are revoked where the provider allows, then wiped.",
+    "token.revoked": "A connection was disconnected; what its tokens' revocation at the provider came to.",
 }
 
 

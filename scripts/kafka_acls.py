@@ -4,12 +4,13 @@
 Stdlib only. Each role gets what it was seen to need on a broker with
 ``allow.everyone.if.no.acl.found=false`` (tests/integration/test_kafka_acls.py), nothing more:
 
-- the worker reads ``connection.created`` and ``token.expiring``, writes ``token.expiring`` (its
-  scan), the three outcome topics and the two ``.dlq`` topics, joins its consumer groups
-  ``<app>`` (Faust's leader election, on the topic ``<app>-__assignor-__leader``), ``<app>-refresh``
-  and ``<app>-ingest``, and creates those topics if missing (``--topics-precreated`` leaves that out);
-- producers write ``connection.created``, nothing else; trusted triggers (an admin tool asking
-  for refreshes) write ``token.expiring``, nothing else;
+- the worker reads ``connection.created``, ``token.expiring`` and ``connection.disconnected``,
+  writes ``token.expiring`` (its scan), the four outcome topics and the three ``.dlq`` topics,
+  joins its consumer groups ``<app>`` (Faust's leader election, on the topic
+  ``<app>-__assignor-__leader``), ``<app>-refresh``, ``<app>-ingest`` and ``<app>-disconnect``, and
+  creates those topics if missing (``--topics-precreated`` leaves that out);
+- producers write ``connection.created`` and ``connection.disconnected``, nothing else; trusted
+  triggers (an admin tool asking for refreshes) write ``token.expiring``, nothing else;
 - notifiers read the outcome topics in their own consumer groups;
 - operators replay dead letters (`token-refresh dlq replay`/`dlq show`): read the ``.dlq`` topics
   and the input topics (a letter without its value is read back from there), write the input
@@ -44,9 +45,11 @@ TOPIC_DEFAULTS = (
     "token.refreshed",
     "token.needs_reauth",
     "token.refresh_failed",
+    "connection.disconnected",
+    "token.revoked",
 )
-OUTCOMES = ("token.refreshed", "token.needs_reauth", "token.refresh_failed")
-INPUTS = ("connection.created", "token.expiring")
+OUTCOMES = ("token.refreshed", "token.needs_reauth", "token.refresh_failed", "token.revoked")
+INPUTS = ("connection.created", "token.expiring", "connection.disconnected")
 TOOLS_LOG4J = """log4j.rootLogger=WARN, stderr
 log4j.appender.stderr=org.apache.log4j.ConsoleAppender
 log4j.appender.stderr.Target=System.err
@@ -87,13 +90,14 @@ def grants(args: argparse.Namespace) -> list[Grant]:
     result: list[Grant] = []
     if args.worker:
         worker = tuple(args.worker)
-        groups = (app, f"{app}-refresh", f"{app}-ingest")
+        groups = (app, f"{app}-refresh", f"{app}-ingest", f"{app}-disconnect")
         result.append(Grant(worker, ("Read",), topics=(*inputs, leader), groups=groups))
         result.append(Grant(worker, ("Write",), topics=(topic["token.expiring"], *outcomes, *dead_letters)))
         if not args.topics_precreated:
             result.append(Grant(worker, ("Create",), topics=(*inputs, *outcomes, *dead_letters, leader)))
     if args.producer:
-        result.append(Grant(tuple(args.producer), ("Write",), topics=(topic["connection.created"],)))
+        producer_topics = (topic["connection.created"], topic["connection.disconnected"])
+        result.append(Grant(tuple(args.producer), ("Write",), topics=producer_topics))
     if args.trigger:
         result.append(Grant(tuple(args.trigger), ("Write",), topics=(topic["token.expiring"],)))
     if args.notifier:

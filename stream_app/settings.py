@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     topic_token_refreshed: str = "token.refreshed"
     topic_token_needs_reauth: str = "token.needs_reauth"
     topic_token_refresh_failed: str = "token.refresh_failed"
+    topic_connection_disconnected: str = "connection.disconnected"
+    topic_token_revoked: str = "token.revoked"
+    # A disconnect revokes the connection's tokens at a provider with an RFC 7009 endpoint
+    # (stream_app.catalog: Google, Discord, X); off: the tokens are only wiped here.
+    revoke_tokens_on_disconnect: bool = True
 
     refresh_buffer_seconds: float = Field(default=300, gt=0)
     # The buffer never exceeds this fraction of a token's lifetime.
@@ -183,6 +188,8 @@ class Settings(BaseSettings):
     allow_insecure_token_urls: bool = False
     credentials: dict[str, ClientCredentials] = Field(default_factory=dict)
     token_urls: dict[str, str] = Field(default_factory=dict)
+    # <KEY>_REVOCATION_URL overrides of the catalog's revocation endpoints (sandboxes, tests).
+    revocation_urls: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("encryption_key", "log_hash_key")
     @classmethod
@@ -238,6 +245,15 @@ class Settings(BaseSettings):
             problem = token_url_problem(url, allow_insecure=self.allow_insecure_token_urls)
             if problem is not None:
                 raise ValueError(f"{key.upper()}_TOKEN_URL: {problem}")
+        return self
+
+    @model_validator(mode="after")
+    def _revocation_urls_are_safe(self) -> Settings:
+        # A revocation sends a token (and, for most providers, the client secret): the token URLs' rule.
+        for key, url in sorted(self.revocation_urls.items()):
+            problem = token_url_problem(url, allow_insecure=self.allow_insecure_token_urls)
+            if problem is not None:
+                raise ValueError(f"{key.upper()}_REVOCATION_URL: {problem}")
         return self
 
     @model_validator(mode="after")
@@ -360,6 +376,8 @@ class Settings(BaseSettings):
             "token.refreshed": self.topic_token_refreshed,
             "token.needs_reauth": self.topic_token_needs_reauth,
             "token.refresh_failed": self.topic_token_refresh_failed,
+            "connection.disconnected": self.topic_connection_disconnected,
+            "token.revoked": self.topic_token_revoked,
         }
 
     @classmethod
@@ -376,6 +394,7 @@ class Settings(BaseSettings):
             env_settings,
             dotenv_settings,
             PlatformVariablesSource(settings_cls),
+            RevocationUrlSource(settings_cls),
             file_secret_settings,
         )
 
@@ -429,6 +448,37 @@ def collect_platform_variables(variables: Mapping[str, str | None]) -> dict[str,
 
 # Settings that were renamed: set, they would be ignored without a word.
 RENAMED_SETTINGS = {"METRICS_HOST": "HTTP_HOST", "METRICS_PORT": "HTTP_PORT"}
+
+
+_REVOCATION_URL_VARIABLE = re.compile(r"^(?P<prefix>[A-Z0-9_]+?)_REVOCATION_URL$")
+
+
+class RevocationUrlSource(PydanticBaseSettingsSource):
+    """Collects ``<KEY>_REVOCATION_URL`` (a credential key's prefix, as ``<KEY>_TOKEN_URL``)
+    into ``revocation_urls``; a prefix no platform uses is refused, like a token URL's."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # everything happens in __call__
+
+    def __call__(self) -> dict[str, Any]:
+        env_file = self.config.get("env_file")
+        variables: dict[str, str | None] = {}
+        if isinstance(env_file, str | Path):
+            variables.update(dotenv_values(env_file))
+        variables.update(os.environ)
+        urls: dict[str, str] = {}
+        for name, value in variables.items():
+            match = _REVOCATION_URL_VARIABLE.match(name.upper())
+            if not match or not value:
+                continue
+            prefix = match["prefix"].lower()
+            if prefix not in CREDENTIAL_KEYS:
+                raise ConfigurationError(
+                    f"{name.upper()}: no platform uses the prefix {match['prefix']!r} "
+                    f"(known: {', '.join(k.upper() for k in CREDENTIAL_KEYS)})"
+                )
+            urls[prefix] = value
+        return {"revocation_urls": urls} if urls else {}
 
 
 def load_settings(**overrides: Any) -> Settings:

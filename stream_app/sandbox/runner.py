@@ -15,6 +15,7 @@ from typing import Any, Self
 from aiohttp import web
 
 from .dialects import GOOGLE, PLATFORMS, credential_key
+from .revocation import REVOCATION_ROUTES
 from .server import CLIENTS_KEY, create_app
 from .state import SandboxState
 
@@ -117,6 +118,12 @@ class SandboxServer:
             raise KeyError(f"no sandbox token endpoint for {platform!r}")
         return f"{self.base_url}/{platform}/token"
 
+    def revocation_url(self, platform: str) -> str:
+        """``/{platform}/revoke``; ``google`` gives the endpoint the Google platforms share."""
+        if platform not in REVOCATION_ROUTES:
+            raise KeyError(f"no sandbox revocation endpoint for {platform!r}")
+        return f"{self.base_url}/{platform}/revoke"
+
     def admin_url(self, path: str = "") -> str:
         return f"{self.base_url}/_admin/{path.lstrip('/')}"
 
@@ -126,7 +133,8 @@ class SandboxServer:
 
     def service_env(self) -> dict[str, str]:
         """Environment for the service: ``<KEY>_TOKEN_URL``, ``<KEY>_CLIENT_ID`` and
-        ``<KEY>_CLIENT_SECRET`` per credential key (``GOOGLE_*`` for the Google three)."""
+        ``<KEY>_CLIENT_SECRET`` per credential key (``GOOGLE_*`` for the Google three), and
+        ``<KEY>_REVOCATION_URL`` for those with a revocation endpoint."""
         env: dict[str, str] = {}
         for key in dict.fromkeys(credential_key(p) for p in PLATFORMS):
             client_id, secret = self.credentials(key)
@@ -134,6 +142,8 @@ class SandboxServer:
             env[f"{prefix}_TOKEN_URL"] = self.token_url(key)
             env[f"{prefix}_CLIENT_ID"] = client_id
             env[f"{prefix}_CLIENT_SECRET"] = secret
+            if key in REVOCATION_ROUTES:
+                env[f"{prefix}_REVOCATION_URL"] = self.revocation_url(key)
         return env
 
     # -- ground-truth shortcuts (same thread-safe state the admin API reads) ---------------

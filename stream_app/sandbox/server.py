@@ -29,6 +29,7 @@ from .exchange import (
     finish,
     handle_refresh,
 )
+from .revocation import REVOCATION_ROUTES, handle_revocation
 from .state import Fault, FaultMode, SandboxError, SandboxState
 
 log = logging.getLogger("stream_app.sandbox")
@@ -162,6 +163,33 @@ async def token_endpoint(request: web.Request) -> web.StreamResponse:
     if drop and request.transport is not None:
         request.transport.abort()
     return render(answer)
+
+
+async def revocation_endpoint(request: web.Request) -> web.StreamResponse:
+    """RFC 7009 (``stream_app.sandbox.revocation``); 404 for a platform without such an endpoint."""
+    route = request.match_info["platform"]
+    if route not in REVOCATION_ROUTES:
+        return _json(404, {"error": "not_found", "error_description": f"{route!r} has no revocation endpoint"})
+    state = request.app[STATE_KEY]
+    raw = await request.read()
+    form = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+    if request.content_type != "application/x-www-form-urlencoded":
+        form = {}
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    done = await handle_revocation(state, request.app[CLIENTS_KEY], route, headers, form)
+    state.record_revocation(
+        done.platform,
+        done.outcome,
+        route=route,
+        grant_id=done.grant_id,
+        token_type_hint=form.get("token_type_hint"),
+        live_token=done.live_token,
+        status=done.answer.status,
+    )
+    log.debug("revocation request platform=%s grant=%s outcome=%s", done.platform, done.grant_id, done.outcome)
+    if done.drop and request.transport is not None:
+        request.transport.abort()
+    return render(done.answer.with_headers(**{"Cache-Control": "no-store"}))
 
 
 # -- admin API ----------------------------------------------------------------------------
@@ -301,6 +329,10 @@ async def issued(request: web.Request) -> web.Response:
     return _json(200, request.app[STATE_KEY].issued())
 
 
+async def revocations(request: web.Request) -> web.Response:
+    return _json(200, {"revocations": request.app[STATE_KEY].revocations()})
+
+
 async def stats(request: web.Request) -> web.Response:
     return _json(200, request.app[STATE_KEY].stats())
 
@@ -359,9 +391,11 @@ def create_app(
     app.router.add_post("/_admin/latency", set_latency)
     app.router.add_get("/_admin/issued", issued)
     app.router.add_get("/_admin/stats", stats)
+    app.router.add_get("/_admin/revocations", revocations)
     app.router.add_get("/_admin/requests", requests_log)
     app.router.add_post("/_admin/reset", reset)
     app.router.add_post("/{platform}/token", token_endpoint)
+    app.router.add_post("/{platform}/revoke", revocation_endpoint)
     return app
 
 

@@ -53,6 +53,20 @@ class FaultMode(enum.StrEnum):
 
 
 ECHO_SHAPES = ("bad_grant", "wrong_client", "code", "page")
+# Which endpoint a queued fault answers: the token endpoint, or the RFC 7009 revocation one
+# (stream_app.sandbox.revocation), which takes these modes only. Fault rules are the token endpoint's.
+ENDPOINTS = ("token", "revoke")
+REVOKE_FAULT_MODES = frozenset(
+    {
+        FaultMode.SERVER_ERROR,
+        FaultMode.TIMEOUT,
+        FaultMode.RATE_LIMIT,
+        FaultMode.FORBIDDEN_HTML,
+        FaultMode.INVALID_CLIENT,
+        FaultMode.ECHO_TOKEN,
+        FaultMode.LOST_RESPONSE,
+    }
+)
 NUMBER_SHAPES = ("expires_in", "retry_after")
 _MAX_NUMBER_TEXT = 10_000
 
@@ -140,10 +154,12 @@ class Fault:
     platform_wide: bool = False
     shape: str | None = None  # echo_secrets and hostile_number: which answer (ECHO/NUMBER_SHAPES)
     number: str | None = None  # hostile_number: the raw text sent as the number
+    endpoint: str = "token"  # "token" or "revoke" (ENDPOINTS)
 
     def describe(self) -> dict[str, Any]:
         return {
             "platform": self.platform,
+            "endpoint": self.endpoint,
             "mode": self.mode.value,
             "count": self.count,
             "retry_after": self.retry_after,
@@ -187,9 +203,15 @@ def _fault_from(spec: dict[str, Any], *, any_platform: bool = False) -> Fault:
             platform_wide=bool(spec.get("platform_wide", False)),
             shape=_shape(mode, spec.get("shape")),
             number=_number_text(mode, spec.get("number")),
+            endpoint=str(spec.get("endpoint", "token")),
         )
     except (TypeError, ValueError) as exc:
         raise SandboxError(f"bad fault parameters: {exc}") from None
+    if fault.endpoint not in ENDPOINTS:
+        raise SandboxError(f"endpoint must be one of {', '.join(ENDPOINTS)}")
+    if fault.endpoint == "revoke" and (mode not in REVOKE_FAULT_MODES or any_platform):
+        modes = ", ".join(sorted(m.value for m in REVOKE_FAULT_MODES))
+        raise SandboxError(f"the revocation endpoint takes queued faults of these modes only: {modes}")
     if fault.count < 1 or fault.retry_after < 0 or fault.delay < 0:
         raise SandboxError("count must be >= 1; retry_after and delay must be >= 0")
     if fault.status is not None and not 100 <= fault.status <= 599:
@@ -242,6 +264,7 @@ class SandboxState:
         self._rules = FaultRules(self._rng)
         self._issued_access: list[str] = []
         self._issued_refresh: list[str] = []
+        self._revocations: list[dict[str, Any]] = []
         self._stats: dict[str, Counter[str]] = {}
         self._history: deque[dict[str, Any]] = deque(maxlen=self._history_size)
         self._seq = 0
@@ -308,6 +331,22 @@ class SandboxState:
             grant = self._grants.get(grant_id)
             if grant is not None and not grant.revoked:
                 grant.revoked, grant.revoked_reason = True, reason
+                grant.revoked_at = self._clock()
+            return grant
+
+    def revoke_token(self, dialect_name: str, token: str | None) -> Grant | None:
+        """RFC 7009: the grant behind ``token`` (any refresh or access token it ever issued, at an
+        endpoint of its dialect) revoked, whole; None when the token is unknown here."""
+        if not token:
+            return None
+        with self._lock:
+            grant = self.grant_for_refresh_token(token)
+            if grant is None:
+                grant = next((g for g in self._grants.values() if token in g.access_tokens), None)
+            if grant is None or grant.dialect != dialect_name:
+                return None
+            if not grant.revoked:
+                grant.revoked, grant.revoked_reason = True, "revoked_by_client"
                 grant.revoked_at = self._clock()
             return grant
 
@@ -393,16 +432,17 @@ class SandboxState:
     def add_fault(self, spec: dict[str, Any]) -> Fault:
         fault = _fault_from(spec)
         with self._lock:
-            self._faults.setdefault(fault.platform, deque()).append(fault)
+            self._faults.setdefault(_queue_key(fault.platform, fault.endpoint), deque()).append(fault)
         return fault
 
-    def take_fault(self, platform: str) -> Fault | None:
-        """Consume one use of the next fault queued for ``platform`` (for a Google platform,
-        its own queue first, then the shared ``google`` queue); with none queued, draw from the
-        active fault rules. Returns a copy with count 1."""
+    def take_fault(self, platform: str, endpoint: str = "token") -> Fault | None:
+        """Consume one use of the next fault queued for ``platform`` at ``endpoint`` (for a
+        Google platform, its own queue first, then the shared ``google`` queue); with none
+        queued, draw from the active fault rules (token endpoint only). Returns a copy with count 1."""
         keys = [platform]
         if platform != GOOGLE and PLATFORMS.get(platform) and PLATFORMS[platform].dialect == GOOGLE:
             keys.append(GOOGLE)
+        keys = [_queue_key(key, endpoint) for key in keys]
         with self._lock:
             for key in keys:
                 queue = self._faults.get(key)
@@ -412,6 +452,8 @@ class SandboxState:
                     if head.count <= 0:
                         queue.popleft()
                     return Fault(**{**head.__dict__, "count": 1})
+            if endpoint != "token":
+                return None
             return self._rules.draw(platform, self._clock())
 
     def pending_faults(self) -> list[dict[str, Any]]:
@@ -462,6 +504,19 @@ class SandboxState:
                 }
             )
 
+    def record_revocation(self, platform: str, outcome: str, **details: Any) -> None:
+        """One request to a revocation endpoint (kept apart from the token requests' stats and
+        history); ``details`` must not contain token values."""
+        with self._lock:
+            self._seq += 1
+            self._revocations.append(
+                {"seq": self._seq, "at": self._clock(), "platform": platform, "outcome": outcome, **details}
+            )
+
+    def revocations(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._revocations)
+
     def stats(self) -> dict[str, Any]:
         with self._lock:
             by_outcome: Counter[str] = Counter()
@@ -483,3 +538,7 @@ class SandboxState:
                 "access_tokens": list(self._issued_access),
                 "refresh_tokens": list(self._issued_refresh),
             }
+
+
+def _queue_key(platform: str, endpoint: str) -> str:
+    return platform if endpoint == "token" else f"{platform}/{endpoint}"

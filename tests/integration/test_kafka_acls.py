@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError
 
 from schemas import ConnectionCreated
+from schemas.events import ConnectionDisconnected
 from stream_app.crypto import TokenCipher
 from stream_app.sandbox import SandboxServer
 from tests.support.acl_broker import REPO, AclBroker
@@ -34,6 +35,8 @@ DEFAULT_TOPICS = (
     "token.refreshed",
     "token.needs_reauth",
     "token.refresh_failed",
+    "connection.disconnected",
+    "token.revoked",
 )
 NOTIFIER_GROUP = "notifier"
 READ_TIMEOUT_MS = 3000
@@ -196,9 +199,22 @@ async def test_worker_is_elected_leader_and_scans(
     assert _refreshed(outcome), outcome
 
 
-async def test_producer_writes_connection_created_and_nothing_else(deployment: Deployment) -> None:
+async def test_worker_applies_a_disconnect_with_only_its_acls(deployment: Deployment) -> None:
+    """The producer's disconnect is read (group <app>-disconnect) and its outcome written."""
+    event = ConnectionDisconnected(user_id=uuid.uuid4(), platform="spotify")
+    broker, topics = deployment.broker, deployment.topics
+    await _send(
+        broker.client_options("producer"), topics["connection.disconnected"], event.to_bytes(), event.key.encode()
+    )
+    outcome = await _outcome_for(broker.client_options("notifier"), [topics["token.revoked"]], event.user_id)
+    assert json.loads(outcome)["disconnect_event_id"] == str(event.event_id)
+    assert "AuthorizationFailed" not in deployment.worker.log()
+
+
+async def test_producer_writes_connection_events_and_nothing_else(deployment: Deployment) -> None:
     producer, topics = deployment.broker.client_options("producer"), deployment.topics
     await _send(producer, topics["connection.created"], b"{}")  # allowed (dead-lettered by the worker)
+    await _send(producer, topics["connection.disconnected"], b"{}")  # allowed (dead-lettered by the worker)
     with pytest.raises(TopicAuthorizationFailedError):
         await _send(producer, topics["token.refreshed"], b"{}")
     with pytest.raises(TopicAuthorizationFailedError):

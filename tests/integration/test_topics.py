@@ -31,6 +31,8 @@ TOPIC_SETTINGS = (
     "topic_token_refreshed",
     "topic_token_needs_reauth",
     "topic_token_refresh_failed",
+    "topic_connection_disconnected",
+    "topic_token_revoked",
 )
 SettingsFactory = Callable[..., Settings]
 
@@ -64,7 +66,8 @@ async def make_settings(
 
 def service_topics(settings: Settings) -> list[str]:
     topics = settings.topic_names()
-    return [*topics.values(), f"{topics['connection.created']}.dlq", f"{topics['token.expiring']}.dlq"]
+    inputs = ("connection.created", "token.expiring", "connection.disconnected")
+    return [*topics.values(), *(f"{topics[name]}.dlq" for name in inputs)]
 
 
 async def min_insync_replicas(admin: AIOKafkaAdminClient, topic: str) -> tuple[str, int]:

@@ -144,6 +144,9 @@ def test_event_types_cover_the_contract_topics() -> None:
         "token.refreshed",
         "token.needs_reauth",
         "token.refresh_failed",
+        # The contract's extension (README: Disconnecting).
+        "connection.disconnected",
+        "token.revoked",
     }
     assert all(model.default_topic == topic for topic, model in EVENT_TYPES.items())
 

@@ -96,7 +96,7 @@ def test_published_schema_accepts_the_scopes_the_service_accepts() -> None:
 def test_asyncapi_describes_every_topic_and_its_direction() -> None:
     document = asyncapi_document()
     addresses = {channel["address"] for channel in document["channels"].values()}
-    assert addresses == {*EVENT_TYPES, "connection.created.dlq", "token.expiring.dlq"}
+    assert addresses == {*EVENT_TYPES, "connection.created.dlq", "token.expiring.dlq", "connection.disconnected.dlq"}
     actions = {op["channel"]["$ref"].split("/")[-1]: op["action"] for op in document["operations"].values()}
     assert actions["connection_created"] == "receive" and actions["token_refreshed"] == "send"
     for message in document["components"]["messages"].values():
