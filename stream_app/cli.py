@@ -265,6 +265,25 @@ def refresh(user_id: str, platform: str) -> None:
         sys.exit(EXIT_FAILURE)
 
 
+@cli.command()
+@click.argument("user_id")
+@click.argument("platform")
+@click.option(
+    "--reason",
+    type=click.Choice(["operator", "user_request", "account_deleted", "security"]),
+    default="operator",
+    show_default=True,
+)
+def disconnect(user_id: str, platform: str, reason: str) -> None:
+    """Disconnect a connection: publish a `connection.disconnected` for a worker to apply (status
+    disconnected, no more refreshes, tokens revoked at the provider where supported, then wiped)."""
+    from stream_app.disconnect import publish_disconnect
+
+    settings = _settings()
+    event = _run(lambda: publish_disconnect(settings, _uuid(user_id), platform, reason=reason))
+    click.echo(f"published {event.event_type} {event.event_id}; a worker applies it (see token.revoked)")
+
+
 def _uuid(value: str) -> uuid.UUID:
     try:
         return uuid.UUID(value)
