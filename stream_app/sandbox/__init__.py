@@ -9,7 +9,9 @@ ground truth (grants, spent tokens, every token it issued, request counts) for t
         url = sandbox.token_url("spotify")
 
 Routes: ``POST /{platform}/token`` (and ``POST /google/token``, shared by youtube, gmail
-and google_calendar); admin: ``GET /_admin/health``, ``POST|GET /_admin/grants``,
+and google_calendar); ``POST /{platform}/revoke`` (RFC 7009, where the provider has such an
+endpoint: :mod:`stream_app.sandbox.revocation`); admin: ``GET /_admin/revocations``,
+``GET /_admin/health``, ``POST|GET /_admin/grants``,
 ``GET /_admin/grants/{id}``, ``POST /_admin/grants/{id}/revoke``,
 ``POST|GET|DELETE /_admin/faults``, ``POST|GET|DELETE /_admin/fault-rules`` (faults drawn at
 random during a window: :mod:`stream_app.sandbox.rules`), ``POST /_admin/latency``, ``GET /_admin/issued``,
