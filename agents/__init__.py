@@ -6,14 +6,14 @@ from typing import Any
 
 import faust
 
-from agents import connections, disconnections, http_api, outbox, refresh, scheduler, upkeep
+from agents import bulk, connections, disconnections, http_api, outbox, refresh, scheduler, upkeep
 from agents.context import WorkerContext
 from stream_app.service import TokenService
 
 
 def register(app: faust.App, service: TokenService) -> WorkerContext:
     context = WorkerContext(app, service)
-    for module in (connections, refresh, scheduler, outbox, upkeep, http_api, disconnections):
+    for module in (connections, refresh, scheduler, outbox, upkeep, http_api, disconnections, bulk):
         module.attach(context)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode types receivers too narrowly

@@ -388,6 +388,48 @@ def connect(
     )
 
 
+@cli.command("bulk-refresh")
+@click.option("--platform", help="Only this platform's connections (default: every refreshable platform).")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(["connected", "token_expired", "error"]),
+    help="Only connections in this status (repeatable; default: all three).",
+)
+@click.option("--expiring-within", help="Only tokens expiring within this long: 90s, 15m, 2h, 1d, PT1H.")
+@click.option("--last-error-class", help="Only connections whose last failure had this class (e.g. invalid_client).")
+@click.option("--dry-run", is_flag=True, help="Count what would be refreshed, by platform and status; refresh nothing.")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True, max=1000),
+    help="Refreshes per second, per platform (default: BULK_REFRESH_RATE_PER_PLATFORM).",
+)
+@click.option("--detach", is_flag=True, help="Print the job's id and return; a worker runs it.")
+@click.option("--follow", "follow_id", metavar="JOB_ID", help="Follow an existing job instead of creating one.")
+@click.option("--cancel", "cancel_id", metavar="JOB_ID", help="Cancel a job instead of creating one.")
+def bulk_refresh(
+    platform: str | None,
+    statuses: tuple[str, ...],
+    expiring_within: str | None,
+    last_error_class: str | None,
+    dry_run: bool,
+    rate: float | None,
+    detach: bool,
+    follow_id: str | None,
+    cancel_id: str | None,
+) -> None:
+    """Refresh every connection a selector matches, as a job a worker runs (progress bar; Ctrl-C
+    asks whether to cancel the job or detach from it)."""
+    from stream_app.bulk.command import BulkRefreshRequest, run_bulk_refresh
+
+    settings = _settings()
+    request = BulkRefreshRequest(
+        platform, statuses, expiring_within, last_error_class, dry_run, rate, detach, follow_id, cancel_id
+    )
+    sys.exit(run_bulk_refresh(settings, request))
+
+
 @cli.command("rotate-keys")
 @click.option("--batch-size", default=500, show_default=True, type=click.IntRange(min=1))
 def rotate_keys(batch_size: int) -> None:
