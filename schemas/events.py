@@ -173,7 +173,9 @@ class TokenRefreshFailed(Event):
 
 DisconnectReason = Literal["user_request", "operator", "account_deleted", "security"]
 # What became of a disconnected connection's tokens at the provider (RFC 7009).
-RevocationOutcome = Literal["revoked", "already_invalid", "failed", "unsupported", "disabled", "no_token"]
+RevocationOutcome = Literal[
+    "revoked", "already_invalid", "failed", "unsupported", "unconfigured", "disabled", "no_token"
+]
 
 
 class ConnectionDisconnected(InputEvent):
@@ -192,7 +194,9 @@ class TokenRevoked(Event):
     provider was told (``revoked``; ``already_invalid``: it no longer knew the token;
     ``failed``: see error_class and error, the tokens are kept sealed so that a later disconnect
     can revoke them again; ``unsupported``: the platform has no RFC 7009 endpoint;
-    ``disabled``: REVOKE_TOKENS_ON_DISCONNECT is off; ``no_token``: nothing was stored)."""
+    ``unconfigured``: its token URL is overridden (a sandbox, a proxy) and its revocation URL is
+    not, so its tokens are not sent to the provider's real endpoint; ``disabled``:
+    REVOKE_TOKENS_ON_DISCONNECT is off; ``no_token``: nothing was stored)."""
 
     default_topic: ClassVar[str] = "token.revoked"
     event_type: Literal["token.revoked"] = "token.revoked"

@@ -77,9 +77,14 @@ class RevocationClient:
         self._sleep = sleep
 
     def url(self, spec: PlatformSpec) -> str | None:
+        """The endpoint to call: an override, else the catalog's, unless the platform's token URL
+        is overridden (a sandbox, a proxy): tokens it issued never go to the real provider."""
         if spec.revocation_url is None:
             return None  # an override cannot give a platform an endpoint the catalog says it lacks
-        return self._settings.revocation_urls.get(spec.credential_key, spec.revocation_url)
+        override = self._settings.revocation_urls.get(spec.credential_key)
+        if override is None and spec.credential_key in self._settings.token_urls:
+            return None
+        return override or spec.revocation_url
 
     async def revoke(self, spec: PlatformSpec, *, refresh_token: str | None, access_token: str | None) -> Revocation:
         """Revoke the grant behind the stored tokens (plain text), as well as the platform allows."""
@@ -87,7 +92,7 @@ class RevocationClient:
             return Revocation("disabled")
         url = self.url(spec)
         if url is None:
-            return Revocation("unsupported")
+            return Revocation("unsupported" if spec.revocation_url is None else "unconfigured")
         chosen = _chosen_token(spec.revoked_token_type, refresh_token, access_token)
         if chosen is None:
             return Revocation("no_token")

@@ -143,6 +143,15 @@ async def test_no_call_where_the_platform_has_no_endpoint_or_revocation_is_off(
     assert (revocation.outcome, revocation.settled, seen) == (outcome, True, [])
 
 
+async def test_tokens_of_an_overridden_token_endpoint_never_go_to_the_real_revocation_endpoint() -> None:
+    seen: list[httpx.Request] = []
+    client = _client(httpx.Response(200, json={}), seen, token_urls={"discord": "http://127.0.0.1:8099/discord/token"})
+
+    revocation = await client.revoke(platform("discord"), refresh_token=REFRESH, access_token=ACCESS)
+
+    assert (revocation.outcome, revocation.settled, seen) == ("unconfigured", True, [])
+
+
 async def test_nothing_stored_nothing_revoked() -> None:
     seen: list[httpx.Request] = []
     revocation = await _client(httpx.Response(200), seen).revoke(platform("x"), refresh_token=None, access_token=None)
