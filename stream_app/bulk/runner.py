@@ -235,13 +235,12 @@ class _JobRun:
                     self._cancelled = True
                     self._stop.set()
                 for connection_id, user_id in page:
-                    await pacer.wait()
                     await slots.acquire()
                     if self._stop.is_set():
                         slots.release()
                         break
                     entry = progress.started(platform, connection_id)
-                    task = asyncio.create_task(self._one(platform, connection_id, user_id, entry, slots))
+                    task = asyncio.create_task(self._one(platform, connection_id, user_id, entry, slots, pacer))
                     in_flight.add(task)
                     task.add_done_callback(in_flight.discard)
                 after = page[-1][0]
@@ -272,11 +271,20 @@ class _JobRun:
             return [(connection_id, user_id) for connection_id, user_id in result]
 
     async def _one(
-        self, platform: str, connection_id: uuid.UUID, user_id: uuid.UUID, entry: list[Any], slots: asyncio.Semaphore
+        self,
+        platform: str,
+        connection_id: uuid.UUID,
+        user_id: uuid.UUID,
+        entry: list[Any],
+        slots: asyncio.Semaphore,
+        pacer: Pacer,
     ) -> None:
         try:
             outcome = await self._still_to_refresh(connection_id)
             if outcome is None:
+                await pacer.wait()  # the rate counts refreshes, paced as close to the call as can be
+                if self._stop.is_set():
+                    return  # cancelled meanwhile: left for no one (or, after a failure, for the next run)
                 result = await self._runner._refresh(user_id, platform)
                 outcome = result.outcome
             self._progress.finished(platform, entry, outcome)

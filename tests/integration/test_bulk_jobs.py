@@ -198,7 +198,7 @@ async def bulk(
 
 
 async def test_a_job_refreshes_exactly_the_error_rows_of_a_platform_at_its_rate(bulk: BulkStack) -> None:
-    target = await bulk.seed("spotify", 10, status="error")
+    target = await bulk.seed("spotify", 16, status="error")
     fresh = await bulk.seed("spotify", 3, status="connected")
     other_platform = await bulk.seed("discord", 3, status="error")
 
@@ -206,16 +206,16 @@ async def test_a_job_refreshes_exactly_the_error_rows_of_a_platform_at_its_rate(
     view = await bulk.finished(job_id)
 
     assert view.status is JobStatus.SUCCEEDED
-    assert (view.total, view.done, view.percent) == (10, 10, 100.0)
-    assert view.counts == {"refreshed": 10}
-    assert view.matched == {"spotify": {"error": 10}}
-    assert bulk.refresh_counts(target) == [1] * 10
+    assert (view.total, view.done, view.percent) == (16, 16, 100.0)
+    assert view.counts == {"refreshed": 16}
+    assert view.matched == {"spotify": {"error": 16}}
+    assert bulk.refresh_counts(target) == [1] * 16
     assert bulk.refresh_counts(fresh) + bulk.refresh_counts(other_platform) == [0] * 6
-    assert await bulk.statuses("spotify", target) == ["connected"] * 10
+    assert await bulk.statuses("spotify", target) == ["connected"] * 16
     assert await bulk.statuses("discord", other_platform) == ["error"] * 3
-    # 8 a second: the 10 refreshes span at least 9 intervals of 1/8 s (generously: 80 %).
+    # 8 a second: the 16 refreshes span at least 15 intervals of 1/8 s (generously: 80 %).
     starts = bulk.first_refreshes(target)
-    assert starts[-1] - starts[0] >= 0.8 * 9 / 8
+    assert starts[-1] - starts[0] >= 0.8 * 15 / 8
 
 
 async def test_a_dry_run_counts_by_platform_and_status_and_refreshes_nothing(bulk: BulkStack) -> None:
@@ -286,6 +286,27 @@ async def test_a_job_survives_a_killed_worker_and_nothing_is_refreshed_twice(bul
     assert all(counts[grant] == 1 for grant in stored_by_the_first)  # none refreshed again
     assert {grant for grant, count in counts.items() if count != 1} <= lost
     assert await bulk.statuses("youtube", seeded) == ["connected"] * 30
+
+
+async def test_a_stopping_worker_gives_its_job_back_at_once(bulk: BulkStack) -> None:
+    if not bulk.workers.live():
+        bulk.workers.start("worker-for-stop").wait_ready(timeout=90)
+    seeded = await bulk.seed("twitch", 12, status="error")
+    job_id = await bulk.jobs.create(BulkSelector(platform="twitch", statuses=["error"]), rate_per_platform=4)
+    await bulk.until(job_id, lambda view: view.done >= 2)
+
+    for worker in bulk.workers.live():
+        assert worker.stop(), "the worker did not stop by itself"
+    given_back = await bulk.job_row(job_id)
+    bulk.workers.start("worker-after-stop")
+    view = await bulk.finished(job_id)
+
+    # Saved and released on the way out, not left for its lease to lapse.
+    assert (given_back.status, given_back.lease_owner) == ("running", None)
+    assert 2 <= given_back.done < 12
+    assert view.status is JobStatus.SUCCEEDED and view.attempts == 2
+    assert view.counts.get("refreshed", 0) + view.counts.get("already_refreshed", 0) == 12, view.counts
+    assert bulk.refresh_counts(seeded) == [1] * 12
 
 
 async def test_two_workers_never_run_one_job_at_once(bulk: BulkStack) -> None:
