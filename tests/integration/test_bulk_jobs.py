@@ -19,13 +19,15 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select, update
 
-from stream_app.bulk import BulkJobs, BulkJobView, BulkSelector, JobStatus
+from stream_app.bulk import BulkJobs, BulkJobView, BulkSelector, BulkSettings, JobStatus
 from stream_app.bulk.models import BulkJobRow
+from stream_app.bulk.runner import BulkRunner
 from stream_app.bulk.store import LeaseLostError, claim_job, save_progress
 from stream_app.cli import cli
 from stream_app.crypto import TokenCipher
 from stream_app.db import Database
 from stream_app.db.models import ConnectionRow
+from stream_app.engine import RefreshResult
 from stream_app.sandbox import SandboxServer
 from tests.support.connections import seed_connection
 from tests.support.kafka import create_topics
@@ -399,3 +401,35 @@ def test_a_bad_option_is_one_line_naming_it(args: list[str], named: str, encrypt
     )
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"token-refresh: {named}: "), result.stderr
+
+
+def test_a_database_away_is_one_line(encryption_key: str) -> None:
+    nowhere = "postgresql+asyncpg://token_refresh@127.0.0.1:1/nowhere"
+    runner = CliRunner(env={"DATABASE_URL": nowhere, "ENCRYPTION_KEY": encryption_key})
+    result = runner.invoke(cli, ["bulk-refresh", "--platform", "spotify", "--status", "error"])
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("token-refresh: "), result.stderr
+
+
+async def test_a_run_that_fails_gives_the_job_back_for_later_and_then_gives_up(idle_database: Database) -> None:
+    async with idle_database.transaction() as session:
+        session.add(ConnectionRow(user_id=uuid.uuid4(), platform="spotify", status="error", version=0))
+    job_id = await BulkJobs(idle_database).create(BulkSelector(platform="spotify"))
+
+    async def broken(user_id: uuid.UUID, platform: str) -> RefreshResult:
+        raise RuntimeError("the database went away")
+
+    runner = BulkRunner(idle_database, broken, BulkSettings(max_attempts=2, save_interval_seconds=0.1), "runner")
+    assert await runner.run_once()
+    async with idle_database.sessions() as session:
+        first = await session.get(BulkJobRow, job_id)
+    assert first is not None
+    assert (first.status, first.lease_owner, first.last_error, first.done) == ("running", None, "RuntimeError", 0)
+    assert await claim_job(idle_database, "eager", 30) is None  # not at once: after a delay
+
+    async with idle_database.transaction() as session:  # the delay is over
+        await session.execute(update(BulkJobRow).values(lease_expires_at=None))
+    assert await runner.run_once()
+    view = await BulkJobs(idle_database).get(job_id)
+    assert view is not None
+    assert (view.status, view.attempts, view.last_error) == (JobStatus.FAILED, 2, "RuntimeError")
