@@ -51,10 +51,12 @@ class BulkJobRow(Base):
     matched: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     done: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     counts: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
-    # Per platform: "done_through", the connection id up to which every selected row is handled
-    # and counted, and "page", the ids of the page being handled (written before any of them is
-    # refreshed), which a resumed run goes through again whatever the selector says now.
+    # Per platform: the connection id up to which every selected row is handled and counted, and
+    # the ids of the page being handled, written once before any of them is refreshed (a column
+    # of its own: the frequent saves of progress do not rewrite it). A resumed run goes through
+    # that page again whatever the selector says of its rows now.
     resume_cursor: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    resume_pages: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -72,26 +72,26 @@ class Pacer:
 @dataclass
 class Progress:
     """Outcomes are counted, and the cursor moved, in id order per platform: what is saved is
-    exactly the connections up to the cursor, so a resumed run neither skips nor counts twice.
-    ``cursor`` maps a platform to {"done_through": id, "page": [ids]} (see BulkJobRow)."""
+    exactly the connections up to the cursor, so a resumed run neither skips nor counts twice."""
 
     done: int
     counts: dict[str, int]
-    cursor: dict[str, dict[str, Any]]
+    cursor: dict[str, str]  # platform -> id up to which every selected row is handled
+    pages: dict[str, list[str]]  # platform -> ids of the page being handled
     _pending: dict[str, deque[list[Any]]] = field(default_factory=dict)
 
     def done_through(self, platform: str) -> uuid.UUID | None:
-        value = self.cursor.get(platform, {}).get("done_through")
+        value = self.cursor.get(platform)
         return uuid.UUID(value) if value else None
 
     def carried_page(self, platform: str) -> list[uuid.UUID]:
         """The ids of the page a previous run was handling, beyond what it saved as done."""
         after = self.done_through(platform)
-        page = [uuid.UUID(value) for value in self.cursor.get(platform, {}).get("page", [])]
+        page = (uuid.UUID(value) for value in self.pages.get(platform, []))
         return sorted(connection_id for connection_id in page if after is None or connection_id > after)
 
     def page(self, platform: str, ids: list[uuid.UUID]) -> None:
-        self.cursor.setdefault(platform, {})["page"] = [str(connection_id) for connection_id in ids]
+        self.pages[platform] = [str(connection_id) for connection_id in ids]
 
     def started(self, platform: str, connection_id: uuid.UUID) -> list[Any]:
         entry: list[Any] = [connection_id, None]
@@ -105,10 +105,7 @@ class Progress:
             connection_id, done_outcome = pending.popleft()
             self.done += 1
             self.counts[done_outcome] = self.counts.get(done_outcome, 0) + 1
-            self.cursor.setdefault(platform, {})["done_through"] = str(connection_id)
-
-    def snapshot(self) -> dict[str, dict[str, Any]]:
-        return {platform: dict(state) for platform, state in self.cursor.items()}
+            self.cursor[platform] = str(connection_id)
 
 
 class BulkRunner:
@@ -146,7 +143,7 @@ class _JobRun:
         self._settings = runner._settings
         self._owner = runner.owner
         self._job = job
-        self._progress = Progress(job.done, dict(job.counts), {key: dict(value) for key, value in job.cursor.items()})
+        self._progress = Progress(job.done, dict(job.counts), dict(job.cursor), dict(job.pages))
         self._saving = asyncio.Lock()
         self._stop = asyncio.Event()
         self._cancelled = job.cancel_requested
@@ -166,7 +163,7 @@ class _JobRun:
             if job.dry_run:
                 await self._finish(JobStatus.SUCCEEDED, done=total, counts={WOULD_REFRESH: total})
                 return
-            platforms = sorted(set(matched) | set(job.cursor))
+            platforms = sorted(set(matched) | set(job.cursor) | set(job.pages))
             await self._walk_all(platforms)
         except asyncio.CancelledError:  # the worker is stopping: save, and let any runner resume at once
             await asyncio.shield(self._give_back(None))
@@ -207,7 +204,7 @@ class _JobRun:
             except Exception as exc:  # the database is away: the lease is renewed at the next save
                 log.warning("Saving bulk refresh job %s failed (%s); will retry", self._job.id, type(exc).__name__)
 
-    async def _save(self) -> bool:
+    async def _save(self, *, with_pages: bool = False) -> bool:
         progress = self._progress
         async with self._saving:
             return await store.save_progress(
@@ -217,7 +214,8 @@ class _JobRun:
                 self._settings.lease_seconds,
                 done=progress.done,
                 counts=dict(progress.counts),
-                cursor=progress.snapshot(),
+                cursor=dict(progress.cursor),
+                pages={platform: list(ids) for platform, ids in progress.pages.items()} if with_pages else None,
             )
 
     async def _walk(self, platform: str) -> None:
@@ -231,7 +229,7 @@ class _JobRun:
         try:
             while page and not self._stop.is_set():
                 progress.page(platform, [connection_id for connection_id, _ in page])
-                if await self._save():  # the page is known before any of it is refreshed
+                if await self._save(with_pages=True):  # the page is known before any of it is refreshed
                     self._cancelled = True
                     self._stop.set()
                 for connection_id, user_id in page:
@@ -318,7 +316,7 @@ class _JobRun:
 
     async def _finish(self, status: JobStatus, **values: Any) -> None:
         progress = self._progress
-        values = {"done": progress.done, "counts": progress.counts, "resume_cursor": progress.snapshot(), **values}
+        values = {"done": progress.done, "counts": progress.counts, "resume_cursor": progress.cursor, **values}
         await store.finish(self._db, self._job.id, self._owner, status, **values)
         log.info("Bulk refresh job %s %s: %s", self._job.id, status.value, values["counts"])
 

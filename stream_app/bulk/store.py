@@ -124,6 +124,7 @@ class BulkJobs:
             done=0,
             counts={},
             resume_cursor={},
+            resume_pages={},
             created_at=utc_now(),
             attempts=0,
         )
@@ -175,7 +176,8 @@ class ClaimedJob:
     total: int | None
     done: int
     counts: dict[str, int]
-    cursor: dict[str, dict[str, Any]]
+    cursor: dict[str, str]
+    pages: dict[str, list[str]]
     cancel_requested: bool
     attempts: int
 
@@ -222,6 +224,7 @@ async def claim_job(database: Database, owner: str, lease_seconds: float) -> Cla
         done=row.done,
         counts=dict(row.counts),
         cursor=dict(row.resume_cursor),
+        pages=dict(row.resume_pages),
         cancel_requested=row.cancel_requested,
         attempts=row.attempts,
     )
@@ -264,22 +267,23 @@ async def save_progress(
     *,
     done: int,
     counts: dict[str, int],
-    cursor: dict[str, dict[str, Any]],
+    cursor: dict[str, str],
+    pages: dict[str, list[str]] | None = None,
 ) -> bool:
-    """Save progress and renew the lease; whether a cancel was asked. LeaseLostError when
-    another runner holds the job."""
+    """Save progress (and ``pages`` when given) and renew the lease; whether a cancel was asked.
+    LeaseLostError when another runner holds the job."""
+    values: dict[str, Any] = {
+        "done": done,
+        "counts": counts,
+        "resume_cursor": cursor,
+        "updated_at": utc_now(),
+        "lease_expires_at": db_now(lease_seconds),
+    }
+    if pages is not None:
+        values["resume_pages"] = pages
     async with database.transaction() as session:
         requested = await session.scalar(
-            update(BulkJobRow)
-            .where(_held(job_id, owner))
-            .values(
-                done=done,
-                counts=counts,
-                resume_cursor=cursor,
-                updated_at=utc_now(),
-                lease_expires_at=db_now(lease_seconds),
-            )
-            .returning(BulkJobRow.cancel_requested)
+            update(BulkJobRow).where(_held(job_id, owner)).values(**values).returning(BulkJobRow.cancel_requested)
         )
     if requested is None:
         raise LeaseLostError(f"bulk refresh job {job_id} is held by another runner now")

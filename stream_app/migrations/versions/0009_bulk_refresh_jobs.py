@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("done", sa.Integer(), nullable=False),
         sa.Column("counts", sa.JSON(), nullable=False),
         sa.Column("resume_cursor", sa.JSON(), nullable=False),
+        sa.Column("resume_pages", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("started_at", sa.DateTime()),
         sa.Column("finished_at", sa.DateTime()),
