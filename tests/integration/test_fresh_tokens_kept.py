@@ -90,7 +90,8 @@ async def test_a_failing_commit_of_fresh_tokens_is_retried_until_it_succeeds(
 async def test_a_process_stopped_while_storing_leaves_its_tokens_to_the_next(
     make_service: ServiceFactory, sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    service = make_service()
+    # A stop waits twice the longest call (HTTP_TIMEOUT_SECONDS + LATE_ANSWER_SECONDS) for the stuck commit.
+    service = make_service(http_timeout_seconds=1, late_answer_seconds=1)
     spool_dir = Path(service.settings.token_spool_dir)
     user_id, grant = await seed_connection(service.database, service.cipher, sandbox, "discord", expires_in=DUE)
     stores = FailingStores(monkeypatch, database_down(), times=None)

@@ -48,7 +48,8 @@ async def test_fresh_tokens_are_spooled_as_soon_as_their_batch_fails(
 ) -> None:
     """The batch's failure is the first failure of their commit: from then on the tokens are in
     the spool, so a stop while the lone retry is still stuck (a database coming back) loses nothing."""
-    service = make_service(http_timeout_seconds=1)  # a stop waits 2x this for the stuck commit
+    # A stop waits twice the longest call (HTTP_TIMEOUT_SECONDS + LATE_ANSWER_SECONDS) for the stuck commit.
+    service = make_service(http_timeout_seconds=1, late_answer_seconds=1)
     spool_dir = Path(service.settings.token_spool_dir)
     user_id, grant = await seed_connection(service.database, service.cipher, sandbox, "discord", expires_in=DUE)
     retrying = asyncio.Event()
