@@ -56,9 +56,15 @@ Refresh = Callable[[uuid.UUID, str], Awaitable[RefreshResult]]
 class Pacer:
     """Starts at most ``rate`` per second, evenly spaced."""
 
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        rate: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    ) -> None:
         self._interval = 1.0 / rate
         self._clock = clock
+        self._sleep = sleep
         self._next: float | None = None
 
     async def wait(self) -> None:
@@ -66,7 +72,7 @@ class Pacer:
         start = now if self._next is None else max(now, self._next)
         self._next = start + self._interval
         if start > now:
-            await asyncio.sleep(start - now)
+            await self._sleep(start - now)
 
 
 @dataclass
