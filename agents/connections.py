@@ -10,6 +10,7 @@ never passes a record that was not stored.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Sequence
@@ -50,14 +51,18 @@ def attach(context: WorkerContext) -> None:
         """One batch, every record ending stored or dead-lettered (never raises but for
         CancelledError, after retrying transient failures)."""
         prepared: list[Prepared] = []
+        refused: list[tuple[EventT[bytes], str]] = []
         for record in records:
             try:
                 prepared.append(prepare(record))
             except InvalidEvent as exc:
-                await context.dead_letter(record, str(exc))
+                refused.append((record, str(exc)))
             except Exception as exc:  # a failure nobody anticipated: the record is kept, not lost
                 log.exception("Unexpected failure reading %s[%d]@%d", *_where(record))
-                await context.dead_letter(record, f"processing error: {type(exc).__name__}")
+                refused.append((record, f"processing error: {type(exc).__name__}"))
+        # All of the batch's dead letters in flight at once (sent in order, acknowledged
+        # together): one at a time, a flood of bad records was read at a broker round trip each.
+        await asyncio.gather(*(context.dead_letter(record, reason) for record, reason in refused))
         try:
             await _store_and_request(context, prepared)  # transient failures are retried inside
         except Exception as exc:
