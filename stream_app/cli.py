@@ -430,6 +430,42 @@ def bulk_refresh(
     sys.exit(run_bulk_refresh(settings, request))
 
 
+@cli.command()
+@click.option(
+    "--worker",
+    "workers",
+    multiple=True,
+    metavar="URL",
+    help="A worker's HTTP API whose circuits to show (repeatable); default: this host's HTTP_PORT.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of tables.")
+def status(workers: tuple[str, ...], as_json: bool) -> None:
+    """Token health: the seed's monitoring queries, connections by status, outbox and dead
+    letters, and the workers' circuits."""
+    import json
+
+    from rich.console import Console
+
+    from stream_app.db import Database
+    from stream_app.status_report import StatusReport, gather_status, render
+
+    settings = _settings()
+    urls = list(workers) or ([f"http://127.0.0.1:{settings.http_port}"] if settings.http_port else [])
+
+    async def run() -> StatusReport:
+        database = Database.from_settings(settings)
+        try:
+            return await gather_status(settings, database, urls)
+        finally:
+            await database.dispose()
+
+    report = _run(run)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2, sort_keys=True))
+    else:
+        render(report, Console())
+
+
 @cli.command("rotate-keys")
 @click.option("--batch-size", default=500, show_default=True, type=click.IntRange(min=1))
 def rotate_keys(batch_size: int) -> None:
