@@ -16,7 +16,21 @@ import pytest
 from schemas import DeadLetter
 from tests.support.kafka import TopicReader, create_topics, produce
 
-COMMANDS = ["worker", "migrate", "keygen", "sandbox", "refresh", "replay", "connect", "rotate-keys", "dlq"]
+COMMANDS = [
+    "worker",
+    "api",
+    "migrate",
+    "keygen",
+    "sandbox",
+    "refresh",
+    "status",
+    "bulk-refresh",
+    "replay",
+    "connect",
+    "disconnect",
+    "rotate-keys",
+    "dlq",
+]
 
 
 def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
