@@ -33,21 +33,10 @@ def disconnect_group_id(app_id: str) -> str:
     return f"{app_id}-disconnect"
 
 
-class DisconnectProvenance(Provenance):
-    """A disconnect is believed as a `connection.created` is: a signature is checked whenever
-    present and required under REQUIRE_SIGNED_CONNECTION_EVENTS (a forged one would revoke a
-    user's grant), and a future ``occurred_at`` is refused (it would make every later
-    re-connection look stale)."""
-
-    def check_disconnection(self, event: ConnectionDisconnected, record: EventT[bytes]) -> None:
-        self._check_signature(record, required=self._require_signed)
-        self._check_time(event)
-
-
 def attach(context: WorkerContext) -> None:
     service = context.service
     settings = context.settings
-    provenance = DisconnectProvenance(settings)
+    provenance = Provenance(settings)
     disconnector = Disconnector(
         service.database,
         service.cipher,

@@ -9,6 +9,7 @@ from schemas.events import (
     EVENT_TYPES,
     SCHEMA_VERSION,
     ConnectionCreated,
+    ConnectionDisconnected,
     DeadLetter,
     Event,
     RefreshReason,
@@ -16,6 +17,7 @@ from schemas.events import (
     TokenNeedsReauth,
     TokenRefreshed,
     TokenRefreshFailed,
+    TokenRevoked,
     connection_key,
 )
 from schemas.signing import canonical_bytes, sign_event
@@ -24,6 +26,7 @@ __all__ = [
     "EVENT_TYPES",
     "SCHEMA_VERSION",
     "ConnectionCreated",
+    "ConnectionDisconnected",
     "DeadLetter",
     "Event",
     "RefreshReason",
@@ -31,6 +34,7 @@ __all__ = [
     "TokenNeedsReauth",
     "TokenRefreshFailed",
     "TokenRefreshed",
+    "TokenRevoked",
     "canonical_bytes",
     "connection_key",
     "encrypt_bound_token",

@@ -22,7 +22,7 @@ from typing import Any
 
 from faust.types import EventT
 
-from schemas import ConnectionCreated, TokenExpiring
+from schemas import ConnectionCreated, ConnectionDisconnected, TokenExpiring
 from schemas.events import Event
 from schemas.signing import KEY_ID_HEADER, SIGNATURE_HEADER, signature
 from stream_app.ingest import InvalidEvent
@@ -50,6 +50,14 @@ class Provenance:
                         f"{field}: an unbound (seed-format) ciphertext; REQUIRE_BOUND_INPUT_TOKENS requires "
                         "v2:<key id>:iv:authTag:ciphertext bound to this user, platform and field"
                     )
+
+    def check_disconnection(self, event: ConnectionDisconnected, record: EventT[bytes]) -> None:
+        """Believed as a `connection.created` is: a signature is checked whenever present and
+        required under REQUIRE_SIGNED_CONNECTION_EVENTS (a forged one would revoke a user's
+        grant), and a future ``occurred_at`` is refused (it would make every later
+        re-connection look stale)."""
+        self._check_signature(record, required=self._require_signed)
+        self._check_time(event)
 
     def check_request(self, event: TokenExpiring, record: EventT[bytes]) -> None:
         """Raises InvalidEvent unless the refresh request may be believed (signatures optional)."""

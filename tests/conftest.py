@@ -71,6 +71,7 @@ def sandbox() -> Iterator[SandboxServer]:
 def _no_ambient_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests build their settings explicitly; nothing leaks in from the developer's shell."""
     for name in list(os.environ):
-        if name.endswith(("_CLIENT_ID", "_CLIENT_SECRET", "_TOKEN_URL")) or name in ("ENCRYPTION_KEY", "DATABASE_URL"):
+        platform_setting = name.endswith(("_CLIENT_ID", "_CLIENT_SECRET", "_TOKEN_URL", "_REVOCATION_URL"))
+        if platform_setting or name in ("ENCRYPTION_KEY", "DATABASE_URL"):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(os.path.dirname(__file__))
