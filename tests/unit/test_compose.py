@@ -24,7 +24,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-from stream_app.catalog import CREDENTIAL_KEYS
+from stream_app.catalog import CREDENTIAL_KEYS, REVOCABLE_PLATFORMS, platform
 from stream_app.cli import cli
 from stream_app.crypto import generate_key
 from stream_app.sandbox.dialects import ROUTES, default_credentials
@@ -302,7 +302,10 @@ def test_app_environment_names_are_known_to_the_code(app_services: dict[str, Any
     for name, service in app_services.items():
         env = environment_of(service)
         platform = {k: k for k in env if k.endswith(PLATFORM_SUFFIXES)}
-        unknown = set(env) - set(fields) - set(platform)
+        revocation = {
+            k for k in env if k.endswith("_REVOCATION_URL") and k[: -len("_REVOCATION_URL")].lower() in CREDENTIAL_KEYS
+        }
+        unknown = set(env) - set(fields) - set(platform) - revocation
         assert not unknown, f"{name}: not settings of the service: {sorted(unknown)}"
         # Accepted (no ConfigurationError) and actually collected, not skipped as foreign.
         collected = collect_platform_variables(platform)
@@ -357,6 +360,10 @@ def test_the_sandbox_env_file_points_every_platform_at_the_sandbox(
         route = url.path.removeprefix("/").removesuffix("/token")
         assert url.path == f"/{route}/token" and route in ROUTES, f"sandbox has no {url.path}"
         assert route == key
+    for key in REVOCABLE_PLATFORMS:  # disconnects revoke at the sandbox, never at the real provider
+        credential = platform(key).credential_key
+        url = urlsplit(env[f"{credential.upper()}_REVOCATION_URL"])
+        assert (url.scheme, url.hostname, url.port, url.path) == ("http", "sandbox", port, f"/{credential}/revoke")
 
 
 def test_every_variable_is_overridable(services: dict[str, Any]) -> None:
