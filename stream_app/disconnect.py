@@ -49,6 +49,7 @@ from stream_app.db.processed import mark_processed_once
 from stream_app.engine.lease import Lease, Leases
 from stream_app.errors import DecryptionError, TokenRefreshError
 from stream_app.kafka_client import idempotent_producer
+from stream_app.metrics import DISCONNECTS
 from stream_app.privacy import UserIdHasher
 from stream_app.revocation import Revocation, RevocationClient
 from stream_app.settings import Settings
@@ -141,6 +142,7 @@ class Disconnector:
         finally:
             await lease.release()  # a no-op once the write released it
         self._on_stored(event.user_id, event.platform)
+        DISCONNECTS.labels(event.platform, revocation.outcome).inc()
         log.info("🔌 %s Disconnected; revocation: %s", tag, revocation.outcome)
         return DisconnectResult(Disconnected.APPLIED, outcome)
 

@@ -38,6 +38,11 @@ OUTBOX_PRUNED = Counter(
     "token_refresh_outbox_pruned",
     "Published outbox events deleted once older than OUTBOX_RETENTION_HOURS",
 )
+DISCONNECTS = Counter(
+    "token_refresh_disconnects",
+    "Connections disconnected, by what their tokens' revocation came to (revoked, failed, unsupported ...)",
+    ["platform", "revocation"],
+)
 # A key id is a hash that names a key without revealing it (stream_app.crypto.key_id).
 UNKNOWN_KEY = Counter(
     "token_refresh_unknown_key",

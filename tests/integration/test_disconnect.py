@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 
 from schemas.events import ConnectionCreated, ConnectionDisconnected, TokenExpiring
@@ -165,6 +166,8 @@ async def test_spotify_has_no_revocation_endpoint_so_its_tokens_are_only_wiped(
 
     assert event["revocation"] == "unsupported" and event["revoked_token_type"] is None
     assert event["tokens_wiped"] is True
+    metrics = httpx.get(stack.metrics_url).text
+    assert 'token_refresh_disconnects_total{platform="spotify",revocation="unsupported"}' in metrics
     assert not _revocations_of(stack.sandbox, grant["grant_id"])
     assert not [entry for entry in stack.sandbox.state.revocations() if entry["platform"] == "spotify"]
     assert not stack.sandbox.state.grant(grant["grant_id"]).revoked  # type: ignore[union-attr]
