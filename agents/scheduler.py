@@ -1,6 +1,6 @@
 """Leader-only timers: the expiry scan every SCAN_INTERVAL_SECONDS, and hourly housekeeping
-(forgetting old processed event ids, pruning published outbox events), first run on the
-leader's first check after it starts."""
+(forgetting old processed event ids, pruning published outbox events and the refresh rollup's
+old hours), first run on the leader's first check after it starts."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from stream_app.clock import utc_now
 from stream_app.db.engine import Database
 from stream_app.db.outbox_retention import prune_published
 from stream_app.db.processed import forget_processed_before
+from stream_app.db.rollup import prune_rollup
 from stream_app.metrics import LAST_SCAN_SUCCESS, OUTBOX_PRUNED
 from stream_app.publisher import OutgoingRecord
 from stream_app.scheduler import EmitPage, RequestPage, scan_requests
@@ -89,6 +90,7 @@ def attach(context: WorkerContext) -> None:
     prune_due = AtMostEvery(
         HOUSEKEEPING_INTERVAL_SECONDS, lambda: prune_published_outbox(database, settings.outbox_retention_hours)
     )
+    prune_rollup_due = AtMostEvery(HOUSEKEEPING_INTERVAL_SECONDS, lambda: prune_old_rollup(database))
 
     @context.app.timer(HOUSEKEEPING_CHECK_SECONDS, on_leader=True, name="forget_processed_events")
     async def forget_processed_events() -> None:
@@ -97,6 +99,10 @@ def attach(context: WorkerContext) -> None:
     @context.app.timer(HOUSEKEEPING_CHECK_SECONDS, on_leader=True, name="prune_outbox")
     async def prune_outbox() -> None:
         await prune_due()
+
+    @context.app.timer(HOUSEKEEPING_CHECK_SECONDS, on_leader=True, name="prune_refresh_rollup")
+    async def prune_refresh_rollup() -> None:
+        await prune_rollup_due()
 
 
 async def forget_old_processed_events(database: Database, retention_days: float) -> None:
@@ -130,6 +136,17 @@ async def prune_published_outbox(database: Database, retention_hours: float) -> 
         if pruned:
             log.info("Pruned %d outbox event(s) published before %s", pruned, cutoff)
     return pruned
+
+
+async def prune_old_rollup(database: Database) -> None:
+    """Delete the refresh rollup's hours past its retention. A failure is logged, never raised."""
+    try:
+        pruned = await prune_rollup(database, utc_now())
+    except Exception:
+        log.exception("Pruning the refresh rollup failed")
+    else:
+        if pruned:
+            log.info("Pruned %d refresh rollup row(s)", pruned)
 
 
 def publish_or_refresh_here(send_many: SendMany, local: LocalRefreshes, topic: str, *, deadline: float) -> EmitPage:

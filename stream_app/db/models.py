@@ -144,6 +144,28 @@ class ProcessedEventRow(Base):
     processed_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
 
 
+class RefreshRollupRow(Base):
+    """Refresh outcomes counted per hour, platform, outcome and error class (the dashboard's
+    24-hour charts): one upsert per committed batch of outcomes (stream_app/db/rollup.py),
+    pruned after ROLLUP_RETENTION_DAYS by the leader's housekeeping. Migration 0010."""
+
+    __tablename__ = "refresh_outcomes_hourly"
+    __table_args__ = (
+        CheckConstraint(
+            "outcome IN ('refreshed', 'failed', 'needs_reauth', 'deferred')",
+            name="refresh_outcomes_hourly_outcome_check",
+        ),
+    )
+
+    # The hour's start, naive UTC.
+    hour: Mapped[datetime] = mapped_column(DateTime, primary_key=True)
+    platform: Mapped[str] = mapped_column(Text, primary_key=True)
+    outcome: Mapped[str] = mapped_column(Text, primary_key=True)
+    # The failure's class (failed), the reason (needs_reauth, deferred); '' for refreshed.
+    error_class: Mapped[str] = mapped_column(Text, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), nullable=False)
+
+
 class JobStatus(StrEnum):
     PENDING = "pending"
     RUNNING = "running"

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from schemas import Event, RefreshReason, TokenNeedsReauth, TokenRefreshed, TokenRefreshFailed
 from stream_app.backoff import Backoff
 from stream_app.batching import Coalescer
@@ -24,6 +26,7 @@ from stream_app.db import ConnectionRow, ConnectionStatus, Database
 from stream_app.db.bulk import LeasedConnection, update_fenced_many
 from stream_app.db.connections import update_fenced, update_if
 from stream_app.db.outbox import add_events, add_records
+from stream_app.db.rollup import Tally, add_tallies, in_outbox, tally_of
 from stream_app.decisions import RefreshPolicy
 from stream_app.engine.lease import Lease
 from stream_app.engine.spool import SpooledOutcome, SpoolEntry, TokenSpool
@@ -56,10 +59,14 @@ class _Write(NamedTuple):
     values: dict[str, Any]
     event: Event | None
     spent: str | None  # the refresh token fresh tokens replace (only for those): plain text
+    tally: Tally | None  # what the refresh rollup counts once this is stored
 
     def __repr__(self) -> str:  # never the spent token, wherever a batch is printed
         spent = "<hidden>" if self.spent is not None else None
-        return f"_Write(connection={self.row.id}, owner={self.lease.owner}, event={self.event!r}, spent={spent})"
+        return (
+            f"_Write(connection={self.row.id}, owner={self.lease.owner}, event={self.event!r}, spent={spent}, "
+            f"tally={self.tally!r})"
+        )
 
 
 class OutcomeWriter:
@@ -135,7 +142,7 @@ class OutcomeWriter:
             reason=trigger,
         )
         result = RefreshResult("refreshed", "refreshed", tokens=tokens, event=event)
-        if await self._commit(row, lease, values, event, spent=spent_refresh_token):
+        if await self._commit(row, lease, values, event, result, spent=spent_refresh_token):
             return result
         return LOST_RACE
 
@@ -226,7 +233,7 @@ class OutcomeWriter:
         self, row: LeasedConnection, lease: Lease, values: dict[str, Any], event: Event | None, result: RefreshResult
     ) -> RefreshResult:
         """``result`` once stored; if the row changed or the lease was lost, nothing is stored."""
-        return result if await self._commit(row, lease, values, event) else LOST_RACE
+        return result if await self._commit(row, lease, values, event, result) else LOST_RACE
 
     async def _commit(
         self,
@@ -234,12 +241,14 @@ class OutcomeWriter:
         lease: Lease,
         values: dict[str, Any],
         event: Event | None,
+        result: RefreshResult,
         *,
         spent: str | None = None,
     ) -> bool:
-        """The row (fenced) and the outbox event, in one transaction shared with other refreshes'
-        outcomes (group commit). A batch that fails has each of its outcomes committed alone."""
-        write = _Write(row, lease, values, event, spent)
+        """The row (fenced), the outbox event and the outcome's count in the rollup, in one
+        transaction shared with other refreshes' outcomes (group commit). A batch that fails has
+        each of its outcomes committed alone."""
+        write = _Write(row, lease, values, event, spent, tally_of(row.platform, result.outcome, result.reason))
         try:
             stored = await self._group.submit(write)
         except Exception as exc:
@@ -272,16 +281,20 @@ class OutcomeWriter:
                     stored[index] = await update_if(
                         session, write.row.id, self._holds(write.spent), write.values, lease_owner=write.lease.owner
                     )
+            applied = [write for write, done in zip(writes, stored, strict=True) if done]
+            now = utc_now()
             # After every row's update: a key's outbox ids follow its commit order.
             await add_events(
                 session,
                 [
                     (self._topics[write.event.default_topic], write.event)
-                    for write, applied in zip(writes, stored, strict=True)
-                    if applied and write.event is not None
+                    for write in applied
+                    if write.event is not None
                 ],
-                utc_now(),
+                now,
             )
+            # Last, so the rollup's shared rows are locked only for the commit itself.
+            await add_tallies(session, [write.tally for write in applied if write.tally is not None], now)
         return stored
 
     async def _commit_alone(self, write: _Write, *, failed_before: bool = False) -> bool:
@@ -289,7 +302,7 @@ class OutcomeWriter:
         tokens (``spent``: the refresh token they replace) are retried whatever the error,
         spooled from the first failure on (``failed_before``: their batch's), and stored even
         past a lapsed lease while the row still holds the spent token."""
-        row, lease, values, event, spent = write
+        row, lease, values, event, spent, tally = write
         failures = 0
         spooled: SpoolEntry | None = None
         if failed_before and spent is not None:
@@ -302,8 +315,8 @@ class OutcomeWriter:
                         if not stored and spent is not None:
                             still_spent = self._holds(spent)
                             stored = await update_if(session, row.id, still_spent, values, lease_owner=lease.owner)
-                        if stored and event is not None:
-                            await add_events(session, [(self._topics[event.default_topic], event)], utc_now())
+                        if stored:
+                            await self._add_alone(session, event, tally)
                     break
                 except Exception as exc:
                     if spent is None and not is_transient(exc):
@@ -320,6 +333,14 @@ class OutcomeWriter:
         if spooled is not None:
             spooled.discard()
         return stored
+
+    async def _add_alone(self, session: AsyncSession, event: Event | None, tally: Tally | None) -> None:
+        """An outcome's event and count, stored alone (its batch failed, maybe after committing)."""
+        counted = tally is not None and (event is None or not await in_outbox(session, event.event_id))
+        if event is not None:
+            await add_events(session, [(self._topics[event.default_topic], event)], utc_now())
+        if counted and tally is not None:
+            await add_tallies(session, [tally], utc_now())
 
     def _holds(self, refresh_token: str) -> Callable[[ConnectionRow], bool]:
         """Whether a row (still connected or waiting for a retry) holds ``refresh_token``,
@@ -372,6 +393,7 @@ class OutcomeWriter:
             async with self._db.transaction() as session:
                 applied = await update_if(session, outcome.connection_id, self._holds(spent), outcome.values)
                 if applied:
+                    counted = not await in_outbox(session, outcome.event_id)
                     await add_records(
                         session,
                         [
@@ -384,6 +406,8 @@ class OutcomeWriter:
                             }
                         ],
                     )
+                    if counted:
+                        await add_tallies(session, [Tally(outcome.platform, "refreshed", "")], utc_now())
             if applied:
                 stored += 1
                 self._on_stored(outcome.user_id, outcome.platform)

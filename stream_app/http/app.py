@@ -7,7 +7,7 @@ from importlib.metadata import version
 
 from fastapi import FastAPI
 
-from stream_app.http import admin, health, metrics_route
+from stream_app.http import admin, bulk_routes, dashboard, health, metrics_route
 from stream_app.http.auth import BearerTokens
 from stream_app.http.operational import OperationalFigures
 from stream_app.http.probe import WorkerProbe
@@ -37,6 +37,8 @@ def bare_app(*, token_endpoint: bool) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics_route.router)
     app.include_router(admin.admin)
+    for router in (bulk_routes.router, dashboard.page, dashboard.data):
+        app.include_router(router)
     if token_endpoint:
         app.include_router(admin.tokens)
     return app
