@@ -59,7 +59,7 @@ class _Write(NamedTuple):
     values: dict[str, Any]
     event: Event | None
     spent: str | None  # the refresh token fresh tokens replace (only for those): plain text
-    tally: Tally | None  # what the refresh rollup counts once this is stored
+    tally: Tally | None = None  # what the refresh rollup counts once this is stored
 
     def __repr__(self) -> str:  # never the spent token, wherever a batch is printed
         spent = "<hidden>" if self.spent is not None else None

@@ -7,13 +7,15 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 
-from agents.scheduler import prune_old_rollup
+from agents import scheduler
+from agents.context import WorkerContext
 from stream_app.clock import utc_now
 from stream_app.db import Database
 from stream_app.db.connections import update_fenced
@@ -23,8 +25,10 @@ from stream_app.db.rollup import ROLLUP_RETENTION_DAYS, Tally, add_tallies, hour
 from stream_app.engine import outcomes
 from stream_app.sandbox import SandboxServer
 from stream_app.service import TokenService
+from stream_app.settings import load_settings
 from tests.integration.conftest import ServiceFactory
 from tests.support.connections import seed_connection
+from tests.unit.agents.test_housekeeping import TimerApp
 
 DUE = timedelta(minutes=2)
 
@@ -121,8 +125,21 @@ async def test_the_rollup_on_the_sqlite_default(
 
 
 @pytest.mark.postgres
-async def test_hours_past_the_retention_are_pruned(own_database_url: str) -> None:
+async def test_the_leaders_housekeeping_prunes_hours_past_the_retention(
+    own_database_url: str, encryption_key: str
+) -> None:
+    app = TimerApp()
     database = Database(own_database_url)
+    context = SimpleNamespace(
+        app=app,
+        settings=load_settings(encryption_key=encryption_key),
+        service=SimpleNamespace(engine=object(), database=database),
+        publisher=SimpleNamespace(send_many=None),
+        topic_names={"token.expiring": "token.expiring"},
+    )
+    scheduler.attach(cast(WorkerContext, context))
+    timer = app.timers["prune_refresh_rollup"]
+    assert timer.on_leader and timer.interval <= 60  # first run a minute after a leader starts
     now = utc_now()
     old = now - timedelta(days=ROLLUP_RETENTION_DAYS, hours=2)
     kept = now - timedelta(days=ROLLUP_RETENTION_DAYS - 1)
@@ -130,7 +147,7 @@ async def test_hours_past_the_retention_are_pruned(own_database_url: str) -> Non
         async with database.transaction() as session:
             for moment in (old, kept, now, now):
                 await add_tallies(session, [Tally("spotify", "failed", "server_error")] * 2, moment)
-        await prune_old_rollup(database)
+        await timer.run()
         async with database.sessions() as session:
             left = (await session.execute(select(RefreshRollupRow.hour, RefreshRollupRow.count))).all()
     finally:
