@@ -20,7 +20,7 @@ def attach(context: WorkerContext) -> None:
         return await engine.refresh(user_id, platform, trigger=BULK_TRIGGER)
 
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    runner = BulkRunner(context.service.database, refresh, BulkSettings(), owner)
+    runner = BulkRunner(context.service.database, refresh, BulkSettings.from_settings(context.settings), owner)
 
     @context.app.task
     async def bulk_refresh_jobs() -> None:

@@ -166,6 +166,20 @@ class Settings(BaseSettings):
     # Test-only crash points (stream_app.failpoints), comma-separated.
     failpoints: str = ""
 
+    # Bulk refresh jobs (POST /refresh/bulk, `token-refresh bulk-refresh`): refreshes per second
+    # and platform of a job that names no rate, and of one platform in flight within a job.
+    bulk_refresh_rate_per_platform: float = Field(default=5.0, gt=0, le=1000)
+    bulk_refresh_concurrency: int = Field(default=4, ge=1, le=100)
+    # How often an idle worker looks for a job; a running job's lease (another worker resumes it
+    # this long after its runner stopped renewing it), renewed with its progress every save.
+    bulk_refresh_poll_interval_seconds: float = Field(default=2.0, gt=0)
+    bulk_refresh_lease_seconds: float = Field(default=30.0, gt=0)
+    bulk_refresh_save_interval_seconds: float = Field(default=0.5, gt=0)
+    # Connections read per keyset page of one platform; runs of a job that fail (the runner,
+    # not its refreshes: the database away) before it is marked failed.
+    bulk_refresh_page_size: int = Field(default=1000, ge=1, le=10_000)
+    bulk_refresh_max_attempts: int = Field(default=5, ge=1)
+
     # The HTTP API (docs/api.md): /healthz, /readyz, /metrics, the admin endpoints and the
     # dashboard, served by the worker (and by `token-refresh api` alone); port 0 turns it off.
     http_host: str = "0.0.0.0"  # noqa: S104 - a container's API is reached from outside

@@ -59,7 +59,7 @@ def run_bulk_refresh(settings: Settings, request: BulkRefreshRequest) -> int:
         with asyncio.Runner() as runner:
             database = Database(settings.database_url.get_secret_value())
             try:
-                return _Command(runner, BulkJobs(database, BulkSettings()), err).run(request)
+                return _Command(runner, BulkJobs(database, BulkSettings.from_settings(settings)), err).run(request)
             finally:
                 runner.run(database.dispose())
     except UsageError as exc:

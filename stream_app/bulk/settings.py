@@ -1,30 +1,27 @@
-"""Settings of bulk refresh jobs (``BULK_REFRESH_*``), read from the environment and `.env`.
-
-Kept beside the jobs rather than in ``stream_app.settings``: only the job runner and the
-job store read them."""
+"""The BULK_REFRESH_* settings (stream_app.settings), as the job runner and the store read them."""
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from dataclasses import dataclass, fields
+
+from stream_app.settings import Settings
 
 
-class BulkSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="BULK_REFRESH_", env_file=".env", extra="ignore", frozen=True)
+@dataclass(frozen=True)
+class BulkSettings:
+    rate_per_platform: float
+    concurrency: int
+    poll_interval_seconds: float
+    lease_seconds: float
+    save_interval_seconds: float
+    page_size: int
+    max_attempts: int
 
-    # Refreshes per second and platform of a job that names no rate.
-    rate_per_platform: float = Field(default=5.0, gt=0, le=1000)
-    # Refreshes of one platform in flight at once within a job.
-    concurrency: int = Field(default=4, ge=1, le=100)
-    # How often an idle worker looks for a job to run.
-    poll_interval_seconds: float = Field(default=2.0, gt=0)
-    # A running job's lease: another worker resumes it this long after its runner stopped
-    # renewing (killed). Progress is saved, and the lease renewed, every save interval.
-    lease_seconds: float = Field(default=30.0, gt=0)
-    save_interval_seconds: float = Field(default=0.5, gt=0)
-    # Connections read per keyset page of one platform. Large: without an index on its
-    # conditions (status `error`), each page is a scan of the table (0.4 s at 1,000,000 rows).
-    page_size: int = Field(default=1000, ge=1, le=10_000)
-    # A job whose run failed (not its refreshes: the runner itself, e.g. the database) this many
-    # times is marked failed.
-    max_attempts: int = Field(default=5, ge=1)
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BulkSettings:
+        return cls(**{field.name: getattr(settings, f"bulk_refresh_{field.name}") for field in fields(cls)})
+
+    @classmethod
+    def defaults(cls) -> BulkSettings:
+        """The settings' defaults (tests, and a store that only reads jobs)."""
+        return cls(**{field.name: Settings.model_fields[f"bulk_refresh_{field.name}"].default for field in fields(cls)})

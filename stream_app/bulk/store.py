@@ -99,7 +99,7 @@ class BulkJobs:
 
     def __init__(self, database: Database, settings: BulkSettings | None = None) -> None:
         self._db = database
-        self._settings = settings or BulkSettings()
+        self._settings = settings or BulkSettings.defaults()
 
     async def create(
         self,

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from stream_app.bulk import BulkJobs, BulkJobView, BulkSelector
+from stream_app.bulk import BulkJobs, BulkJobView, BulkSelector, BulkSettings
 from stream_app.http.auth import require_admin
 
 router = APIRouter(prefix="/refresh/bulk", dependencies=[Depends(require_admin)], tags=["bulk refresh"])
@@ -40,7 +40,8 @@ class BulkJobCreated(BaseModel):
 
 
 def _jobs(request: Request) -> BulkJobs:
-    return BulkJobs(request.app.state.database)
+    service = request.app.state.service
+    return BulkJobs(service.database, BulkSettings.from_settings(service.settings))
 
 
 @router.post(

@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -419,7 +420,9 @@ async def test_a_run_that_fails_gives_the_job_back_for_later_and_then_gives_up(i
     async def broken(user_id: uuid.UUID, platform: str) -> RefreshResult:
         raise RuntimeError("the database went away")
 
-    runner = BulkRunner(idle_database, broken, BulkSettings(max_attempts=2, save_interval_seconds=0.1), "runner")
+    runner = BulkRunner(
+        idle_database, broken, replace(BulkSettings.defaults(), max_attempts=2, save_interval_seconds=0.1), "runner"
+    )
     assert await runner.run_once()
     async with idle_database.sessions() as session:
         first = await session.get(BulkJobRow, job_id)

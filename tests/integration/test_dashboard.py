@@ -16,7 +16,7 @@ import secrets
 import threading
 import uuid
 from collections.abc import Coroutine, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -186,7 +186,7 @@ def served(
         async def refresh(user_id: uuid.UUID, platform: str) -> Any:
             return await service.engine.refresh(user_id, platform, trigger=BULK_TRIGGER)
 
-        bulk = BulkSettings(poll_interval_seconds=0.2, save_interval_seconds=0.2)
+        bulk = replace(BulkSettings.defaults(), poll_interval_seconds=0.2, save_interval_seconds=0.2)
         runner = BulkRunner(service.database, refresh, bulk, owner=f"dashboard-test:{suffix}")
         return server, asyncio.get_running_loop().create_task(runner.run_forever()), reauth, grants
 

@@ -266,3 +266,11 @@ def test_a_renamed_setting_is_refused_naming_its_new_name(monkeypatch: pytest.Mo
     monkeypatch.setenv(old, "9464")
 
     assert new in refused(naming=old)
+
+
+@pytest.mark.usefixtures("key")
+@pytest.mark.parametrize("name", ["BULK_REFRESH_RATE_PER_PLATFORM", "BULK_REFRESH_CONCURRENCY"])
+def test_a_bad_bulk_refresh_setting_stops_start_up_naming_it(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    monkeypatch.setenv(name, "0")
+
+    refused(naming=name)
