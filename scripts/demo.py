@@ -2,7 +2,9 @@
 
 Local Kafka (already started by make), the embedded SQLite default (DATABASE_URL unset),
 the provider sandbox, a worker process, and a few demo connections with short-lived
-tokens, so refreshes (and one re-auth) scroll by. Ctrl-C stops everything.
+tokens, so refreshes (and one re-auth) scroll by. Twitch's client is refused for its first
+minute (a bad client secret, then fixed): its connections end in `error`, to be recovered from
+the dashboard the worker serves (the URL and the admin token are printed). Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -31,10 +34,13 @@ WORKDIR = REPO / ".local" / "demo"
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 ACCESS_TOKEN_LIFETIME = 60  # seconds: the sandbox issues short tokens so refreshes come often
 DEMO_CONNECTIONS = [("spotify", 30), ("discord", 40), ("google_calendar", 50), ("youtube", 70)]
+# Connections of the platform whose client the sandbox refuses for CLIENT_REFUSED_SECONDS.
+REFUSED_PLATFORM, REFUSED_CONNECTIONS, CLIENT_REFUSED_SECONDS = "twitch", 3, 60
+HTTP_PORT = os.environ.get("HTTP_PORT", "9464")
 OUTCOMES = ("token.refreshed", "token.needs_reauth", "token.refresh_failed")
 
 
-def demo_env(sandbox: SandboxServer, key: str) -> dict[str, str]:
+def demo_env(sandbox: SandboxServer, key: str, admin_token: str) -> dict[str, str]:
     env = {name: value for name, value in os.environ.items() if name != "DATABASE_URL"}
     return (
         env
@@ -45,6 +51,9 @@ def demo_env(sandbox: SandboxServer, key: str) -> dict[str, str]:
             "KAFKA_APP_ID": f"token-refresh-demo-{uuid.uuid4().hex[:6]}",
             "REFRESH_BUFFER_SECONDS": "20",
             "SCAN_INTERVAL_SECONDS": "5",
+            "HTTP_HOST": "127.0.0.1",
+            "HTTP_PORT": HTTP_PORT,
+            "ADMIN_TOKENS": admin_token,
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -56,6 +65,12 @@ async def publish_connections(sandbox: SandboxServer, cipher: TokenCipher) -> No
     for platform, expires_in in DEMO_CONNECTIONS:
         grant = sandbox.create_grant(platform, expires_in=ACCESS_TOKEN_LIFETIME)
         events.append(_connection(platform, grant, cipher, now + timedelta(seconds=expires_in)))
+    for _ in range(REFUSED_CONNECTIONS):
+        grant = sandbox.create_grant(REFUSED_PLATFORM, expires_in=ACCESS_TOKEN_LIFETIME)
+        events.append(_connection(REFUSED_PLATFORM, grant, cipher, now + timedelta(seconds=15)))
+    sandbox.state.add_fault_rule(
+        {"platform": REFUSED_PLATFORM, "mode": "invalid_client", "probability": 1.0, "duration": CLIENT_REFUSED_SECONDS}
+    )
     revoked = sandbox.create_grant("spotify")
     sandbox.state.revoke(revoked["grant_id"])
     events.append(_connection("spotify", revoked, cipher, now + timedelta(seconds=15)))
@@ -103,10 +118,15 @@ async def follow_outcomes() -> None:
 async def main() -> None:
     shutil.rmtree(WORKDIR, ignore_errors=True)  # the sandbox's grants are new every run
     WORKDIR.mkdir(parents=True)
-    key = generate_key()
+    key, admin_token = generate_key(), secrets.token_hex(24)
     with SandboxServer() as sandbox:
         print(f"demo: provider sandbox at {sandbox.base_url}; database {WORKDIR / 'token_refresh.db'}")
-        env = demo_env(sandbox, key)
+        print(f"demo: dashboard at http://127.0.0.1:{HTTP_PORT}/dashboard, admin token {admin_token}")
+        print(
+            f"demo: {REFUSED_PLATFORM}'s client is refused for {CLIENT_REFUSED_SECONDS} s; then recover its "
+            "`error` connections there (bulk refresh: platform twitch, status error)"
+        )
+        env = demo_env(sandbox, key, admin_token)
         await ensure_topics(Settings(encryption_key=key, kafka_bootstrap_servers=BOOTSTRAP))
         worker = subprocess.Popen([sys.executable, "-m", "stream_app", "worker"], env=env, cwd=WORKDIR)
         follower = asyncio.create_task(follow_outcomes())
