@@ -40,14 +40,19 @@ def _alembic_config(connection: Connection | None = None) -> Config:
 async def upgrade_to_head(database: Database) -> None:
     """Migrate to the newest revision; a table this service's migrations did not create is
     refused (UnmanagedDatabase), never met with a failing CREATE TABLE."""
+    await upgrade_to(database, "head")
+
+
+async def upgrade_to(database: Database, revision: str) -> None:
+    """``upgrade_to_head`` up to ``revision`` only (benchmarks compare schemas)."""
     async with database.engine.begin() as connection:
-        await connection.run_sync(_upgrade)
+        await connection.run_sync(_upgrade, revision)
 
 
-def _upgrade(connection: Connection) -> None:
+def _upgrade(connection: Connection, revision: str) -> None:
     if database_state(connection) is DatabaseState.UNMANAGED:
         raise UnmanagedDatabase(unmanaged_table_message(connection))
-    command.upgrade(_alembic_config(connection), "head")
+    command.upgrade(_alembic_config(connection), revision)
 
 
 async def adopt_and_upgrade(database: Database) -> Adoption | None:

@@ -148,7 +148,7 @@ async def migrate(url: str, key: str, *flags: str) -> tuple[int, str, str]:
         "stream_app",
         "migrate",
         *flags,
-        env={**os.environ, "DATABASE_URL": url, "ENCRYPTION_KEY": key, "LOG_LEVEL": "WARNING"},
+        env={**os.environ, "DATABASE_URL": url, "ENCRYPTION_KEY": key},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -3,7 +3,7 @@
 The scan reads ``refresh_due_at``, which only this service computes. A writer that knows only
 the seed's columns (the Node OAuth callback still running during a switch-over, an operator's
 ``UPDATE ... SET token_expires_at = ...``) leaves it missing, or as it was for the previous
-expiry: such a row was never requested, or requested too late. A trigger fills it in as the
+expiry: such a row was never requested, or requested too late. A trigger fills it in once the
 row is written, so the scan's query, its index and its plan stay as they are (measured on
 1,000,000 rows, docs/takeover.md):
 
@@ -13,8 +13,8 @@ row is written, so the scan's query, its index and its plan stay as they are (me
   an expiry and no ``refresh_due_at`` (an operator reconnecting an ``error`` row by hand).
 
 The service's own writes set ``refresh_due_at`` with every new expiry, so the trigger's WHEN
-clause leaves them alone; it fires only on statements that name ``token_expires_at`` or
-``status``, never on the scan's mark or the lease. The buffer is the seed's 5 minutes (at most
+clause leaves them alone; it is considered only for statements that name ``token_expires_at``
+or ``status``, never for the scan's mark or the lease. The buffer is the seed's 5 minutes (at most
 half of the token's known lifetime), as in migration 0003: the first refresh of such a row
 reschedules it with the running settings. Existing rows left unscheduled by such writers
 before this migration are scheduled by it. A no-op on SQLite (the seed ran on PostgreSQL only).
@@ -37,36 +37,41 @@ _DUE = (
     "THEN LEAST(300, {row}.token_lifetime_seconds * 0.5) ELSE 300 END)"
 )
 
+# An AFTER trigger that writes the row once more, rather than a BEFORE trigger that edits NEW:
+# a table with a BEFORE ROW UPDATE trigger has every UPDATE fetch and lock the old row for it
+# first, whatever the trigger's columns, so the scan's mark, the lease and the engine's
+# outcomes would pay for it (measured: docs/takeover.md). An AFTER trigger's column list and
+# WHEN clause are checked before anything is done, and only writes of the seed's shape (rare)
+# pay for the second write. That write names refresh_due_at alone, so it fires no trigger.
 FUNCTION = f"""
 CREATE FUNCTION platform_connections_schedule_foreign_write() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.token_expires_at IS NULL OR NEW.platform = 'github' THEN
-        NEW.refresh_due_at := NULL;
-    ELSE
-        NEW.refresh_due_at := {_DUE.format(row="NEW")};
-    END IF;
-    RETURN NEW;
+    UPDATE platform_connections SET refresh_due_at = {_DUE.format(row="platform_connections")}
+    WHERE id = NEW.id;
+    RETURN NULL;
 END
 $$
-"""
+"""  # noqa: S608 - constant SQL
 
 ON_INSERT = """
 CREATE TRIGGER platform_connections_schedule_insert
-BEFORE INSERT ON platform_connections
+AFTER INSERT ON platform_connections
 FOR EACH ROW
-WHEN (NEW.refresh_due_at IS NULL AND NEW.token_expires_at IS NOT NULL)
+WHEN (NEW.refresh_due_at IS NULL AND NEW.token_expires_at IS NOT NULL AND NEW.platform <> 'github')
 EXECUTE FUNCTION platform_connections_schedule_foreign_write()
 """
 
 ON_UPDATE = f"""
 CREATE TRIGGER platform_connections_schedule_update
-BEFORE UPDATE OF token_expires_at, status ON platform_connections
+AFTER UPDATE OF token_expires_at, status ON platform_connections
 FOR EACH ROW
 WHEN (
-    (NEW.token_expires_at IS DISTINCT FROM OLD.token_expires_at
-     AND NEW.refresh_due_at IS NOT DISTINCT FROM OLD.refresh_due_at)
-    OR (NEW.refresh_due_at IS NULL AND NEW.token_expires_at IS NOT NULL AND NEW.status IN {_SCANNED})
+    NEW.platform <> 'github' AND (
+        (NEW.token_expires_at IS DISTINCT FROM OLD.token_expires_at
+         AND NEW.refresh_due_at IS NOT DISTINCT FROM OLD.refresh_due_at)
+        OR (NEW.refresh_due_at IS NULL AND NEW.token_expires_at IS NOT NULL AND NEW.status IN {_SCANNED})
+    )
 )
 EXECUTE FUNCTION platform_connections_schedule_foreign_write()
 """
