@@ -1,0 +1,275 @@
+"""Hostile review of issue 10 (the operator's surface) on real Postgres and the sandbox.
+
+Each xfail(strict=True) test fails on today's code and passes once its defect is fixed; the
+report of the review says what each is and what to change."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+
+from stream_app.bulk import BulkJobs, BulkSettings, JobStatus
+from stream_app.bulk.runner import BulkRunner
+from stream_app.db.scan import claim_due_page
+from stream_app.engine import RefreshResult
+from stream_app.http import HttpServer, create_app
+from stream_app.sandbox import SandboxServer
+from stream_app.service import TokenService
+from tests.integration.conftest import ServiceFactory
+from tests.support.connections import seed_connection
+
+pytestmark = pytest.mark.postgres
+
+ADMIN = secrets.token_hex(24)
+TOKEN_READER = secrets.token_urlsafe(32)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def client(service: TokenService) -> httpx.AsyncClient:
+    # A crash in the app is a 500 here (as a real server answers), not an exception in the test.
+    transport = httpx.ASGITransport(app=create_app(service), raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://api")
+
+
+@pytest.fixture
+def own_service(make_service: ServiceFactory, own_database_url: str) -> TokenService:
+    return make_service(database_url=own_database_url, admin_tokens=ADMIN, token_endpoint_tokens=TOKEN_READER)
+
+
+@pytest.fixture
+async def locked_alembic_version(own_database_url: str) -> AsyncIterator[AsyncConnection]:
+    """alembic_version locked ACCESS EXCLUSIVE, as a `token-refresh migrate` holds it while it
+    runs a long migration (migrate --adopt on a large table, an index build)."""
+    engine = create_async_engine(own_database_url)
+    async with engine.connect() as connection:
+        transaction = await connection.begin()
+        await connection.execute(text("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE"))
+        yield connection
+        await transaction.rollback()
+    await engine.dispose()
+
+
+# --- readiness on a database that answers slowly ----------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="/readyz's migrations check (current_revision) has no timeout: a migration holding "
+    "alembic_version makes every probe hang instead of answering 503",
+)
+@pytest.mark.usefixtures("locked_alembic_version")
+async def test_readyz_answers_while_a_migration_holds_alembic_version(own_service: TokenService) -> None:
+    async with client(own_service) as api:
+        answer = await asyncio.wait_for(api.get("/readyz"), timeout=8)
+    assert answer.status_code == 503
+    assert not answer.json()["checks"]["migrations"]["ok"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="current_revision checks a connection out of the engine's pool past the Database's gate: "
+    "hung readiness probes hold the pool and the refresh path's sessions time out at the pool",
+)
+async def test_hung_readiness_probes_do_not_starve_the_refresh_path(
+    make_service: ServiceFactory, own_database_url: str, locked_alembic_version: AsyncConnection
+) -> None:
+    service = make_service(
+        database_url=own_database_url,
+        admin_tokens=ADMIN,
+        database_pool_size=1,
+        database_max_overflow=0,
+        database_pool_timeout_seconds=2,
+    )
+    async with client(service) as api:
+        probes = [asyncio.create_task(api.get("/readyz")) for _ in range(2)]
+        await asyncio.sleep(0.5)  # let the probes reach the database (not an assertion)
+        try:
+            # What a refresh does first: a session through the Database's gate.
+            async with service.database.sessions() as session:
+                assert (await session.execute(text("SELECT 1"))).scalar_one() == 1
+        finally:
+            for probe in probes:
+                probe.cancel()
+            await asyncio.gather(*probes, return_exceptions=True)
+
+
+# --- the token endpoint -----------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the token endpoint answers an access token without Cache-Control: no-store (RFC 6749 5.1); "
+    "/dashboard/data sets it, the token endpoint does not",
+)
+async def test_token_endpoint_answer_is_not_cacheable(own_service: TokenService, sandbox: SandboxServer) -> None:
+    user_id, _grant = await seed_connection(
+        own_service.database, own_service.cipher, sandbox, "discord", expires_in=timedelta(hours=2)
+    )
+    async with client(own_service) as api:
+        answer = await api.get(f"/connections/{user_id}/discord/token", headers=bearer(TOKEN_READER))
+    assert answer.status_code == 200
+    assert "no-store" in answer.headers.get("cache-control", "")
+
+
+# --- bulk refresh selectors -------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="expiring_within '99999999999999999999' raises OverflowError in the selector's validator "
+    "(not a ValueError): the API answers 500 instead of 422",
+)
+async def test_an_overflowing_expiring_within_is_a_422(own_service: TokenService) -> None:
+    async with client(own_service) as api:
+        answer = await api.post(
+            "/refresh/bulk",
+            json={"selector": {"expiring_within": "99999999999999999999"}, "dry_run": True},
+            headers=bearer(ADMIN),
+        )
+    assert answer.status_code == 422, answer.text
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="expiring_within '3000000d' is accepted (202) but created_at + 3,000,000 days overflows "
+    "datetime: every run of the job raises OverflowError until it is marked failed",
+)
+async def test_an_accepted_expiring_within_can_be_evaluated(own_service: TokenService) -> None:
+    async with client(own_service) as api:
+        answer = await api.post(
+            "/refresh/bulk",
+            json={"selector": {"expiring_within": "3000000d"}, "dry_run": True},
+            headers=bearer(ADMIN),
+        )
+    if answer.status_code == 422:
+        return  # refused up front: fixed
+    assert answer.status_code == 202, answer.text
+    job_id = uuid.UUID(answer.json()["id"])
+
+    async def never(_user: uuid.UUID, _platform: str) -> RefreshResult:
+        raise AssertionError("a dry run refreshes nothing")
+
+    runner = BulkRunner(own_service.database, never, BulkSettings.defaults(), owner="hostile-review")
+    assert await runner.run_once()
+    view = await BulkJobs(own_service.database).get(job_id)
+    assert view is not None
+    assert view.status == JobStatus.SUCCEEDED, (view.status, view.last_error)
+
+
+# --- seed-shaped rows (Node takeover) ---------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a seed-shaped row with status NULL (the seed's column is nullable; CHECK passes NULL) is "
+    "shown as 'connected' by the API and dashboard but never scanned (status IN (...) excludes NULL)",
+)
+async def test_a_seed_row_with_a_null_status_is_scanned(own_service: TokenService) -> None:
+    now = datetime.now(UTC).replace(tzinfo=None)
+    null_status, connected = uuid.uuid4(), uuid.uuid4()
+    async with own_service.database.transaction() as session:
+        for row_id, status in ((null_status, None), (connected, "connected")):
+            await session.execute(
+                text(
+                    "INSERT INTO platform_connections (id, user_id, platform, access_token, refresh_token, "
+                    "token_expires_at, status) VALUES (:id, :user, 'spotify', 'a:b:c', 'a:b:c', :expires, :status)"
+                ),
+                {"id": row_id, "user": uuid.uuid4(), "expires": now + timedelta(minutes=2), "status": status},
+            )
+    async with own_service.database.transaction() as session:
+        due = await claim_due_page(
+            session,
+            due_by=now + timedelta(minutes=10),
+            requested_before=now,
+            after=None,
+            limit=100,
+            platforms=["spotify"],
+            now=now,
+        )
+    found = {row.id for row in due}
+    assert connected in found  # the trigger scheduled the seed-shaped row: the test is not vacuous
+    assert null_status in found
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="GET /connections?expiring_within= has no upper bound: now + 10**12 s overflows datetime "
+    "and the API answers 500 instead of 422",
+)
+async def test_an_overflowing_listing_window_is_a_422(own_service: TokenService) -> None:
+    async with client(own_service) as api:
+        answer = await api.get("/connections", params={"expiring_within": 10**12}, headers=bearer(ADMIN))
+    assert answer.status_code == 422, answer.text
+
+
+# --- the HTTP server on the worker's event loop -----------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="uvicorn's h11 protocol arms no timeout before a request's headers are complete: a client "
+    "that never finishes its headers (slowloris) holds its connection, and a file descriptor of the "
+    "worker's process, for ever",
+)
+async def test_a_client_that_never_finishes_its_headers_is_dropped(own_service: TokenService) -> None:
+    server = HttpServer(create_app(own_service), "127.0.0.1", 0)
+    server.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: api\r\nX-Slow: ")  # never ends the headers
+        await writer.drain()
+        try:
+            # uvicorn drops an idle kept-alive connection after 5 s; a partial request gets 3x that.
+            closed = await asyncio.wait_for(reader.read(), timeout=15)
+        except TimeoutError:
+            closed = None
+        finally:
+            writer.close()
+        assert closed is not None, "the server still holds a connection that sent no complete request in 15 s"
+    finally:
+        await server.stop()
+
+
+async def test_no_bearer_token_or_served_access_token_reaches_a_debug_log(
+    own_service: TokenService, sandbox: SandboxServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Over a real socket (uvicorn's own loggers included), at DEBUG: refused, wrong-scope,
+    malformed and accepted calls, a crash (500) and the token endpoint's answer."""
+    caplog.set_level(logging.DEBUG)
+    user_id, grant = await seed_connection(
+        own_service.database, own_service.cipher, sandbox, "discord", expires_in=timedelta(minutes=1)
+    )
+    server = HttpServer(create_app(own_service), "127.0.0.1", 0)
+    server.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as api:
+            calls = [
+                api.get("/connections", headers=bearer(ADMIN[:-1])),  # a near miss
+                api.get("/connections", headers={"Authorization": f"bearer  {ADMIN}"}),
+                api.get("/connections", headers={"Authorization": f"Basic {ADMIN}"}),
+                api.get(f"/connections/{user_id}/discord/token", headers=bearer(ADMIN)),  # 403
+                api.get("/connections", params={"expiring_within": 10**12}, headers=bearer(ADMIN)),  # 500
+                api.post("/refresh/bulk", json={"selector": {"platform": TOKEN_READER}}, headers=bearer(ADMIN)),
+                api.get(f"/connections/{user_id}/discord/token", headers=bearer(TOKEN_READER)),
+            ]
+            answers = [await call for call in calls]
+        assert [a.status_code for a in answers] == [401, 200, 401, 403, 500, 422, 200]
+    finally:
+        await server.stop()
+    truth = sandbox.state.grant(grant["grant_id"])
+    assert truth is not None
+    logged = caplog.text + "".join(repr(record.args) for record in caplog.records)
+    for secret in (ADMIN, ADMIN[:-1], TOKEN_READER, truth.live_access_token, truth.live_refresh_token):
+        assert secret not in logged
