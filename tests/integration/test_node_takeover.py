@@ -27,6 +27,7 @@ from stream_app.crypto import is_unbound
 from stream_app.db import Database
 from stream_app.db.migrate import head_revision
 from stream_app.sandbox import SandboxServer
+from stream_app.scheduler import scan_requests
 from stream_app.settings import Settings
 from tests.support.databases import administer, database_url, drop_database
 from tests.support.infra import require_postgres
@@ -316,3 +317,31 @@ async def start_worker(url: str, key: str, bootstrap: str, sandbox: SandboxServe
         **sandbox.service_env(),
     }
     return WorkerProcess(env, workdir / "worker.log").start()
+
+
+async def test_an_expiry_edited_to_the_calendars_start_is_scanned(own_database_url: str, encryption_key: str) -> None:
+    """An operator's ``UPDATE ... SET token_expires_at = '0001-01-01'`` schedules the row as due
+    since forever, not in a year BC that would break every scan reaching it."""
+    database = Database(own_database_url)
+    try:
+        user_id = uuid.uuid4()
+        await sql(
+            database,
+            "INSERT INTO platform_connections (user_id, platform, refresh_token, token_expires_at) "
+            "VALUES (:u, 'spotify', 'sealed', :e)",
+            u=user_id,
+            e=utc_in(3600),
+        )
+        await sql(
+            database, "UPDATE platform_connections SET token_expires_at = '0001-01-01' WHERE user_id = :u", u=user_id
+        )
+        settings = Settings(encryption_key=encryption_key, database_url=own_database_url)
+        claimed: list[uuid.UUID] = []
+
+        async def collect(page: Any) -> None:
+            claimed.extend(row.user_id for row in page.rows)
+
+        await scan_requests(database, settings, collect)
+        assert claimed == [user_id]
+    finally:
+        await database.dispose()

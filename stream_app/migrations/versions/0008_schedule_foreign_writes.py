@@ -32,9 +32,12 @@ branch_labels = None
 depends_on = None
 
 _SCANNED = "('connected', 'token_expired')"
+# An expiry edited by hand to the calendar's start is due since forever: not a year BC, which
+# no reader of the row could decode (the engine clamps the same way, decisions.refresh_at).
 _DUE = (
+    "CASE WHEN {row}.token_expires_at IS NULL THEN NULL ELSE GREATEST(TIMESTAMP '0001-01-01', "
     "{row}.token_expires_at - make_interval(secs => CASE WHEN {row}.token_lifetime_seconds > 0 "
-    "THEN LEAST(300, {row}.token_lifetime_seconds * 0.5) ELSE 300 END)"
+    "THEN LEAST(300, {row}.token_lifetime_seconds * 0.5) ELSE 300 END)) END"
 )
 
 # An AFTER trigger that writes the row once more, rather than a BEFORE trigger that edits NEW:
