@@ -232,11 +232,14 @@ async def test_takeover_of_a_node_database(
     reconnected_later = await node_connects(db, key, "youtube", sandbox.create_grant("youtube"), expires_in=3600)
     await sql(db, "UPDATE platform_connections SET status = 'needs_reauth' WHERE user_id = :u", u=reconnected_later)
     untouched = await node_connects(db, key, "gmail", sandbox.create_grant("gmail"), expires_in=3600)
+    # An expiry edited by hand to the calendar's start: due since forever, not a year BC.
+    ancient = await node_connects(db, key, "spotify", sandbox.create_grant("spotify"), expires_in=3600)
+    await sql(db, "UPDATE platform_connections SET token_expires_at = '0001-01-01' WHERE user_id = :u", u=ancient)
     seed_rows = await sql(db, f"SELECT {SEED_COLUMNS} FROM platform_connections ORDER BY id")  # noqa: S608
 
     code, out, err = await migrate(url, key, "--adopt")
     assert code == 0, err
-    assert "adopted the Node service's platform_connections (4 rows)" in out
+    assert "adopted the Node service's platform_connections (5 rows)" in out
     assert await sql(db, f"SELECT {SEED_COLUMNS} FROM platform_connections ORDER BY id") == seed_rows  # noqa: S608
     adopted = await snapshot(db)
     assert adopted["revision"] == [(head_revision(),)]
@@ -268,7 +271,7 @@ async def test_takeover_of_a_node_database(
             e=utc_in(60),
             u=updated_later,
         )
-        for user_id in (due, inserted, reconnected_later, updated_later):
+        for user_id in (due, ancient, inserted, reconnected_later, updated_later):
             await refreshed(db, user_id)
     finally:
         await asyncio.to_thread(worker.stop)

@@ -86,6 +86,10 @@ WHERE refresh_due_at IS NULL AND token_expires_at IS NOT NULL
 """  # noqa: S608 - constant SQL
 
 
+# 0003's schedule of the rows it found (an adopted Node table's among them) has no such clamp.
+CLAMP = "UPDATE platform_connections SET refresh_due_at = TIMESTAMP '0001-01-01' WHERE refresh_due_at < '0001-01-01'"
+
+
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
@@ -93,6 +97,7 @@ def upgrade() -> None:
     op.execute(ON_INSERT)
     op.execute(ON_UPDATE)
     op.execute(BACKFILL)
+    op.execute(CLAMP)
 
 
 def downgrade() -> None:
