@@ -1,4 +1,10 @@
-"""Serving the HTTP API on the running event loop (the worker's), beside its other work."""
+"""Serving the HTTP API on the running event loop (the worker's), beside its other work.
+
+The API shares the loop with the refreshes, so what a client can make it hold is bounded: at
+most MAX_CONNECTIONS connections (beyond them, 503), a request's head within
+REQUEST_HEAD_SECONDS (a client that trickles its headers is disconnected), a body of
+MAX_BODY_BYTES, and a stop that waits STOP_GRACE_SECONDS at most for answers in flight (a
+client that stops reading does not hold the worker's shutdown)."""
 
 from __future__ import annotations
 
@@ -6,11 +12,18 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Generator
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from stream_app.errors import ConfigurationError
+
+MAX_CONNECTIONS = 64
+REQUEST_HEAD_SECONDS = 10.0
+MAX_BODY_BYTES = 64 * 1024
+STOP_GRACE_SECONDS = 3
 
 
 class _Server(uvicorn.Server):
@@ -20,10 +33,102 @@ class _Server(uvicorn.Server):
         yield
 
 
+class _HeadDeadlineProtocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline on each request's head: it must be complete within
+    REQUEST_HEAD_SECONDS of the connection (or of the previous answer). uvicorn's keep-alive
+    timer restarts with every byte received, so a slow trickle of header bytes held a
+    connection, and a file descriptor, for ever."""
+
+    _head_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_head_deadline()
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.cycle is not None and not self.cycle.response_complete:  # a request's head is in
+            self._disarm_head_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_deadline()
+        super().connection_lost(exc)
+
+    def _arm_head_deadline(self) -> None:
+        self._disarm_head_deadline()
+        self._head_deadline = self.loop.call_later(REQUEST_HEAD_SECONDS, self._head_too_slow)
+
+    def _disarm_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _head_too_slow(self) -> None:
+        self._head_deadline = None
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.close()
+
+
+class _BodyLimit:
+    """413 for a request body over MAX_BODY_BYTES (declared, or counted as it arrives), before
+    any route reads it: the admin routes' bodies are small, and a body is read before the
+    bearer token is checked."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+            await _too_large(send)
+            return
+        received = 0
+
+        async def counted() -> Any:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > MAX_BODY_BYTES:
+                raise _BodyTooLarge
+            return message
+
+        try:
+            await self._app(scope, counted, send)
+        except _BodyTooLarge:
+            await _too_large(send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Any) -> None:
+    body = b'{"detail":"request body too large"}'
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 class HttpServer:
     def __init__(self, app: FastAPI, host: str, port: int) -> None:
         self._socket = _bound(host, port)
-        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", server_header=False)
+        config = uvicorn.Config(
+            _BodyLimit(app),
+            http=_HeadDeadlineProtocol,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            server_header=False,
+            limit_concurrency=MAX_CONNECTIONS,
+            timeout_graceful_shutdown=STOP_GRACE_SECONDS,
+        )
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
 
