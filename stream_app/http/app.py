@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from stream_app.http import admin, bulk_routes, dashboard, health, metrics_route
 from stream_app.http.auth import BearerTokens
+from stream_app.http.health import ReadinessChecks
 from stream_app.http.operational import OperationalFigures
 from stream_app.http.probe import WorkerProbe
 from stream_app.service import TokenService
@@ -28,6 +29,7 @@ def create_app(service: TokenService, probe: WorkerProbe | None = None) -> FastA
     app.state.probe = probe
     app.state.bearer_tokens = bearer_tokens
     app.state.operational = OperationalFigures(service.settings, service.database, probe)
+    app.state.readiness = ReadinessChecks(service.database, probe)
     return app
 
 

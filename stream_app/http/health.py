@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from stream_app.db import Database
-from stream_app.db.migrate import current_revision, head_revision
+from stream_app.db.migrate import head_revision
 from stream_app.http.probe import WorkerProbe
 
 router = APIRouter(tags=["health"])
@@ -46,42 +46,57 @@ async def healthz() -> Liveness:
     responses={503: {"model": Readiness, "description": "Not ready; the failing checks say why"}},
 )
 async def readyz(request: Request) -> JSONResponse:
-    readiness = await check_readiness(request.app.state.database, request.app.state.probe)
+    readiness = await request.app.state.readiness.check()
     return JSONResponse(readiness.model_dump(), status_code=200 if readiness.ready else 503)
 
 
+class ReadinessChecks:
+    """Probes that arrive while a check is running share its answer: however many probes hang
+    on a slow database, the checks hold one pooled connection (taken through the Database's
+    gate, like every other session) for DATABASE_CHECK_SECONDS at most."""
+
+    def __init__(self, database: Database, probe: WorkerProbe | None) -> None:
+        self._database = database
+        self._probe = probe
+        self._running: asyncio.Task[Readiness] | None = None
+
+    async def check(self) -> Readiness:
+        if self._running is None or self._running.done():
+            self._running = asyncio.ensure_future(check_readiness(self._database, self._probe))
+        return await asyncio.shield(self._running)
+
+
 async def check_readiness(database: Database, probe: WorkerProbe | None) -> Readiness:
-    checks = {"database": await _database(database)}
-    checks["migrations"] = (
-        await _migrations(database) if checks["database"].ok else Check(ok=False, detail="database unreachable")
-    )
+    checks = await _database_checks(database)
     if probe is not None:
         checks |= _worker_checks(probe)
     return Readiness(ready=all(check.ok for check in checks.values()), checks=checks)
 
 
-async def _database(database: Database) -> Check:
+async def _database_checks(database: Database) -> dict[str, Check]:
+    """The database answers (`SELECT 1`) and is at the migrations' head, within
+    DATABASE_CHECK_SECONDS; on Postgres a lock on alembic_version (a migration under way) is
+    waited for half a second at most."""
     started = time.monotonic()
+    answered = False
     try:
-        async with asyncio.timeout(DATABASE_CHECK_SECONDS):
-            async with database.sessions() as session:
-                await session.execute(text("SELECT 1"))
-    except TimeoutError:
-        return Check(ok=False, detail=f"no answer within {DATABASE_CHECK_SECONDS:g}s")
+        async with asyncio.timeout(DATABASE_CHECK_SECONDS), database.transaction() as session:
+            if not database.is_sqlite:
+                await session.execute(text("SET LOCAL lock_timeout = '500ms'"))
+            await session.execute(text("SELECT 1"))
+            answered = True
+            current = (await session.execute(text("SELECT version_num FROM alembic_version"))).scalar()
     except Exception as exc:  # whatever the driver raises; its message may quote the URL
-        return Check(ok=False, detail=f"unreachable ({type(exc).__name__})")
-    return Check(ok=True, detail=f"answered in {1000 * (time.monotonic() - started):.0f} ms")
-
-
-async def _migrations(database: Database) -> Check:
-    try:
-        current = await current_revision(database)
-    except Exception as exc:
-        return Check(ok=False, detail=f"revision unreadable ({type(exc).__name__})")
+        why = f"no answer within {DATABASE_CHECK_SECONDS:g}s" if isinstance(exc, TimeoutError) else type(exc).__name__
+        database_check = Check(ok=answered, detail="answered" if answered else f"unreachable ({why})")
+        migrations = Check(ok=False, detail=f"revision unreadable ({why})" if answered else "database unreachable")
+        return {"database": database_check, "migrations": migrations}
     head = head_revision()
+    database_check = Check(ok=True, detail=f"answered in {1000 * (time.monotonic() - started):.0f} ms")
     if current != head:
-        return Check(ok=False, detail=f"at {current or 'no revision'}, head is {head}: run `token-refresh migrate`")
-    return Check(ok=True, detail=f"at head ({head})")
+        detail = f"at {current or 'no revision'}, head is {head}: run `token-refresh migrate`"
+        return {"database": database_check, "migrations": Check(ok=False, detail=detail)}
+    return {"database": database_check, "migrations": Check(ok=True, detail=f"at head ({head})")}
 
 
 def _worker_checks(probe: WorkerProbe) -> dict[str, Check]:
