@@ -9,7 +9,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel, Field
 from sqlalchemy import Select, and_, or_, select
 
@@ -26,6 +26,8 @@ admin = APIRouter(dependencies=[Depends(require_admin)], tags=["admin"])
 tokens = APIRouter(dependencies=[Depends(require_token_scope)], tags=["tokens"])
 
 MAX_PAGE = 500
+# The longest `expiring_within` (ten years): any longer is every token, and a date beyond 9999.
+MAX_WINDOW_SECONDS = 10 * 366 * 86_400
 
 
 class RefreshAnswer(BaseModel):
@@ -157,7 +159,10 @@ async def list_connections(
     platform: str | None = None,
     status_: Annotated[list[ConnectionStatus] | None, Query(alias="status")] = None,
     expiring_within: Annotated[
-        int | None, Query(ge=0, description="Seconds: only tokens expiring within this (expired ones included)")
+        int | None,
+        Query(
+            ge=0, le=MAX_WINDOW_SECONDS, description="Seconds: only tokens expiring within this (expired ones included)"
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     cursor: str | None = None,
@@ -204,7 +209,10 @@ async def list_connections(
     summary="A valid access token (refreshed first if due), for services in other languages",
     responses={404: {"description": "No usable connection: missing, needs re-auth, or refresh failed"}},
 )
-async def access_token(request: Request, user_id: uuid.UUID, platform: str) -> AccessToken:
+async def access_token(request: Request, response: Response, user_id: uuid.UUID, platform: str) -> AccessToken:
+    # An access token is never to be kept by a cache on the way (RFC 6749 5.1).
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
     _known_platform(platform)
     try:
         token = await _service(request).get_valid_access_token(user_id, platform)
