@@ -271,7 +271,10 @@ async def test_takeover_of_a_node_database(
             e=utc_in(60),
             u=updated_later,
         )
-        for user_id in (due, ancient, inserted, reconnected_later, updated_later):
+        # A status written as NULL (the seed's column allows it): taken for its default, connected.
+        null_status = await node_connects(db, key, "discord", sandbox.create_grant("discord"), expires_in=60)
+        await sql(db, "UPDATE platform_connections SET status = NULL WHERE user_id = :u", u=null_status)
+        for user_id in (due, ancient, inserted, reconnected_later, updated_later, null_status):
             await refreshed(db, user_id)
     finally:
         await asyncio.to_thread(worker.stop)

@@ -10,7 +10,10 @@ row is written, so the scan's query, its index and its plan stay as they are (me
 - INSERT without ``refresh_due_at`` but with an expiry;
 - UPDATE that changes ``token_expires_at`` and leaves ``refresh_due_at`` as it was;
 - UPDATE of the status back to a scanned one (``connected``, ``token_expired``) of a row with
-  an expiry and no ``refresh_due_at`` (an operator reconnecting an ``error`` row by hand).
+  an expiry and no ``refresh_due_at`` (an operator reconnecting an ``error`` row by hand);
+- a status written as NULL (the seed's column is nullable; its CHECK lets NULL through): it
+  becomes ``connected``, the column's default, which every reader of the row (the API, the
+  dashboard, the seed's Node code) takes it for; left NULL, it was never scanned.
 
 The service's own writes set ``refresh_due_at`` with every new expiry, so the trigger's WHEN
 clause leaves them alone; it is considered only for statements that name ``token_expires_at``
@@ -45,12 +48,16 @@ _DUE = (
 # first, whatever the trigger's columns, so the scan's mark, the lease and the engine's
 # outcomes would pay for it (measured: docs/takeover.md). An AFTER trigger's column list and
 # WHEN clause are checked before anything is done, and only writes of the seed's shape (rare)
-# pay for the second write. That write names refresh_due_at alone, so it fires no trigger.
+# pay for the second write. That write leaves the status set and the schedule computed, so the
+# trigger's WHEN clause is false for it: it does not fire again.
 FUNCTION = f"""
 CREATE FUNCTION platform_connections_schedule_foreign_write() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE platform_connections SET refresh_due_at = {_DUE.format(row="platform_connections")}
+    UPDATE platform_connections
+    SET status = COALESCE(status, 'connected'),
+        refresh_due_at = CASE WHEN platform = 'github' THEN refresh_due_at
+                              ELSE {_DUE.format(row="platform_connections")} END
     WHERE id = NEW.id;
     RETURN NULL;
 END
@@ -61,7 +68,10 @@ ON_INSERT = """
 CREATE TRIGGER platform_connections_schedule_insert
 AFTER INSERT ON platform_connections
 FOR EACH ROW
-WHEN (NEW.refresh_due_at IS NULL AND NEW.token_expires_at IS NOT NULL AND NEW.platform <> 'github')
+WHEN (
+    NEW.status IS NULL
+    OR (NEW.refresh_due_at IS NULL AND NEW.token_expires_at IS NOT NULL AND NEW.platform <> 'github')
+)
 EXECUTE FUNCTION platform_connections_schedule_foreign_write()
 """
 
@@ -70,7 +80,8 @@ CREATE TRIGGER platform_connections_schedule_update
 AFTER UPDATE OF token_expires_at, status ON platform_connections
 FOR EACH ROW
 WHEN (
-    NEW.platform <> 'github' AND (
+    NEW.status IS NULL
+    OR NEW.platform <> 'github' AND (
         (NEW.token_expires_at IS DISTINCT FROM OLD.token_expires_at
          AND NEW.refresh_due_at IS NOT DISTINCT FROM OLD.refresh_due_at)
         OR (NEW.refresh_due_at IS NULL AND NEW.token_expires_at IS NOT NULL AND NEW.status IN {_SCANNED})
