@@ -139,6 +139,10 @@ class BulkRunner:
             await _JobRun(self, job).run()
         except LeaseLostError:
             log.warning("Bulk refresh job %s: another runner took it over; stopping here", job.id)
+        except Exception as exc:  # recording its end failed (the database away): its lease lapses, it resumes
+            log.warning(
+                "Bulk refresh job %s: recording its end failed (%s); it resumes later", job.id, type(exc).__name__
+            )
         return True
 
 

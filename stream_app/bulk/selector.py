@@ -21,11 +21,18 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _ERROR_CLASS = re.compile(r"^[a-z0-9_.-]{1,64}$")
 
 
+# The longest expiring_within (ten years): longer selects every token, and overflows a date.
+MAX_EXPIRING_WITHIN = timedelta(days=3660)
+
+
 def parse_duration(value: Any) -> Any:
     """``90``, ``90s``, ``15m``, ``2h``, ``1d`` as a timedelta; anything else is left to pydantic
     (ISO 8601 ``PT1H``, a number of seconds, a timedelta)."""
     if isinstance(value, str) and (match := _DURATION.match(value)):
-        return timedelta(seconds=float(match["number"]) * _UNIT_SECONDS[match["unit"] or "s"])
+        seconds = float(match["number"]) * _UNIT_SECONDS[match["unit"] or "s"]
+        if seconds > MAX_EXPIRING_WITHIN.total_seconds():  # a timedelta that large does not even exist
+            raise ValueError(f"at most {MAX_EXPIRING_WITHIN.days} days")
+        return timedelta(seconds=seconds)
     return value
 
 
@@ -74,6 +81,8 @@ class BulkSelector(BaseModel):
     def _positive(cls, value: timedelta | None) -> timedelta | None:
         if value is not None and value.total_seconds() <= 0:
             raise ValueError("must be a positive duration")
+        if value is not None and value > MAX_EXPIRING_WITHIN:  # the job's creation plus it must be a date
+            raise ValueError(f"at most {MAX_EXPIRING_WITHIN.days} days")
         return value
 
     @field_validator("last_error_class")
