@@ -89,24 +89,23 @@ class _BodyLimit:
         if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
             await _too_large(send)
             return
-        received = 0
+        received, refused = 0, False
 
         async def counted() -> Any:
-            nonlocal received
+            nonlocal received, refused
             message = await receive()
             received += len(message.get("body", b""))
-            if received > MAX_BODY_BYTES:
-                raise _BodyTooLarge
-            return message
+            if received > MAX_BODY_BYTES and not refused:
+                refused = True
+                await _too_large(send)
+            # The route sees a client gone; it cannot answer after the 413.
+            return {"type": "http.disconnect"} if refused else message
 
-        try:
-            await self._app(scope, counted, send)
-        except _BodyTooLarge:
-            await _too_large(send)
+        async def unless_refused(message: Any) -> None:
+            if not refused:
+                await send(message)
 
-
-class _BodyTooLarge(Exception):
-    pass
+        await self._app(scope, counted, unless_refused)
 
 
 async def _too_large(send: Any) -> None:

@@ -16,7 +16,8 @@ import pytest
 from sqlalchemy import text
 
 from stream_app.db import ConnectionStatus
-from stream_app.http import create_app
+from stream_app.http import HttpServer, create_app
+from stream_app.http.server import MAX_BODY_BYTES
 from stream_app.sandbox import SandboxServer
 from stream_app.service import TokenService
 from tests.integration.conftest import ServiceFactory
@@ -306,3 +307,22 @@ async def test_the_token_endpoint_hands_out_a_valid_token_with_its_own_credentia
     assert answer.json() == {"access_token": truth.live_access_token, "token_type": "Bearer"}
     missing = await api.get(f"/connections/{uuid.uuid4()}/discord/token", headers=bearer(TOKEN_READER))
     assert missing.status_code == 404
+
+
+async def test_a_body_too_large_is_refused_before_any_route_reads_it(own_service: TokenService) -> None:
+    server = HttpServer(create_app(own_service), "127.0.0.1", 0)
+    server.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
+            declared = await http.post("/refresh/bulk", content=b"x" * (MAX_BODY_BYTES + 1))
+
+            async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it arrives
+                for _ in range(3):
+                    yield b"x" * MAX_BODY_BYTES
+
+            streamed = await http.post("/refresh/bulk", content=chunks(), headers=bearer(ADMIN))
+            small = await http.post("/refresh/bulk", json={"selector": {}}, headers=bearer(ADMIN))
+    finally:
+        await server.stop()
+    assert declared.status_code == 413 and streamed.status_code == 413
+    assert small.status_code == 202
