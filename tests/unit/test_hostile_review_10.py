@@ -1,6 +1,7 @@
 """Hostile review of issue 10 (the operator's surface): defects shown without a database.
 
-Each xfail(strict=True) test fails on today's code and passes once its defect is fixed."""
+Each test failed on the code reviewed (commit 964894e and before) and guards the fix that
+followed (e9062c9)."""
 
 from __future__ import annotations
 
@@ -23,21 +24,11 @@ from stream_app.settings import load_settings
 OVERFLOWING = "99999999999999999999"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="parse_duration's float -> timedelta raises OverflowError, which pydantic does not turn into "
-    "a ValidationError: the API answers 500 and the CLI prints a traceback",
-)
 def test_an_overflowing_duration_is_a_validation_error() -> None:
     with pytest.raises(ValidationError):
         BulkSelector(expiring_within=OVERFLOWING)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BulkSelector accepts an expiring_within whose sum with the job's creation time overflows "
-    "datetime: every run of such a job raises OverflowError",
-)
 def test_every_accepted_selector_can_be_evaluated() -> None:
     try:
         selector = BulkSelector(expiring_within="3000000d")
@@ -46,11 +37,6 @@ def test_every_accepted_selector_can_be_evaluated() -> None:
     selector.conditions(datetime.now(UTC).replace(tzinfo=None))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="run_bulk_refresh catches UsageError/OSError/DBAPIError/TokenRefreshError only: an overflowing "
-    "--expiring-within escapes as an OverflowError traceback instead of one line and exit 2",
-)
 def test_bulk_refresh_cli_refuses_an_overflowing_duration_in_one_line(
     encryption_key: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -86,11 +72,6 @@ async def _never(_user: uuid.UUID, _platform: str) -> RefreshResult:
     raise AssertionError("nothing is refreshed here")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BulkRunner.run_once guards claim_job only: a database error while a job is finished (or "
-    "cancelled) escapes run_forever, and Faust's app.task crashes the whole worker (mode's _execute_task)",
-)
 @pytest.mark.parametrize(
     "job",
     [
