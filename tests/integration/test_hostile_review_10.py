@@ -325,3 +325,26 @@ async def test_a_job_row_this_version_cannot_read_is_not_taken_for_ever(own_serv
         if status == "failed" or attempts > settings.max_attempts:
             break
     assert status == "failed" or attempts <= settings.max_attempts, (status, attempts)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="limit_concurrency=64 (bb50621) counts idle connections: 64 sockets that send nothing (no token, "
+    "reopened every REQUEST_HEAD_SECONDS) make /healthz answer 503, so a liveness probe on /healthz "
+    "(README's production checklist) has the orchestrator restart a healthy worker",
+)
+async def test_idle_connections_do_not_fail_the_liveness_probe(own_service: TokenService) -> None:
+    server = HttpServer(create_app(own_service), "127.0.0.1", 0)
+    server.start()
+    idle: list[asyncio.StreamWriter] = []
+    try:
+        for _ in range(64):
+            _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            idle.append(writer)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as probe:
+            answer = await probe.get("/healthz")
+        assert answer.status_code == 200, answer.status_code
+    finally:
+        for writer in idle:
+            writer.close()
+        await server.stop()
