@@ -168,7 +168,7 @@ class Settings(BaseSettings):
 
     # Bulk refresh jobs (POST /refresh/bulk, `token-refresh bulk-refresh`): refreshes per second
     # and platform of a job that names no rate, and of one platform in flight within a job.
-    bulk_refresh_rate_per_platform: float = Field(default=5.0, gt=0, le=1000)
+    bulk_refresh_rate_per_platform: float = Field(default=5.0, ge=0.01, le=1000)
     bulk_refresh_concurrency: int = Field(default=4, ge=1, le=100)
     # How often an idle worker looks for a job; a running job's lease (another worker resumes it
     # this long after its runner stopped renewing it), renewed with its progress every save.

@@ -17,6 +17,7 @@ the engine's lease (it waits, then finds the token fresh)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -67,12 +68,18 @@ class Pacer:
         self._sleep = sleep
         self._next: float | None = None
 
-    async def wait(self) -> None:
+    async def wait(self, stop: asyncio.Event | None = None) -> None:
+        """Until the next start is due, or ``stop`` is set (a cancel must not wait for a slow rate)."""
         now = self._clock()
         start = now if self._next is None else max(now, self._next)
         self._next = start + self._interval
-        if start > now:
+        if start <= now:
+            return
+        if stop is None:
             await self._sleep(start - now)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), start - now)
 
 
 @dataclass
@@ -290,7 +297,7 @@ class _JobRun:
         try:
             outcome = await self._still_to_refresh(connection_id)
             if outcome is None:
-                await pacer.wait()  # the rate counts refreshes, paced as close to the call as can be
+                await pacer.wait(self._stop)  # the rate counts refreshes, paced as close to the call as can be
                 if self._stop.is_set():
                     return  # cancelled meanwhile: left for no one (or, after a failure, for the next run)
                 result = await self._runner._refresh(user_id, platform)

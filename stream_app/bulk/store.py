@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import and_, func, or_, select, update
 
 from stream_app.bulk.models import ACTIVE_STATUSES, BulkJobRow, JobStatus
@@ -18,6 +18,10 @@ from stream_app.clock import to_aware_utc, utc_now
 from stream_app.db import Database
 from stream_app.db.clock import db_now
 from stream_app.db.models import ConnectionRow
+
+# Refreshes per second and platform a job may ask for: slower than 36 an hour is a mistake, and a
+# pause between two refreshes longer than a few minutes only holds the runner.
+MIN_RATE, MAX_RATE = 0.01, 1000.0
 
 
 class BulkJobRequest(BaseModel):
@@ -29,7 +33,10 @@ class BulkJobRequest(BaseModel):
     selector: BulkSelector = Field(default_factory=BulkSelector)
     dry_run: bool = Field(default=False, description="Count what would be refreshed; refresh nothing.")
     rate_per_platform: float | None = Field(
-        default=None, gt=0, le=1000, description="Refreshes per second, per platform (default: a setting)."
+        default=None,
+        ge=MIN_RATE,
+        le=MAX_RATE,
+        description="Refreshes per second, per platform (default: a setting).",
     )
 
 
@@ -38,7 +45,7 @@ class BulkJobView(BaseModel):
 
     id: uuid.UUID
     status: JobStatus
-    selector: BulkSelector
+    selector: BulkSelector | None = Field(description="Null when this version cannot read the job's selector")
     dry_run: bool
     rate_per_platform: float = Field(description="Refreshes per second, per platform.")
     total: int | None = Field(description="Connections matched when the job started (null until then).")
@@ -65,6 +72,15 @@ class BulkJobView(BaseModel):
         return self.status not in ACTIVE_STATUSES
 
 
+def readable_selector(stored: Any) -> BulkSelector | None:
+    """The job's selector, or None when this version cannot read it (a job created by a newer
+    version during a rolling deploy, or naming a platform since removed)."""
+    try:
+        return BulkSelector.model_validate(stored)
+    except ValidationError:
+        return None
+
+
 def view_of(row: BulkJobRow) -> BulkJobView:
     total = row.total
     if row.status == JobStatus.SUCCEEDED:
@@ -76,7 +92,7 @@ def view_of(row: BulkJobRow) -> BulkJobView:
     return BulkJobView(
         id=row.id,
         status=JobStatus(row.status),
-        selector=BulkSelector.model_validate(row.selector),
+        selector=readable_selector(row.selector),
         dry_run=row.dry_run,
         rate_per_platform=row.rate_per_platform,
         total=total,
@@ -111,8 +127,8 @@ class BulkJobs:
     ) -> uuid.UUID:
         """A pending job (a worker picks it up); its id."""
         rate = self._settings.rate_per_platform if rate_per_platform is None else rate_per_platform
-        if not 0 < rate <= 1000:
-            raise ValueError("rate_per_platform must be above 0 and at most 1000 refreshes per second")
+        if not MIN_RATE <= rate <= MAX_RATE:
+            raise ValueError(f"rate_per_platform must be {MIN_RATE:g} to {MAX_RATE:g} refreshes per second")
         row = BulkJobRow(
             id=uuid.uuid4(),
             selector=selector.model_dump(mode="json"),
@@ -196,6 +212,19 @@ async def claim_job(database: Database, owner: str, lease_seconds: float) -> Cla
             .with_for_update(skip_locked=True)
         )
         if job_id is None:
+            return None
+        stored = await session.scalar(select(BulkJobRow.selector).where(BulkJobRow.id == job_id))
+        if readable_selector(stored) is None:  # it would be taken, fail to run and be taken again, for ever
+            await session.execute(
+                update(BulkJobRow)
+                .where(BulkJobRow.id == job_id)
+                .values(
+                    status=JobStatus.FAILED,
+                    last_error="unreadable selector (created by another version?)",
+                    finished_at=db_now(),
+                    updated_at=db_now(),
+                )
+            )
             return None
         row = (
             await session.execute(

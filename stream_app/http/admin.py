@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel, Field
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, select
 
 from stream_app.catalog import is_known
 from stream_app.clock import to_aware_utc, utc_now
@@ -167,7 +167,8 @@ async def list_connections(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     cursor: str | None = None,
 ) -> ConnectionPage:
-    query = select(ConnectionRow).order_by(ConnectionRow.user_id, ConnectionRow.platform).limit(limit + 1)
+    # Paged by the row's own id (random, not the user's): a cursor hands out no user id.
+    query = select(ConnectionRow).order_by(ConnectionRow.id).limit(limit + 1)
     if platform is not None:
         query = query.where(ConnectionRow.platform == _known_platform(platform))
     if status_:
@@ -175,13 +176,7 @@ async def list_connections(
     if expiring_within is not None:
         query = query.where(ConnectionRow.token_expires_at <= utc_now() + timedelta(seconds=expiring_within))
     if cursor is not None:
-        after_user, after_platform = _decode_cursor(cursor)
-        query = query.where(
-            or_(
-                ConnectionRow.user_id > after_user,
-                and_(ConnectionRow.user_id == after_user, ConnectionRow.platform > after_platform),
-            )
-        )
+        query = query.where(ConnectionRow.id > _decode_cursor(cursor))
     service = _service(request)
     async with service.database.sessions() as session:
         rows = (await session.scalars(query)).all()
@@ -199,7 +194,7 @@ async def list_connections(
             )
             for row in page
         ],
-        next_cursor=_encode_cursor(page[-1].user_id, page[-1].platform) if more else None,
+        next_cursor=_encode_cursor(page[-1].id) if more else None,
     )
 
 
@@ -227,14 +222,12 @@ def _one(user_id: uuid.UUID, platform: str) -> Select[ConnectionRow]:
     return select(ConnectionRow).where(ConnectionRow.user_id == user_id, ConnectionRow.platform == platform)
 
 
-def _encode_cursor(user_id: uuid.UUID, platform: str) -> str:
-    return base64.urlsafe_b64encode(f"{user_id}/{platform}".encode()).decode().rstrip("=")
+def _encode_cursor(row_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(row_id.bytes).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[uuid.UUID, str]:
+def _decode_cursor(cursor: str) -> uuid.UUID:
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        user, _, platform = raw.partition("/")
-        return uuid.UUID(user), platform
-    except (ValueError, UnicodeDecodeError):
+        return uuid.UUID(bytes=base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except ValueError:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "cursor: not one this API gave") from None

@@ -1,10 +1,11 @@
 """Serving the HTTP API on the running event loop (the worker's), beside its other work.
 
 The API shares the loop with the refreshes, so what a client can make it hold is bounded: at
-most MAX_CONNECTIONS connections (beyond them, 503), a request's head within
-REQUEST_HEAD_SECONDS (a client that trickles its headers is disconnected), a body of
-MAX_BODY_BYTES, and a stop that waits STOP_GRACE_SECONDS at most for answers in flight (a
-client that stops reading does not hold the worker's shutdown)."""
+most MAX_REQUESTS_IN_FLIGHT requests at once beyond the health probes (the rest get 503; the
+probes always answer, so idle or busy clients cannot get a healthy worker restarted), a
+request's head within REQUEST_HEAD_SECONDS (a client that trickles its headers is
+disconnected), a body of MAX_BODY_BYTES, and a stop that waits STOP_GRACE_SECONDS at most for
+answers in flight (a client that stops reading does not hold the worker's shutdown)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from stream_app.errors import ConfigurationError
 
-MAX_CONNECTIONS = 64
+MAX_REQUESTS_IN_FLIGHT = 32
+HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
 REQUEST_HEAD_SECONDS = 10.0
 MAX_BODY_BYTES = 64 * 1024
 STOP_GRACE_SECONDS = 3
@@ -73,6 +75,28 @@ class _HeadDeadlineProtocol(H11Protocol):
             self.transport.close()
 
 
+class _InFlightLimit:
+    """503 for a request beyond MAX_REQUESTS_IN_FLIGHT, the health probes exempt (uvicorn's own
+    limit counts idle connections: 64 of them, no token needed, failed the liveness probe)."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+        self._in_flight = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in HEALTH_PATHS:
+            await self._app(scope, receive, send)
+            return
+        if self._in_flight >= MAX_REQUESTS_IN_FLIGHT:
+            await _refuse(send, 503, b'{"detail":"too many requests in flight"}')
+            return
+        self._in_flight += 1
+        try:
+            await self._app(scope, receive, send)
+        finally:
+            self._in_flight -= 1
+
+
 class _BodyLimit:
     """413 for a request body over MAX_BODY_BYTES (declared, or counted as it arrives), before
     any route reads it: the admin routes' bodies are small, and a body is read before the
@@ -109,9 +133,12 @@ class _BodyLimit:
 
 
 async def _too_large(send: Any) -> None:
-    body = b'{"detail":"request body too large"}'
+    await _refuse(send, 413, b'{"detail":"request body too large"}')
+
+
+async def _refuse(send: Any, status: int, body: bytes) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -119,13 +146,12 @@ class HttpServer:
     def __init__(self, app: FastAPI, host: str, port: int) -> None:
         self._socket = _bound(host, port)
         config = uvicorn.Config(
-            _BodyLimit(app),
+            _InFlightLimit(_BodyLimit(app)),
             http=_HeadDeadlineProtocol,
             log_config=None,
             access_log=False,
             lifespan="off",
             server_header=False,
-            limit_concurrency=MAX_CONNECTIONS,
             timeout_graceful_shutdown=STOP_GRACE_SECONDS,
         )
         self._server = _Server(config)

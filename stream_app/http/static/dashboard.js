@@ -394,7 +394,7 @@
         ["created", "selector", "status", "done", "counts"],
         jobs.map((job) => [
           cell("td", utcTime(job.created_at)),
-          cell("td", (job.selector.platform || "all") + ": " + job.selector.statuses.join(", ")),
+          cell("td", job.selector ? (job.selector.platform || "all") + ": " + job.selector.statuses.join(", ") : "(unreadable selector)"),
           cell("td", job.status),
           numberCell(job.done),
           cell("td", Object.entries(job.counts).map(([k, v]) => k + " " + v).join(", ")),
