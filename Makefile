@@ -27,9 +27,12 @@ services: kafka postgres
 run: install kafka
 	$(BIN)/python scripts/demo.py
 
-# Lint, then the whole suite against real Kafka and Postgres.
+# Lint, then the whole suite against real Kafka and Postgres, its modules spread over
+# TEST_PROCESSES processes (pytest-xdist; each has its own database and sandbox, every module its
+# own topics): most of the suite's time is spent waiting on brokers, workers and timeouts.
+TEST_PROCESSES ?= 3
 test: install services lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

@@ -37,6 +37,9 @@ DATABASES = {False: "token_refresh", True: "token_refresh_test"}
 HOST = "127.0.0.1"
 DEFAULT_PORT = 5432
 READY_TIMEOUT = 30.0
+# The suite runs in parallel processes, each with its own pools and worker processes: the
+# default 100 connections run out.
+MAX_CONNECTIONS = 400
 
 ROLE_SQL = f"""
 DO $$
@@ -125,6 +128,19 @@ def find_cluster() -> Cluster:
     return candidates[-1]
 
 
+def _ensure_max_connections(cluster: Cluster) -> bool:
+    """Set max_connections in the cluster's configuration if lower; whether it changed (it
+    takes effect at the next start)."""
+    try:
+        shown = _run("pg_conftool", cluster.version, cluster.name, "show", "-s", "max_connections").strip()
+    except PostgresLocalError:  # not in the file: the default, 100
+        shown = ""
+    if shown.isdigit() and int(shown) >= MAX_CONNECTIONS:
+        return False
+    _run("pg_conftool", cluster.version, cluster.name, "set", "max_connections", str(MAX_CONNECTIONS))
+    return True
+
+
 def _wait_until_ready(cluster: Cluster) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     probe = ["pg_isready", "-q", "-h", HOST, "-p", str(cluster.port)]
@@ -161,8 +177,12 @@ def ensure_started() -> str:
     if not shutil.which("pg_lsclusters"):
         _apt_install("postgresql")
     cluster = find_cluster()
-    if cluster.online:
+    reconfigured = _ensure_max_connections(cluster)
+    if cluster.online and not reconfigured:
         print(f"PostgreSQL {cluster.version}/{cluster.name} already running on port {cluster.port}")
+    elif cluster.online:
+        print(f"Restarting PostgreSQL {cluster.version}/{cluster.name} (max_connections {MAX_CONNECTIONS}) ...")
+        _run("pg_ctlcluster", cluster.version, cluster.name, "restart")
     else:
         print(f"Starting PostgreSQL {cluster.version}/{cluster.name} on port {cluster.port} ...", flush=True)
         _run("pg_ctlcluster", cluster.version, cluster.name, "start")
