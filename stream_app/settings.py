@@ -32,7 +32,7 @@ _PLACEHOLDER_KEYS = {"your-64-character-hex-key"}
 # Other software's variables of the same shape that may share the environment (Azure
 # workload identity sets AZURE_CLIENT_ID in every pod, for instance).
 _FOREIGN_PREFIXES = frozenset({"azure", "aws", "oidc", "github"})
-_PLATFORM_VARIABLE = re.compile(r"^(?P<prefix>[A-Z0-9_]+?)_(?P<what>CLIENT_ID|CLIENT_SECRET|TOKEN_URL)$")
+_PLATFORM_VARIABLE = re.compile(r"^(?P<prefix>[A-Z0-9_]+?)_(?P<what>CLIENT_ID|CLIENT_SECRET|TOKEN_URL|REVOCATION_URL)$")
 
 
 class DatabaseUrl(SecretStr):
@@ -408,13 +408,12 @@ class Settings(BaseSettings):
             env_settings,
             dotenv_settings,
             PlatformVariablesSource(settings_cls),
-            RevocationUrlSource(settings_cls),
             file_secret_settings,
         )
 
 
 class PlatformVariablesSource(PydanticBaseSettingsSource):
-    """Collects ``<KEY>_CLIENT_ID`` / ``_CLIENT_SECRET`` / ``_TOKEN_URL`` into two dicts."""
+    """Collects ``<KEY>_CLIENT_ID`` / ``_CLIENT_SECRET`` / ``_TOKEN_URL`` / ``_REVOCATION_URL``."""
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False  # everything happens in __call__
@@ -445,9 +444,12 @@ def collect_platform_variables(variables: Mapping[str, str | None]) -> dict[str,
         found.setdefault(prefix, {})[match["what"]] = value
     credentials: dict[str, dict[str, str]] = {}
     token_urls: dict[str, str] = {}
+    revocation_urls: dict[str, str] = {}
     for prefix, values in found.items():
         if "TOKEN_URL" in values:
             token_urls[prefix] = values["TOKEN_URL"]
+        if "REVOCATION_URL" in values:
+            revocation_urls[prefix] = values["REVOCATION_URL"]
         has_id, has_secret = "CLIENT_ID" in values, "CLIENT_SECRET" in values
         if has_id != has_secret:
             missing = "CLIENT_SECRET" if has_id else "CLIENT_ID"
@@ -457,42 +459,11 @@ def collect_platform_variables(variables: Mapping[str, str | None]) -> dict[str,
                 "client_id": values["CLIENT_ID"],
                 "client_secret": values["CLIENT_SECRET"],
             }
-    return {"credentials": credentials, "token_urls": token_urls}
+    return {"credentials": credentials, "token_urls": token_urls, "revocation_urls": revocation_urls}
 
 
 # Settings that were renamed: set, they would be ignored without a word.
 RENAMED_SETTINGS = {"METRICS_HOST": "HTTP_HOST", "METRICS_PORT": "HTTP_PORT"}
-
-
-_REVOCATION_URL_VARIABLE = re.compile(r"^(?P<prefix>[A-Z0-9_]+?)_REVOCATION_URL$")
-
-
-class RevocationUrlSource(PydanticBaseSettingsSource):
-    """Collects ``<KEY>_REVOCATION_URL`` (a credential key's prefix, as ``<KEY>_TOKEN_URL``)
-    into ``revocation_urls``; a prefix no platform uses is refused, like a token URL's."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False  # everything happens in __call__
-
-    def __call__(self) -> dict[str, Any]:
-        env_file = self.config.get("env_file")
-        variables: dict[str, str | None] = {}
-        if isinstance(env_file, str | Path):
-            variables.update(dotenv_values(env_file))
-        variables.update(os.environ)
-        urls: dict[str, str] = {}
-        for name, value in variables.items():
-            match = _REVOCATION_URL_VARIABLE.match(name.upper())
-            if not match or not value:
-                continue
-            prefix = match["prefix"].lower()
-            if prefix not in CREDENTIAL_KEYS:
-                raise ConfigurationError(
-                    f"{name.upper()}: no platform uses the prefix {match['prefix']!r} "
-                    f"(known: {', '.join(k.upper() for k in CREDENTIAL_KEYS)})"
-                )
-            urls[prefix] = value
-        return {"revocation_urls": urls} if urls else {}
 
 
 def load_settings(**overrides: Any) -> Settings:
