@@ -167,9 +167,10 @@ class Adoption:
     kept_columns: Sequence[str]  # columns of the table neither the seed's nor this service's
 
 
-def adopt_seed_table(connection: Connection) -> Adoption:
-    """Bring an unstamped, seed-shaped table to revision 0001's schema (the caller stamps it and
-    upgrades, in the same transaction). Raises NotAdoptable when the table is not the seed's."""
+def adopt_seed_table(connection: Connection, revision_0001: Any) -> Adoption:
+    """Bring an unstamped, seed-shaped table to revision 0001's schema with that migration's own
+    definitions (``revision_0001``: its module; the caller stamps it and upgrades, in the same
+    transaction). Raises NotAdoptable when the table is not the seed's."""
     if connection.dialect.name != "postgresql":
         raise NotAdoptable(f"--adopt takes over the Node service's PostgreSQL database, not {connection.dialect.name}")
     shape = table_shape(connection)
@@ -177,22 +178,13 @@ def adopt_seed_table(connection: Connection) -> Adoption:
     if why is not None:
         raise NotAdoptable(why)
     operations = Operations(MigrationContext.configure(connection))
-    _add_revision_0001_columns(operations)
+    for column in revision_0001.service_columns():
+        operations.add_column(TABLE, column)
     _create_seed_indexes_if_missing(connection)
-    _create_outbox(operations)
+    revision_0001.create_outbox(operations)
     rows = connection.execute(sa.text(f"SELECT count(*) FROM {TABLE}")).scalar_one()  # noqa: S608 - constant
     kept = [column.name for column in shape.columns if column.name not in SEED_COLUMNS]
     return Adoption(rows, kept)
-
-
-def _add_revision_0001_columns(op: Any) -> None:
-    # As migration 0001 creates them. The NOT NULL ones have a constant default: on
-    # PostgreSQL 11 and later, adding them rewrites no row.
-    op.add_column(TABLE, sa.Column("scopes", sa.Text()))
-    op.add_column(TABLE, sa.Column("version", sa.Integer(), nullable=False, server_default="0"))
-    op.add_column(TABLE, sa.Column("refresh_requested_at", sa.DateTime()))
-    op.add_column(TABLE, sa.Column("last_refreshed_at", sa.DateTime()))
-    op.add_column(TABLE, sa.Column("consecutive_failures", sa.Integer(), nullable=False, server_default="0"))
 
 
 def _create_seed_indexes_if_missing(connection: Connection) -> None:
@@ -209,24 +201,4 @@ def _create_seed_indexes_if_missing(connection: Connection) -> None:
             "CREATE INDEX IF NOT EXISTS idx_platform_connections_expiry ON platform_connections (token_expires_at) "
             "WHERE token_expires_at IS NOT NULL"
         )
-    )
-
-
-def _create_outbox(op: Any) -> None:
-    # As migration 0001 creates it.
-    op.create_table(
-        "outbox_events",
-        sa.Column("id", sa.BigInteger(), primary_key=True, autoincrement=True),
-        sa.Column("event_id", sa.Uuid(), nullable=False, unique=True),
-        sa.Column("topic", sa.String(255), nullable=False),
-        sa.Column("key", sa.LargeBinary(), nullable=False),
-        sa.Column("payload", sa.LargeBinary(), nullable=False),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
-        sa.Column("published_at", sa.DateTime()),
-    )
-    op.create_index(
-        "idx_outbox_events_unpublished",
-        "outbox_events",
-        ["id"],
-        postgresql_where=sa.text("published_at IS NULL"),
     )

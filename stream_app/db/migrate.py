@@ -67,7 +67,8 @@ async def adopt_and_upgrade(database: Database) -> Adoption | None:
 def _adopt_and_upgrade(connection: Connection) -> Adoption | None:
     adoption = None
     if database_state(connection) is DatabaseState.UNMANAGED:
-        adoption = adopt_seed_table(connection)
+        revision_0001 = ScriptDirectory.from_config(_alembic_config()).get_revision(ADOPTED_REVISION).module
+        adoption = adopt_seed_table(connection, revision_0001)
         command.stamp(_alembic_config(connection), ADOPTED_REVISION)
     command.upgrade(_alembic_config(connection), "head")
     return adoption

@@ -5,6 +5,8 @@ Revises:
 Create Date: 2026-11-27
 """
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -36,11 +38,7 @@ def upgrade() -> None:
         sa.Column("last_sync_error", sa.Text()),
         sa.Column("connected_at", sa.DateTime(), server_default=sa.func.now()),
         sa.Column("updated_at", sa.DateTime(), server_default=sa.func.now()),
-        sa.Column("scopes", sa.Text()),
-        sa.Column("version", sa.Integer(), nullable=False, server_default="0"),
-        sa.Column("refresh_requested_at", sa.DateTime()),
-        sa.Column("last_refreshed_at", sa.DateTime()),
-        sa.Column("consecutive_failures", sa.Integer(), nullable=False, server_default="0"),
+        *service_columns(),
         sa.UniqueConstraint("user_id", "platform"),
         sa.CheckConstraint(f"status IN ({_STATUSES})", name="platform_connections_status_check"),
     )
@@ -58,7 +56,24 @@ def upgrade() -> None:
         postgresql_where=sa.text("token_expires_at IS NOT NULL"),
         sqlite_where=sa.text("token_expires_at IS NOT NULL"),
     )
-    op.create_table(
+    create_outbox(op)
+
+
+def service_columns() -> list[sa.Column[Any]]:
+    """This service's columns beside the seed's (`migrate --adopt` adds them to the seed's table).
+    The NOT NULL ones have a constant default: on PostgreSQL 11 and later, adding them rewrites no row."""
+    return [
+        sa.Column("scopes", sa.Text()),
+        sa.Column("version", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("refresh_requested_at", sa.DateTime()),
+        sa.Column("last_refreshed_at", sa.DateTime()),
+        sa.Column("consecutive_failures", sa.Integer(), nullable=False, server_default="0"),
+    ]
+
+
+def create_outbox(operations: Any) -> None:
+    """The outbox table (here, and by `migrate --adopt` on the seed's database)."""
+    operations.create_table(
         "outbox_events",
         sa.Column(
             "id",
@@ -73,7 +88,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("published_at", sa.DateTime()),
     )
-    op.create_index(
+    operations.create_index(
         "idx_outbox_events_unpublished",
         "outbox_events",
         ["id"],
