@@ -144,36 +144,35 @@ def _raise_refusals(topic_errors: list[tuple[Any, ...]]) -> None:
         raise ConfigurationError(f"{setting}: the cluster refused to create topic {topic}: {error.__name__}: {detail}")
 
 
-async def existing_partitions(settings: Settings, *names: str) -> dict[str, list[TopicPartition]]:
-    """Each topic's partitions, in order; raises TokenRefreshError naming a topic that does not
-    exist (all topics are described: describing one by name would auto-create it)."""
+async def _described_partitions(settings: Settings) -> dict[str, list[TopicPartition]]:
+    """Every topic's partitions, in order (all topics are described: describing one by name
+    would auto-create it)."""
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
-        topics = {topic["topic"]: topic for topic in await admin.describe_topics()}
+        described = await admin.describe_topics()
     finally:
         await admin.close()
+    return {
+        topic["topic"]: sorted(TopicPartition(topic["topic"], p["partition"]) for p in topic["partitions"])
+        for topic in described
+    }
+
+
+async def existing_partitions(settings: Settings, *names: str) -> dict[str, list[TopicPartition]]:
+    """Each topic's partitions, in order; raises TokenRefreshError naming a topic that does not exist."""
+    topics = await _described_partitions(settings)
     for name in names:
         if name not in topics:
             raise TokenRefreshError(f"topic {name!r} does not exist")
-    return {name: sorted(TopicPartition(name, p["partition"]) for p in topics[name]["partitions"]) for name in names}
+    return {name: topics[name] for name in names}
 
 
 async def record_counts(settings: Settings, names: list[str]) -> dict[str, int]:
     """Records each existing topic of ``names`` holds now (end minus beginning offsets, summed
     over its partitions); a topic that does not exist is left out."""
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        existing = {topic["topic"]: topic for topic in await admin.describe_topics()}
-    finally:
-        await admin.close()
-    partitions = [
-        TopicPartition(name, described["partition"])
-        for name in names
-        if name in existing
-        for described in existing[name]["partitions"]
-    ]
+    existing = await _described_partitions(settings)
+    partitions = [tp for name in names for tp in existing.get(name, [])]
     counts = {name: 0 for name in names if name in existing}
     if not partitions:
         return counts

@@ -20,6 +20,7 @@ from stream_app.db import ConnectionStatus
 from stream_app.db.models import ConnectionRow
 from stream_app.errors import TokenUnavailableError
 from stream_app.http.auth import require_admin, require_token_scope
+from stream_app.providers.wording import error_class_of
 from stream_app.service import TokenService
 
 admin = APIRouter(dependencies=[Depends(require_admin)], tags=["admin"])
@@ -90,9 +91,7 @@ def _shown_user(request: Request, user_id: uuid.UUID) -> str:
 
 
 def _error_class(row: ConnectionRow) -> str | None:
-    if row.last_sync_status != "error" or not row.last_sync_error:
-        return None
-    return row.last_sync_error.split(":", 1)[0].strip() or None
+    return error_class_of(row.last_sync_error) if row.last_sync_status == "error" else None
 
 
 @admin.post(

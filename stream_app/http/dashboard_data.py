@@ -19,6 +19,7 @@ from stream_app.db.models import REFRESHABLE_STATUSES, ConnectionRow, RefreshRol
 from stream_app.db.rollup import ROLLED_UP_OUTCOMES, hour_of
 from stream_app.http.operational import OperationalFigures
 from stream_app.http.probe import WorkerProbe
+from stream_app.providers.wording import error_class_of
 
 EXPIRY_BUCKET_MINUTES = 5
 EXPIRY_WINDOW_MINUTES = 60
@@ -125,7 +126,7 @@ async def gather(
                     user=hasher(row.user_id),
                     platform=row.platform,
                     since=to_aware_utc(row.updated_at) if row.updated_at else None,
-                    error_class=_error_class(row.last_sync_error),
+                    error_class=error_class_of(row.last_sync_error),
                 )
                 for row in reauth_rows
             ],
@@ -194,9 +195,3 @@ async def _needs_reauth(session: Any) -> tuple[int, list[Any]]:
         .limit(NEEDS_REAUTH_SHOWN)
     )
     return int(total or 0), list(recent)
-
-
-def _error_class(error: str | None) -> str | None:
-    if not error:
-        return None
-    return error.split(":", 1)[0].strip()[:64] or None

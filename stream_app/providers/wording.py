@@ -40,3 +40,11 @@ def describe(code: str, meaning: str, error_class: str, status: int, *, how: str
     """``<code>: <our description> (HTTP <status>[, <how>])``: what is stored and published."""
     words = _BY_MEANING.get(meaning) or _BY_CLASS.get(error_class) or _BY_CLASS["unknown_error"]
     return f"{code}: {words} (HTTP {status}{', ' + how if how else ''})"
+
+
+def error_class_of(stored: str | None) -> str | None:
+    """The code at the head of a stored ``last_sync_error`` (``describe``'s ``<code>: ...``; a
+    seed-written row may hold any text: at most 64 characters of it), or None."""
+    if not stored:
+        return None
+    return stored.split(":", 1)[0].strip()[:64] or None
