@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -26,6 +27,9 @@ from tests.support.kafka import TopicReader, create_topics, produce
 from tests.support.worker import WorkerProcess
 
 OUTCOME_TOPICS = ("token.refreshed", "token.needs_reauth", "token.refresh_failed")
+INPUT_TOPICS = ("connection.created", "token.expiring", "connection.disconnected")
+# A stack's worker has a topic of its own for each (none left at the shared default names).
+STACK_TOPICS = (*INPUT_TOPICS, *OUTCOME_TOPICS, "token.revoked")
 
 
 @dataclass
@@ -134,13 +138,30 @@ def stack(
     encryption_key: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
+    with running_stack(
+        kafka_bootstrap, postgres_url, sandbox, encryption_key, tmp_path_factory.mktemp("worker")
+    ) as stack:
+        yield stack
+
+
+@contextlib.contextmanager
+def running_stack(
+    kafka_bootstrap: str,
+    database_url: str,
+    sandbox: SandboxServer,
+    encryption_key: str,
+    workdir: Path,
+    **env_overrides: str,
+) -> Iterator[Stack]:
+    """A worker on ``database_url`` reading and writing topics of its own (every topic it has a
+    setting for, and the input topics' dead-letter topics), pointed at the sandbox; stopped on leaving."""
     suffix = uuid.uuid4().hex[:8]
-    topics = {name: f"{name}.{suffix}" for name in ("connection.created", "token.expiring", *OUTCOME_TOPICS)}
-    dead_letter_topics = [f"{topics[name]}.dlq" for name in ("connection.created", "token.expiring")]
+    topics = {name: f"{name}.{suffix}" for name in STACK_TOPICS}
+    dead_letter_topics = [f"{topics[name]}.dlq" for name in INPUT_TOPICS]
     asyncio.run(create_topics(kafka_bootstrap, [*topics.values(), *dead_letter_topics]))
     env = {
         "ENCRYPTION_KEY": encryption_key,
-        "DATABASE_URL": postgres_url,
+        "DATABASE_URL": database_url,
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "KAFKA_APP_ID": f"token-refresh-test-{suffix}",
         "SCAN_INTERVAL_SECONDS": "2",
@@ -151,13 +172,13 @@ def stack(
         "HTTP_TIMEOUT_SECONDS": "10",  # a lease outlives three provider calls
         "HTTP_HOST": "127.0.0.1",
         "HTTP_PORT": str(free_port()),  # a killed worker's leases lapse quickly
+        "TOKEN_SPOOL_DIR": str(workdir / "spool"),
         **{f"TOPIC_{name.upper().replace('.', '_')}": topic for name, topic in topics.items()},
         **sandbox.service_env(),
+        **env_overrides,
     }
-    workdir = tmp_path_factory.mktemp("worker")
-    env["TOKEN_SPOOL_DIR"] = str(workdir / "spool")
     worker = WorkerProcess(env, workdir / "worker.log").start()
-    stack = Stack(kafka_bootstrap, postgres_url, sandbox, TokenCipher(encryption_key), topics, worker)
+    stack = Stack(kafka_bootstrap, database_url, sandbox, TokenCipher(encryption_key), topics, worker)
     try:
         worker.wait_until_logged("Ready", timeout=90)
         yield stack

@@ -18,7 +18,6 @@ import pytest
 
 from schemas.events import ConnectionCreated, ConnectionDisconnected, TokenExpiring
 from stream_app import TokenService
-from stream_app.crypto import TokenCipher
 from stream_app.db import ConnectionRow
 from stream_app.db.connections import get_connection
 from stream_app.disconnect import Disconnector, publish_disconnect
@@ -26,25 +25,12 @@ from stream_app.privacy import UserIdHasher
 from stream_app.revocation import RevocationClient
 from stream_app.sandbox import SandboxServer
 from stream_app.settings import Settings, load_settings
-from tests.integration.conftest import ServiceFactory, Stack
+from tests.integration.conftest import ServiceFactory, Stack, running_stack
 from tests.support.connections import seed_connection
 from tests.support.dead_letters import readable_markers
-from tests.support.infra import free_port
-from tests.support.kafka import TopicReader, create_topics, produce
-from tests.support.worker import WorkerProcess
+from tests.support.kafka import TopicReader, produce
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
-
-TOPICS = (
-    "connection.created",
-    "token.expiring",
-    "token.refreshed",
-    "token.needs_reauth",
-    "token.refresh_failed",
-    "connection.disconnected",
-    "token.revoked",
-)
-INPUTS = ("connection.created", "token.expiring", "connection.disconnected")
 
 
 @pytest.fixture(scope="module")
@@ -56,33 +42,11 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     """A worker reading topics of this module's own, on a database of its own."""
-    suffix = uuid.uuid4().hex[:8]
-    topics = {name: f"{name}.{suffix}" for name in TOPICS}
-    asyncio.run(create_topics(kafka_bootstrap, [*topics.values(), *(f"{topics[name]}.dlq" for name in INPUTS)]))
-    env = {
-        "ENCRYPTION_KEY": encryption_key,
-        "DATABASE_URL": module_database_url,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "KAFKA_APP_ID": f"token-refresh-disconnect-{suffix}",
-        "SCAN_INTERVAL_SECONDS": "2",
-        "RETRY_BASE_DELAY_SECONDS": "0.05",
-        "LOG_LEVEL": "DEBUG",
-        "KAFKA_SESSION_TIMEOUT_SECONDS": "6",
-        "REFRESH_LEASE_SECONDS": "30",
-        "HTTP_TIMEOUT_SECONDS": "5",
-        "HTTP_PORT": str(free_port()),
-        **{f"TOPIC_{name.upper().replace('.', '_')}": topic for name, topic in topics.items()},
-        **sandbox.service_env(),
-    }
     workdir = tmp_path_factory.mktemp("disconnect-worker")
-    env["TOKEN_SPOOL_DIR"] = str(workdir / "spool")
-    worker = WorkerProcess(env, workdir / "worker.log").start()
-    stack = Stack(kafka_bootstrap, module_database_url, sandbox, TokenCipher(encryption_key), topics, worker)
-    try:
-        worker.wait_until_logged("Ready", timeout=90)
+    with running_stack(
+        kafka_bootstrap, module_database_url, sandbox, encryption_key, workdir, HTTP_TIMEOUT_SECONDS="5"
+    ) as stack:
         yield stack
-    finally:
-        stack.worker.stop()
 
 
 @pytest.fixture
