@@ -3,6 +3,7 @@ database (``--adopt``, stream_app/db/adoption.py)."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from alembic import command
@@ -79,5 +80,7 @@ async def current_revision(database: Database) -> str | None:
         return await connection.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
 
 
+@functools.cache
 def head_revision() -> str | None:
+    """The newest revision shipped with this code (read once: /readyz asks at every probe)."""
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()

@@ -9,6 +9,7 @@ and a failure counter. Timestamps are UTC, stored without zone as in the seed.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -41,8 +42,15 @@ class ConnectionStatus(StrEnum):
 
 
 REFRESHABLE_STATUSES = (ConnectionStatus.CONNECTED, ConnectionStatus.TOKEN_EXPIRED)
-_STATUS_LIST = ", ".join(f"'{status}'" for status in ConnectionStatus)
-_SCANNED_STATUS_LIST = ", ".join(f"'{status}'" for status in REFRESHABLE_STATUSES)
+
+
+def _sql_list(values: Iterable[str]) -> str:
+    """``'a', 'b'``: the values of a CHECK or an index's WHERE ... IN (...)."""
+    return ", ".join(f"'{value}'" for value in values)
+
+
+_STATUS_LIST = _sql_list(ConnectionStatus)
+_SCANNED_STATUS_LIST = _sql_list(REFRESHABLE_STATUSES)
 
 
 class Base(DeclarativeBase):
@@ -175,8 +183,8 @@ class JobStatus(StrEnum):
 
 
 ACTIVE_STATUSES = (JobStatus.PENDING, JobStatus.RUNNING)
-_JOB_STATUS_LIST = ", ".join(f"'{status}'" for status in JobStatus)
-_ACTIVE_JOB_LIST = ", ".join(f"'{status}'" for status in ACTIVE_STATUSES)
+_JOB_STATUS_LIST = _sql_list(JobStatus)
+_ACTIVE_JOB_LIST = _sql_list(ACTIVE_STATUSES)
 
 
 class BulkJobRow(Base):
