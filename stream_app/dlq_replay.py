@@ -42,14 +42,19 @@ from pydantic import ValidationError
 from schemas import DeadLetter
 from stream_app.errors import TokenRefreshError
 from stream_app.ingest import MAX_EVENT_BYTES
-from stream_app.kafka_client import cap_client_logging, client_options, existing_partitions, idempotent_producer
+from stream_app.kafka_client import (
+    DLQ_SUFFIX,
+    cap_client_logging,
+    client_options,
+    existing_partitions,
+    idempotent_producer,
+)
 from stream_app.redacted_view import printable
 from stream_app.sealed_letters import Headers, LetterSeal, UnsealError
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DLQ_SUFFIX = ".dlq"
 BATCH_SIZE = 500
 # How long reading one retained record back from its topic may take before the run fails
 # (and can be run again): the broker has it, so only a broker in trouble takes this long.

@@ -15,6 +15,8 @@ from stream_app.settings import Settings
 
 # Topics the service consumes; each has a `<topic>.dlq` for what it cannot process.
 INPUT_TOPICS = ("connection.created", "token.expiring", "connection.disconnected")
+# An input topic's dead letters go to the topic of its name with this suffix.
+DLQ_SUFFIX = ".dlq"
 
 
 # Client libraries whose verbose levels print data: aiokafka logs whole records (keys carry user
@@ -103,7 +105,7 @@ async def ensure_topics(settings: Settings) -> None:
     partitions, replication factor and min.insync.replicas; existing topics are left as they
     are. A topic the cluster refuses to create stops start-up with one line saying why."""
     topics = settings.topic_names()
-    names = [*topics.values(), *(f"{topics[name]}.dlq" for name in INPUT_TOPICS)]
+    names = [*topics.values(), *(topics[name] + DLQ_SUFFIX for name in INPUT_TOPICS)]
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:

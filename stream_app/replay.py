@@ -18,8 +18,8 @@ from datetime import datetime, timedelta
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from stream_app.cli_kafka import kafka_failures_as_one_line
-from stream_app.kafka_client import cap_client_logging, client_options, existing_partitions
-from stream_app.replay_view import DEAD_LETTER_SUFFIX, RecordFilter, RecordView, view_record
+from stream_app.kafka_client import DLQ_SUFFIX, cap_client_logging, client_options, existing_partitions
+from stream_app.replay_view import RecordFilter, RecordView, view_record
 from stream_app.sealed_letters import LetterSeal
 from stream_app.settings import Settings
 
@@ -45,7 +45,7 @@ async def replay_topic(
     the number emitted. Raises TokenRefreshError (one line) for a missing topic or a broker
     that cannot be reached."""
     cap_client_logging()
-    seal = LetterSeal.from_settings(settings) if topic.endswith(DEAD_LETTER_SUFFIX) else None
+    seal = LetterSeal.from_settings(settings) if topic.endswith(DLQ_SUFFIX) else None
     stop = stop or asyncio.Event()
     async with kafka_failures_as_one_line(settings, f"reading {topic!r}"):
         partitions = (await existing_partitions(settings, topic))[topic]

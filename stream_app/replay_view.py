@@ -25,7 +25,6 @@ from stream_app.privacy import UserIdHasher
 from stream_app.redacted_view import redacted_view
 from stream_app.sealed_letters import LetterSeal, readable_key
 
-DEAD_LETTER_SUFFIX = ".dlq"
 _HASHED_USER_ID = re.compile(r"[0-9a-f]{8}")
 
 

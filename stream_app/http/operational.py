@@ -15,9 +15,8 @@ from sqlalchemy import func, select
 from stream_app.clock import utc_now
 from stream_app.db import Database
 from stream_app.db.models import ConnectionRow, OutboxRow
-from stream_app.dlq_replay import DLQ_SUFFIX
 from stream_app.http.probe import WorkerProbe
-from stream_app.kafka_client import record_counts
+from stream_app.kafka_client import DLQ_SUFFIX, INPUT_TOPICS, record_counts
 from stream_app.metrics import (
     CIRCUIT_STATE,
     CONNECTIONS,
@@ -55,7 +54,7 @@ class OperationalFigures:
         self._lock = asyncio.Lock()
 
     def dead_letter_topics(self) -> list[str]:
-        return [self._settings.topic_names()[name] + DLQ_SUFFIX for name in ("connection.created", "token.expiring")]
+        return [self._settings.topic_names()[name] + DLQ_SUFFIX for name in INPUT_TOPICS]
 
     async def stored(self) -> StoredFigures:
         """The database's and the broker's figures, gathered again when older than the max age."""
