@@ -214,6 +214,38 @@ class TokenRevoked(Event):
     disconnect_event_id: uuid.UUID = Field(description="The event_id of the connection.disconnected applied.")
 
 
+class ProviderCircuitChanged(BaseModel):
+    """One worker's circuit breaker for a platform opened (the provider failed most calls: that
+    worker stops calling it for a cool-down) or closed again (a trial call succeeded).
+
+    Circuits are per worker process, so each worker reports its own: ``worker`` names it. Not a
+    connection's event: there is no ``user_id``, and the Kafka key is the platform's key.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    default_topic: ClassVar[str] = "provider.circuit_changed"
+
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    event_type: Literal["provider.circuit_changed"] = "provider.circuit_changed"
+    schema_version: Literal[1] = SCHEMA_VERSION
+    occurred_at: Timestamp = Field(default_factory=utc_now)
+    platform: PlatformKey
+    state: Literal["open", "closed"]
+    worker: str = Field(max_length=200, description="The worker whose circuit changed (its host and process).")
+    cool_down_seconds: float | None = Field(
+        default=None, description="When open: how long that worker stops calling the provider before a trial call."
+    )
+    open_seconds: float | None = Field(default=None, description="When closed: how long the circuit was not closed.")
+
+    @property
+    def key(self) -> str:
+        return self.platform
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
 class DeadLetter(BaseModel):
     """What the service writes to ``<topic>.dlq`` for an input it cannot process.
 
