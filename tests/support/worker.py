@@ -23,9 +23,11 @@ class WorkerFailed(RuntimeError):
 
 
 class WorkerProcess:
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, command: str = "worker") -> None:
+        """``command``: the CLI command the process runs (``worker``, or ``notify`` for the notifier)."""
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.log_path = log_path
+        self.command = command
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -46,7 +48,7 @@ class WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "stream_app", "worker"],
+                [sys.executable, "-m", "stream_app", self.command],
                 env=self.env,
                 cwd=self.log_path.parent,
                 stdout=log,
