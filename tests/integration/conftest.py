@@ -29,7 +29,7 @@ from tests.support.worker import WorkerProcess
 OUTCOME_TOPICS = ("token.refreshed", "token.needs_reauth", "token.refresh_failed")
 INPUT_TOPICS = ("connection.created", "token.expiring", "connection.disconnected")
 # A stack's worker has a topic of its own for each (none left at the shared default names).
-STACK_TOPICS = (*INPUT_TOPICS, *OUTCOME_TOPICS, "token.revoked")
+STACK_TOPICS = (*INPUT_TOPICS, *OUTCOME_TOPICS, "token.revoked", "provider.circuit_changed")
 
 
 @dataclass
