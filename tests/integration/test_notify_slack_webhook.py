@@ -358,6 +358,20 @@ async def test_a_removed_webhook_404_no_service_is_permanent_and_its_url_is_not_
     assert_nothing_leaked(slack, user_ids, captured_logs)
 
 
+async def test_a_redirect_is_not_followed_and_is_permanent(
+    slack: SlackLikeWebhook, channel: SlackChannel, user_ids: list[uuid.UUID], captured_logs: pytest.LogCaptureFixture
+) -> None:
+    slack.answers.append((302, "", {"Location": f"{slack.url}/elsewhere"}))
+
+    with pytest.raises(DeliveryFailed) as caught:
+        await channel.send(notice("circuit_closed", user_ids, worker="w", open_seconds=5))
+
+    assert caught.value.permanent
+    assert caught.value.reason == "Slack answered HTTP 302 (redirects are not followed)"
+    assert len(slack.bodies) == 1
+    assert_nothing_leaked(slack, user_ids, captured_logs)
+
+
 async def test_a_server_error_is_retryable_and_a_body_that_is_not_slacks_code_is_not_repeated(
     slack: SlackLikeWebhook, channel: SlackChannel, user_ids: list[uuid.UUID], captured_logs: pytest.LogCaptureFixture
 ) -> None:
@@ -391,3 +405,17 @@ async def test_a_timeout_and_an_unreachable_slack_are_retryable(
     assert not unreachable.value.permanent and unreachable.value.reason == "Slack unreachable (ConnectError)"
     for failure in (timed_out.value, unreachable.value):
         assert not_chained(failure)
+
+
+async def test_the_url_is_kept_out_of_httpx_log_lines_as_httpx_writes_it(
+    slack: SlackLikeWebhook, user_ids: list[uuid.UUID], captured_logs: pytest.LogCaptureFixture
+) -> None:
+    """httpx logs the URL it normalised (host in lower case), not the setting's text."""
+    shouted = SlackChannel(settings(slack.url.replace("127.0.0.1", "LOCALHOST") + WEBHOOK_PATH))
+    try:
+        await shouted.send(notice("circuit_closed", user_ids, worker="w", open_seconds=5))
+    finally:
+        await shouted.aclose()
+
+    assert any("HTTP Request: POST <slack webhook>" in r.getMessage() for r in captured_logs.records)
+    assert_nothing_leaked(slack, user_ids, captured_logs)

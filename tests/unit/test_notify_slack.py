@@ -21,7 +21,15 @@ NOW = datetime(2026, 11, 30, 22, 0, tzinfo=UTC)
 
 @pytest.fixture(autouse=True)
 def no_slack_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    for name in ("WEBHOOK_URL", "DIGEST_MINUTES", "TIMEOUT_SECONDS", "DASHBOARD_URL", "MENTION", "USER_HASH_KEY"):
+    for name in (
+        "WEBHOOK_URL",
+        "ALLOW_HTTP",
+        "DIGEST_MINUTES",
+        "TIMEOUT_SECONDS",
+        "DASHBOARD_URL",
+        "MENTION",
+        "USER_HASH_KEY",
+    ):
         monkeypatch.delenv(f"NOTIFY_SLACK_{name}", raising=False)
     monkeypatch.chdir(tmp_path)  # no .env
 
@@ -64,6 +72,7 @@ def test_defaults_and_a_digest_window_in_minutes(monkeypatch: pytest.MonkeyPatch
         ("NOTIFY_SLACK_DASHBOARD_URL", "javascript:alert(1)"),
         ("NOTIFY_SLACK_WEBHOOK_URL", "ftp://hooks.slack.com/services/T0UNIT/B0UNIT/unitsecret5e4d3c2b1a"),
         ("NOTIFY_SLACK_WEBHOOK_URL", "hooks.slack.com/services/T0UNIT/B0UNIT/unitsecret5e4d3c2b1a"),
+        ("NOTIFY_SLACK_WEBHOOK_URL", "http://hooks.slack.com/services/T0UNIT/B0UNIT/unitsecret5e4d3c2b1a"),
     ],
 )
 def test_a_bad_setting_is_refused_naming_the_variable_not_its_value(
@@ -75,6 +84,14 @@ def test_a_bad_setting_is_refused_naming_the_variable_not_its_value(
     [error] = caught.value.errors()
     assert error["loc"] == (variable.removeprefix("NOTIFY_SLACK_").lower(),)
     assert "unitsecret5e4d3c2b1a" not in str(caught.value)
+
+
+def test_http_only_to_a_loopback_address_or_when_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    for url in ("http://127.0.0.1:8080/hook", "http://localhost/hook", "http://[::1]:9/hook"):
+        assert SlackSettings(webhook_url=url).webhook_url is not None
+    monkeypatch.setenv("NOTIFY_SLACK_ALLOW_HTTP", "true")
+    monkeypatch.setenv("NOTIFY_SLACK_WEBHOOK_URL", "http://slack-sink:8080/hook")
+    assert SlackSettings().webhook_url is not None
 
 
 def test_the_webhook_url_is_a_secret() -> None:

@@ -27,17 +27,21 @@ _ERROR_CODE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")  # Slack's errors: invalid_p
 
 class _HideWebhookUrl(logging.Filter):
     """httpx logs every request's URL at INFO ("HTTP Request: POST <url> ..."); the webhook's URL
-    is a credential, so it is replaced in those lines, whatever the log configuration."""
+    is a credential, so it is replaced in those lines, whatever the log configuration. The URL
+    as given, as httpx writes it, and its path (the secret part) are each replaced."""
 
     def __init__(self, url: str) -> None:
         super().__init__()
-        self._url = url
+        parsed = httpx.URL(url)
+        forms = {url, str(parsed), parsed.raw_path.decode("ascii", "replace"), parsed.path}
+        self._forms = sorted((form for form in forms if len(form) > 1), key=len, reverse=True)
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
-        if self._url in text:
-            record.msg = text.replace(self._url, "<slack webhook>")
-            record.args = None
+        if any(form in text for form in self._forms):
+            for form in self._forms:
+                text = text.replace(form, "<slack webhook>")
+            record.msg, record.args = text, None
         return True
 
 
@@ -114,6 +118,10 @@ class SlackChannel:
             raise DeliveryFailed(f"{_WHAT} did not answer within {self._timeout:g} s") from None
         except httpx.HTTPError as exc:
             raise DeliveryFailed(f"{_WHAT} unreachable ({type(exc).__name__})") from None
+        if response.is_redirect:  # an incoming webhook does not redirect; retrying will not change it
+            raise DeliveryFailed(
+                f"{_WHAT} answered HTTP {response.status_code} (redirects are not followed)", permanent=True
+            )
         failure = http_failure(_WHAT, response.status_code, response.headers)
         code = _error_code(body)
         if code is not None:

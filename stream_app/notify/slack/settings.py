@@ -6,11 +6,12 @@ The incoming webhook's URL is a credential (whoever holds it can post to the cha
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # What NOTIFY_SLACK_MENTION may be: Slack's own markup for @here, @channel, @everyone, a user
@@ -36,6 +37,15 @@ def _http_url_problem(url: str) -> str | None:
     return None
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class SlackSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="NOTIFY_SLACK_",
@@ -46,6 +56,9 @@ class SlackSettings(BaseSettings):
         hide_input_in_errors=True,
     )
 
+    # NOTIFY_SLACK_ALLOW_HTTP: accept an http:// webhook URL to a host other than a loopback address.
+    # (Declared before the URL: its check reads it.)
+    allow_http: bool = False
     # NOTIFY_SLACK_WEBHOOK_URL: the incoming webhook (https://hooks.slack.com/services/...). Set: the channel is on.
     webhook_url: SecretStr | None = None
     # NOTIFY_SLACK_DIGEST_MINUTES: at most one re-auth digest per platform per this many minutes.
@@ -68,9 +81,19 @@ class SlackSettings(BaseSettings):
 
     @field_validator("webhook_url")
     @classmethod
-    def _webhook_is_an_http_url(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and (problem := _http_url_problem(value.get_secret_value())):
+    def _webhook_is_an_https_url(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        """https:// only (the URL and the messages would cross the network in clear), but for a
+        receiver on this host's loopback (a test's, a local proxy's) or with NOTIFY_SLACK_ALLOW_HTTP."""
+        if value is None:
+            return None
+        url = value.get_secret_value()
+        if problem := _http_url_problem(url):
             raise ValueError(problem)
+        parts = urlsplit(url)
+        if parts.scheme == "http" and not info.data.get("allow_http") and not _is_loopback(parts.hostname or ""):
+            raise ValueError(
+                "must be an https:// URL (http:// only to a loopback address, or with NOTIFY_SLACK_ALLOW_HTTP=true)"
+            )
         return value
 
     @field_validator("dashboard_url")
