@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     topic_token_refresh_failed: str = "token.refresh_failed"
     topic_connection_disconnected: str = "connection.disconnected"
     topic_token_revoked: str = "token.revoked"
+    # A worker's circuit breaker for a platform opened or closed (keyed by the platform).
+    topic_provider_circuit_changed: str = "provider.circuit_changed"
     # A disconnect revokes the connection's tokens at a provider with an RFC 7009 endpoint
     # (stream_app.catalog: Google, Discord, X); off: the tokens are only wiped here.
     revoke_tokens_on_disconnect: bool = True
@@ -392,6 +394,7 @@ class Settings(BaseSettings):
             "token.refresh_failed": self.topic_token_refresh_failed,
             "connection.disconnected": self.topic_connection_disconnected,
             "token.revoked": self.topic_token_revoked,
+            "provider.circuit_changed": self.topic_provider_circuit_changed,
         }
 
     @classmethod

@@ -28,9 +28,10 @@ from stream_app.db.bulk import LeasedConnection
 from stream_app.db.connections import forget_refresh_request, get_connection
 from stream_app.decisions import Action, Decision, RefreshPolicy, decide_refresh
 from stream_app.engine.breaker import CircuitState, Permit
+from stream_app.engine.circuit_events import CircuitEvents
 from stream_app.engine.claims import ClaimRequest, Claims
 from stream_app.engine.gates import PlatformGates
-from stream_app.engine.lease import Lease, LeaseLost, Leases
+from stream_app.engine.lease import Lease, LeaseLost, Leases, process_name
 from stream_app.engine.outcomes import LOST_RACE, OutcomeWriter, RefreshResult
 from stream_app.engine.spool import TokenSpool
 from stream_app.errors import (
@@ -103,7 +104,13 @@ class RefreshEngine:
             TokenSpool(settings.token_spool_dir),
             on_stored,
         )
-        self._gates = PlatformGates(settings)
+        self._circuit_events = CircuitEvents(
+            database,
+            settings.topic_names()["provider.circuit_changed"],
+            on_outbox_write,
+            worker=process_name(),
+        )
+        self._gates = PlatformGates(settings, on_circuit_change=self._circuit_events)
         self._locks = KeyedLocks()
         self._spending: set[asyncio.Future[Any]] = set()
 
@@ -114,6 +121,11 @@ class RefreshEngine:
     async def store_spooled_tokens(self) -> int:
         """Store fresh tokens that a stopped process left in the spool (run at start)."""
         return await self._outcomes.store_orphans()
+
+    async def flush_circuit_events(self, grace_seconds: float) -> None:
+        """Write the circuit changes still queued to the outbox (before the process stops),
+        waiting ``grace_seconds`` at most."""
+        await self._circuit_events.flush(grace_seconds)
 
     def stuck_circuits(self) -> list[str]:
         """Platforms whose circuit stayed open well past its cool-down (see CircuitBreaker.stuck)."""

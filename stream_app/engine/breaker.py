@@ -6,16 +6,24 @@ at least ``min_calls`` were made in the window and ``failure_ratio`` of them fai
 network errors, timeouts: the provider's trouble, not one user's grant). Open: no calls for
 ``cool_down`` seconds. Half-open: one trial call; success closes, failure opens again.
 State is per process: each worker judges the providers from its own calls.
+
+``on_change`` is told when an outage begins (closed -> open) and when it ends (half-open ->
+closed), from inside the call that changed the circuit: it must return at once. A failed
+trial re-opens the circuit without a new report: the outage goes on, and the closing reports
+how long it lasted since it began.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import TracebackType
+
+log = logging.getLogger(__name__)
 
 # How long callers are put off while a half-open trial call is in flight.
 _TRIAL_WAIT_SECONDS = 1.0
@@ -27,10 +35,23 @@ class CircuitState(StrEnum):
     HALF_OPEN = "half_open"
 
 
+@dataclass(frozen=True)
+class CircuitChange:
+    """A platform's circuit opened after being closed (``cool_down``: seconds without calls
+    before a trial), or closed again (``open_for``: seconds since it first opened)."""
+
+    platform: str
+    state: CircuitState  # OPEN or CLOSED
+    cool_down: float | None = None
+    open_for: float | None = None
+
+
 @dataclass
 class _Circuit:
     state: CircuitState = CircuitState.CLOSED
+    # The latest opening (a failed trial opens it again) and the first one since it was closed.
     opened_at: float = 0.0
+    outage_began_at: float = 0.0
     trial_in_flight: bool = False
     # Bumped on every change of state: a call admitted under an older one cannot settle this one.
     generation: int = 0
@@ -49,12 +70,14 @@ class CircuitBreaker:
         window: float,
         cool_down: float,
         clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[CircuitChange], None] = lambda _: None,
     ) -> None:
         self._failure_ratio = failure_ratio
         self._min_calls = min_calls
         self._window = window
         self._cool_down = cool_down
         self._clock = clock
+        self._on_change = on_change
         self._circuits: dict[str, _Circuit] = {}
 
     def state(self, platform: str) -> CircuitState:
@@ -96,8 +119,11 @@ class CircuitBreaker:
                 circuit.generation += 1
                 circuit.calls.clear()
                 circuit.failures = 0
+                self._report(
+                    CircuitChange(permit.platform, CircuitState.CLOSED, open_for=now - circuit.outage_began_at)
+                )
             elif ok is False:
-                self._open(circuit, now)
+                self._open(permit.platform, circuit, now)
             return
         if ok is None or circuit.state is not CircuitState.CLOSED:
             return
@@ -107,7 +133,7 @@ class CircuitBreaker:
             _, succeeded = circuit.calls.popleft()
             circuit.failures -= not succeeded
         if len(circuit.calls) >= self._min_calls and circuit.failures >= self._failure_ratio * len(circuit.calls):
-            self._open(circuit, now)
+            self._open(permit.platform, circuit, now)
 
     def not_closed_for(self, platform: str) -> float:
         """Seconds since the circuit opened (0 while closed)."""
@@ -123,12 +149,22 @@ class CircuitBreaker:
             if circuit.state is not CircuitState.CLOSED and self.not_closed_for(platform) > self._cool_down + grace
         )
 
-    def _open(self, circuit: _Circuit, now: float) -> None:
+    def _open(self, platform: str, circuit: _Circuit, now: float) -> None:
+        began = circuit.state is CircuitState.CLOSED  # not a failed trial: a new outage
         circuit.state = CircuitState.OPEN
         circuit.generation += 1
         circuit.opened_at = now
         circuit.calls.clear()
         circuit.failures = 0
+        if began:
+            circuit.outage_began_at = now
+            self._report(CircuitChange(platform, CircuitState.OPEN, cool_down=self._cool_down))
+
+    def _report(self, change: CircuitChange) -> None:
+        try:
+            self._on_change(change)
+        except Exception:  # the circuit has changed; the call that changed it must not fail for a report
+            log.exception("Reporting the %s circuit's change to %s failed", change.platform, change.state)
 
     def _circuit(self, platform: str) -> _Circuit:
         return self._circuits.setdefault(platform, _Circuit())

@@ -7,7 +7,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 
-from stream_app.engine.breaker import CircuitBreaker, CircuitState
+from stream_app.engine.breaker import CircuitBreaker, CircuitChange, CircuitState
 from stream_app.settings import Settings
 from stream_app.slots import Slots
 
@@ -16,7 +16,13 @@ _PROBE_WAIT_SECONDS = 1.0
 
 
 class PlatformGates:
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        on_circuit_change: Callable[[CircuitChange], None] = lambda _: None,
+    ) -> None:
         self._max_concurrency = settings.platform_max_concurrency
         self._max_inline_wait = settings.rate_limit_max_inline_wait_seconds
         self._clock = clock
@@ -35,6 +41,7 @@ class PlatformGates:
             window=settings.circuit_window_seconds,
             cool_down=settings.circuit_cool_down_seconds,
             clock=clock,
+            on_change=on_circuit_change,
         )
 
     def slot(self, platform: str) -> Slots:

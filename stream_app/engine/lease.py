@@ -102,7 +102,7 @@ class Leases:
     def __init__(self, database: Database, ttl: float) -> None:
         self._db = database
         self._ttl = ttl
-        self._owner_prefix = f"{socket.gethostname()}:{os.getpid()}"
+        self._owner_prefix = process_name()
 
     async def acquire_many(
         self, session: AsyncSession, connection_ids: Sequence[uuid.UUID]
@@ -137,6 +137,11 @@ class Leases:
                 if not await lease_held(session, connection_id):
                     return
             await asyncio.sleep(_POLL_SECONDS)
+
+
+def process_name() -> str:
+    """This process among the workers: ``host:pid`` (the prefix of its lease owners)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _died_on_this_host(owner: str) -> bool:
