@@ -13,7 +13,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from schemas.events import EVENT_TYPES, DeadLetter
+from schemas.events import EVENT_TYPES, DeadLetter, ProviderCircuitChanged
+
+# Every event the service writes or reads, by its topic's default name: the connections' events
+# (EVENT_TYPES) and the workers' circuit changes, which are not a connection's (no user_id).
+PUBLISHED_EVENTS: dict[str, type[BaseModel]] = {
+    **EVENT_TYPES,
+    ProviderCircuitChanged.default_topic: ProviderCircuitChanged,
+}
 
 # Who writes and who reads each topic (contract §1), from the service's point of view.
 _SERVICE_RECEIVES = ("connection.created", "token.expiring", "connection.disconnected")
@@ -26,12 +33,17 @@ _DESCRIPTIONS = {
     "connection.disconnected": "A user (or an operator) disconnected a platform: the connection is never refreshed"
     " again and its tokens are revoked where the provider allows, then wiped.",
     "token.revoked": "A connection was disconnected; what its tokens' revocation at the provider came to.",
+    "provider.circuit_changed": "A worker's circuit breaker for a platform opened (the provider failed most calls;"
+    " that worker stops calling it for cool_down_seconds) or closed again (open_seconds after it first opened)."
+    " One open per outage and worker: a failed trial call re-opens it without a new event.",
 }
+_CONNECTION_KEY = "'<user_id>:<platform>'"
+_KEYS = {"provider.circuit_changed": "'<platform>'"}
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:
     """Event type (topic's default name, or ``dead_letter``) -> JSON Schema."""
-    models: dict[str, type[BaseModel]] = {**EVENT_TYPES, "dead_letter": DeadLetter}
+    models: dict[str, type[BaseModel]] = {**PUBLISHED_EVENTS, "dead_letter": DeadLetter}
     return {name: model.model_json_schema(mode="validation") for name, model in models.items()}
 
 
@@ -40,7 +52,7 @@ def asyncapi_document() -> dict[str, Any]:
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
-    for topic in EVENT_TYPES:
+    for topic in PUBLISHED_EVENTS:
         name = _identifier(topic)
         messages[name] = {
             "name": topic,
@@ -49,7 +61,7 @@ def asyncapi_document() -> dict[str, Any]:
         }
         channels[name] = {
             "address": topic,
-            "description": _DESCRIPTIONS[topic] + " Key: '<user_id>:<platform>' (UTF-8).",
+            "description": f"{_DESCRIPTIONS[topic]} Key: {_KEYS.get(topic, _CONNECTION_KEY)} (UTF-8).",
             "messages": {name: {"$ref": f"#/components/messages/{name}"}},
         }
         action = "receive" if topic in _SERVICE_RECEIVES else "send"
@@ -74,7 +86,8 @@ def asyncapi_document() -> dict[str, Any]:
             "version": "1.0.0",
             "description": "Topics and events of the OAuth token refresh service. Topic names are configurable;"
             " these are the defaults. Every event carries event_id (consumers dedupe on it), event_type,"
-            " schema_version, occurred_at, user_id and platform. No event carries a plain-text token.",
+            " schema_version, occurred_at and platform; a connection's events also user_id (provider.circuit_changed"
+            " names the worker instead). No event carries a plain-text token.",
         },
         "defaultContentType": "application/json",
         "channels": channels,

@@ -10,7 +10,14 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from schemas import ConnectionCreated, TokenExpiring, TokenNeedsReauth, TokenRefreshed, TokenRefreshFailed
+from schemas import (
+    ConnectionCreated,
+    ProviderCircuitChanged,
+    TokenExpiring,
+    TokenNeedsReauth,
+    TokenRefreshed,
+    TokenRefreshFailed,
+)
 from schemas.events import EVENT_TYPES
 from schemas.export import asyncapi_document, json_schemas, render
 
@@ -54,6 +61,8 @@ def _events() -> list[object]:
         TokenRefreshFailed(
             user_id=user, platform="spotify", error_class="network", status="connected", will_retry=True
         ),
+        ProviderCircuitChanged(platform="spotify", state="open", worker="host-a:4242", cool_down_seconds=30.0),
+        ProviderCircuitChanged(platform="spotify", state="closed", worker="host-a:4242", open_seconds=61.5),
     ]
 
 
@@ -96,9 +105,18 @@ def test_published_schema_accepts_the_scopes_the_service_accepts() -> None:
 def test_asyncapi_describes_every_topic_and_its_direction() -> None:
     document = asyncapi_document()
     addresses = {channel["address"] for channel in document["channels"].values()}
-    assert addresses == {*EVENT_TYPES, "connection.created.dlq", "token.expiring.dlq", "connection.disconnected.dlq"}
+    assert addresses == {
+        *EVENT_TYPES,
+        "provider.circuit_changed",
+        "connection.created.dlq",
+        "token.expiring.dlq",
+        "connection.disconnected.dlq",
+    }
     actions = {op["channel"]["$ref"].split("/")[-1]: op["action"] for op in document["operations"].values()}
     assert actions["connection_created"] == "receive" and actions["token_refreshed"] == "send"
+    assert actions["provider_circuit_changed"] == "send"
+    assert document["channels"]["provider_circuit_changed"]["description"].endswith("Key: '<platform>' (UTF-8).")
+    assert document["channels"]["token_refreshed"]["description"].endswith("Key: '<user_id>:<platform>' (UTF-8).")
     for message in document["components"]["messages"].values():
         schema_name = message["payload"]["$ref"].split("/")[-1]
         assert schema_name in document["components"]["schemas"]
