@@ -211,6 +211,34 @@ async def test_no_answer_within_the_timeout_is_retried() -> None:
     assert QUERY_SECRET not in failed.reason
 
 
+async def test_an_answer_dripped_byte_by_byte_still_meets_the_deadline() -> None:
+    """httpx's timeout bounds each read; the channel's deadline bounds the whole request."""
+
+    async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        try:
+            while True:
+                writer.write(b"x-drip: 1\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.05)
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(drip, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        started = time.monotonic()
+        failed = await send(f"http://127.0.0.1:{port}/hook", timeout_seconds=0.5)
+        elapsed = time.monotonic() - started
+    finally:
+        server.close()
+    assert failed is not None and not failed.permanent and "within 0.5 s" in failed.reason
+    assert elapsed < 3
+
+
 async def test_an_unreachable_endpoint_is_retried() -> None:
     async with receiver() as endpoint:
         url = f"{endpoint.url}/hook?key={QUERY_SECRET}"
@@ -233,7 +261,7 @@ def node_snippet(cases: list[dict[str, Any]]) -> list[Any]:
 const cases = JSON.parse(process.argv[1]);
 console.log(JSON.stringify(cases.map((c) => {
   try {
-    return verifyWebhook(c.secrets, c.headers, Buffer.from(c.body, 'base64'));
+    return verifyWebhook(c.secrets, c.headers, Buffer.from(c.body, 'base64'), c.now);
   } catch (error) {
     return { error: error.message };
   }
@@ -252,28 +280,31 @@ async def test_the_documented_snippets_verify_a_real_request() -> None:
     genuine = json.loads(request.body)
     tampered = request.body.replace(b'"will_retry":false', b'"will_retry":true')
     assert tampered != request.body
-    stale = {**request.headers, "webhook-timestamp": str(int(request.headers["webhook-timestamp"]) - 301)}
+    signed_at = int(request.headers["webhook-timestamp"])
     other = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+    without_id = {k: v for k, v in request.headers.items() if k != "webhook-id"}
+    # (accepted, the consumer's secrets, headers, body, the consumer's clock)
     cases = [
-        (True, [OLD], request.headers, request.body),
-        (True, [NEW], request.headers, request.body),
-        (True, [other, NEW], request.headers, request.body),
-        (False, [OLD, NEW], request.headers, tampered),
-        (False, [OLD, NEW], stale, request.body),
-        (False, [other], request.headers, request.body),
-        (False, [OLD], {k: v for k, v in request.headers.items() if k != "webhook-id"}, request.body),
+        (True, [OLD], request.headers, request.body, signed_at),
+        (True, [NEW], request.headers, request.body, signed_at + 299),
+        (True, [other, NEW], request.headers, request.body, signed_at - 299),
+        (False, [OLD, NEW], request.headers, tampered, signed_at),
+        (False, [OLD, NEW], request.headers, request.body, signed_at + 301),  # replayed late
+        (False, [OLD, NEW], request.headers, request.body, signed_at - 301),
+        (False, [other], request.headers, request.body, signed_at),
+        (False, [OLD], without_id, request.body, signed_at),
     ]
 
     verify, invalid = python_snippet()
-    for accepted, secrets, headers, body in cases:
+    for accepted, secrets, headers, body, now in cases:
         if accepted:
-            assert verify(secrets, headers, body) == genuine
+            assert verify(secrets, headers, body, now=now) == genuine
         else:
             with pytest.raises(invalid):
-                verify(secrets, headers, body)
+                verify(secrets, headers, body, now=now)
 
     outcomes = node_snippet(
-        [{"secrets": s, "headers": h, "body": base64.b64encode(b).decode()} for _, s, h, b in cases]
+        [{"secrets": s, "headers": h, "body": base64.b64encode(b).decode(), "now": n} for _, s, h, b, n in cases]
     )
     for (accepted, *_), outcome in zip(cases, outcomes, strict=True):
         assert (outcome == genuine) if accepted else ("error" in outcome), outcome
