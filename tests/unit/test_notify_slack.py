@@ -169,6 +169,10 @@ def test_a_digest_says_since_when_if_some_notices_are_older_than_the_window() ->
         "1 Spotify connection needs re-auth since 2026-11-30 19:00 UTC"
     )
     assert blocks.digest("spotify", [notice("refreshed")], window_seconds=3600, **kwargs) is None
+    naive = [notice("needs_reauth", (NOW - timedelta(hours=2)).replace(tzinfo=None), reason="invalid_grant")]
+    assert blocks.digest("spotify", naive, window_seconds=3600, **kwargs)["text"] == (  # type: ignore[index]
+        "1 Spotify connection needs re-auth since 2026-11-30 20:00 UTC"
+    )
 
 
 def test_a_connection_counts_once_in_a_digest_with_its_latest_reason() -> None:

@@ -120,9 +120,14 @@ def message(text: str, blocks: list[Block], dashboard_url: str | None) -> Payloa
     return {"text": truncate(text, MAX_FALLBACK_TEXT), "blocks": blocks, "unfurl_links": False, "unfurl_media": False}
 
 
+def _utc(moment: datetime) -> datetime:
+    """In UTC; a naive time is taken as UTC (as the notifier's store writes them)."""
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def slack_date(moment: datetime) -> str:
     """A time every reader sees in their own time zone, with a UTC fallback."""
-    moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    moment = _utc(moment)
     fallback = moment.strftime("%Y-%m-%d %H:%M:%S UTC")
     return f"<!date^{int(moment.timestamp())}^{{date_short_pretty}} {{time_secs}}|{fallback}>"
 
@@ -255,8 +260,9 @@ def _breakdown(reasons: Counter[str]) -> str:
 
 def _period(oldest: datetime, now: datetime, window_seconds: float) -> str:
     """In the last hour while every notice is inside the window; otherwise since when."""
+    oldest, now = _utc(oldest), _utc(now)
     if (now - oldest).total_seconds() > window_seconds:
-        return f"since {oldest.astimezone(UTC).strftime('%Y-%m-%d %H:%M UTC')}"
+        return f"since {oldest.strftime('%Y-%m-%d %H:%M UTC')}"
     minutes = round(window_seconds / 60)
     if minutes == 60:
         return "in the last hour"
