@@ -349,3 +349,12 @@ async def test_nothing_received_holds_a_token_or_a_secret() -> None:
     secrets = [OLD, NEW, *(s.removeprefix("whsec_") for s in (OLD, NEW)), *(k.hex() for k in keys)]
     for needle in [*PLAIN_TOKENS, *sealed, *(part for token in sealed for part in token.split(":")), *secrets]:
         assert needle not in everything
+
+
+async def test_a_tls_failure_is_retried_and_named() -> None:
+    async with receiver() as endpoint:  # plain HTTP: the TLS handshake fails
+        url = endpoint.url.replace("http://", "https://") + f"/hook?key={QUERY_SECRET}"
+        failed = await send(url)
+    assert failed is not None and not failed.permanent
+    assert "unreachable (ConnectError, TLS WRONG_VERSION_NUMBER)" in failed.reason
+    assert QUERY_SECRET not in failed.reason and endpoint.received == []

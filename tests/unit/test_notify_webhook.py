@@ -18,6 +18,7 @@ from schemas.events import ProviderCircuitChanged, TokenNeedsReauth, TokenRefres
 from stream_app.notify.channel import Route
 from stream_app.notify.notice import Notice, NoticeKind, recovered_notice_id
 from stream_app.notify.webhook import WebhookChannel, WebhookSettings, build_channel
+from stream_app.notify.webhook.channel import endpoint_label
 from stream_app.notify.webhook.signing import signature
 
 
@@ -235,3 +236,18 @@ def test_accepted_secrets() -> None:
     assert len(settings(secrets=",".join(new_secret() for _ in range(4))).signing_keys) == 4
     assert settings(url=None).url is None  # secrets without a URL: the channel stays off
     assert settings(url="http://127.0.0.1:8080/hook", allow_http=True).url == "http://127.0.0.1:8080/hook"
+
+
+@pytest.mark.parametrize(
+    ("url", "label"),
+    [
+        ("https://hooks.example.test/in/q-secret-path?key=q-secret", "webhook endpoint https://hooks.example.test"),
+        (
+            "https://user:q-secret@hooks.example.test:8443/in#q-secret",
+            "webhook endpoint https://hooks.example.test:8443",
+        ),
+        ("http://[::1]:9000/hook?key=q-secret", "webhook endpoint http://[::1]:9000"),
+    ],
+)
+def test_reasons_name_the_endpoint_by_scheme_host_and_port_only(url: str, label: str) -> None:
+    assert endpoint_label(url) == label

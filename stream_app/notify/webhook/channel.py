@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -67,8 +68,7 @@ def _json_value(value: Any) -> str:
 def endpoint_label(url: str) -> str:
     """The endpoint as reasons name it: scheme, host and port; never its path, query or user."""
     parts = urlsplit(url)
-    port = f":{parts.port}" if parts.port else ""
-    return f"webhook endpoint {parts.scheme}://{parts.hostname}{port}"
+    return f"webhook endpoint {parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
 class WebhookChannel:
@@ -122,8 +122,8 @@ class WebhookChannel:
         except (TimeoutError, httpx.TimeoutException):
             raise DeliveryFailed(f"{self._label} did not answer within {self._timeout:g} s") from None
         except httpx.HTTPError as exc:
-            # The exception's text may quote the URL: only its class is told.
-            raise DeliveryFailed(f"{self._label} unreachable ({type(exc).__name__})") from None
+            # The exception's text may quote the URL: only its class (and a TLS error's code) is told.
+            raise DeliveryFailed(f"{self._label} unreachable ({_failure_class(exc)})") from None
         if 200 <= status < 300:
             return
         if 300 <= status < 400:
@@ -139,6 +139,16 @@ class WebhookChannel:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _failure_class(exc: BaseException) -> str:
+    """``ConnectError``, or ``ConnectError, TLS CERTIFICATE_VERIFY_FAILED`` when TLS failed."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLError) and cause.reason:
+            return f"{type(exc).__name__}, TLS {cause.reason}"
+        cause = cause.__cause__ or cause.__context__
+    return type(exc).__name__
 
 
 def _lower(headers: Mapping[str, str]) -> dict[str, str]:
