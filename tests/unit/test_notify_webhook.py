@@ -154,6 +154,10 @@ async def test_every_kind_is_sent_now_unless_kinds_are_chosen() -> None:
         assert every.route(notice) is Route.NOW
         assert chosen.route(notice) is (Route.NOW if kind in ("needs_reauth", "recovered") else Route.SKIP)
     assert every.name == "webhook" and every.user_facing is False and every.digest_window_seconds == 0
+    # connection.created, which the core hands on as a "refreshed" notice, is the product's own.
+    created = {"event_type": "connection.created", "platform": "spotify"}
+    assert every.route(Notice(uuid.uuid4(), "refreshed", "spotify", None, datetime.now(UTC), created)) is Route.SKIP
+    assert every.route(Notice(uuid.uuid4(), "recovered", "spotify", None, datetime.now(UTC), created)) is Route.NOW
     with pytest.raises(NotImplementedError):
         await every.send_digest("spotify", [])
     await every.aclose()

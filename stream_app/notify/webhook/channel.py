@@ -95,6 +95,10 @@ class WebhookChannel:
         self._client = httpx.AsyncClient(transport=transport, timeout=settings.timeout_seconds, follow_redirects=False)
 
     def route(self, notice: Notice) -> Route:
+        # A connection.created reaches the notifier only as a sign of recovery (the product
+        # published it itself): sent as connection.recovered when it mends an announced problem.
+        if notice.kind != "recovered" and notice.event.get("event_type") == "connection.created":
+            return Route.SKIP
         return Route.NOW if notice.kind in self._kinds else Route.SKIP
 
     def signed_request(self, notice: Notice) -> tuple[dict[str, str], bytes]:
