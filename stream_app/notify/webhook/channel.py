@@ -76,13 +76,7 @@ class WebhookChannel:
     user_facing = False
     digest_window_seconds = 0.0
 
-    def __init__(
-        self,
-        settings: WebhookSettings,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, settings: WebhookSettings, *, clock: Callable[[], float] = time.time) -> None:
         if settings.url is None:
             raise ValueError("the webhook channel needs NOTIFY_WEBHOOK_URL")
         self._url = settings.url
@@ -92,7 +86,7 @@ class WebhookChannel:
         self._timeout = settings.timeout_seconds
         self._clock = clock
         # Redirects are not followed: the signed body would go wherever a Location says.
-        self._client = httpx.AsyncClient(transport=transport, timeout=settings.timeout_seconds, follow_redirects=False)
+        self._client = httpx.AsyncClient(timeout=settings.timeout_seconds, follow_redirects=False)
 
     def route(self, notice: Notice) -> Route:
         # A connection.created reaches the notifier only as a sign of recovery (the product
