@@ -47,8 +47,9 @@ TOPIC_DEFAULTS = (
     "token.refresh_failed",
     "connection.disconnected",
     "token.revoked",
+    "provider.circuit_changed",
 )
-OUTCOMES = ("token.refreshed", "token.needs_reauth", "token.refresh_failed", "token.revoked")
+OUTCOMES = ("token.refreshed", "token.needs_reauth", "token.refresh_failed", "token.revoked", "provider.circuit_changed")
 INPUTS = ("connection.created", "token.expiring", "connection.disconnected")
 TOOLS_LOG4J = """log4j.rootLogger=WARN, stderr
 log4j.appender.stderr=org.apache.log4j.ConsoleAppender

@@ -37,6 +37,7 @@ DEFAULT_TOPICS = (
     "token.refresh_failed",
     "connection.disconnected",
     "token.revoked",
+    "provider.circuit_changed",
 )
 NOTIFIER_GROUP = "notifier"
 READ_TIMEOUT_MS = 3000

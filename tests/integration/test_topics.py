@@ -33,6 +33,7 @@ TOPIC_SETTINGS = (
     "topic_token_refresh_failed",
     "topic_connection_disconnected",
     "topic_token_revoked",
+    "topic_provider_circuit_changed",
 )
 SettingsFactory = Callable[..., Settings]
 
