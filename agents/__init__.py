@@ -10,10 +10,6 @@ from agents import bulk, connections, disconnections, http_api, outbox, refresh,
 from agents.context import WorkerContext
 from stream_app.service import TokenService
 
-# How long a stopping worker waits for its queued circuit changes to reach the outbox (a write
-# takes milliseconds; longer means the database is away, and they are logged as lost).
-CIRCUIT_EVENTS_FLUSH_SECONDS = 5.0
-
 
 def register(app: faust.App, service: TokenService) -> WorkerContext:
     context = WorkerContext(app, service)
@@ -25,8 +21,6 @@ def register(app: faust.App, service: TokenService) -> WorkerContext:
         """Release the producer, the HTTP pool and the database engine once the consumers have
         stopped (Faust's, then the batch consumers, which let their work in flight end)."""
         await context.stop()
-        # Circuit changes still queued reach the outbox (the next worker's relay publishes them).
-        await service.engine.flush_circuit_events(CIRCUIT_EVENTS_FLUSH_SECONDS)
         await context.publisher.stop()
         await service.aclose()
 

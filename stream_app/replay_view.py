@@ -19,13 +19,18 @@ from typing import Any
 from aiokafka import ConsumerRecord
 from pydantic import ValidationError
 
-from schemas.events import EVENT_TYPES, Event
+from schemas.events import EVENT_TYPES, Event, ProviderCircuitChanged
 from stream_app.dlq_show import letter_view
 from stream_app.privacy import UserIdHasher
 from stream_app.redacted_view import redacted_view
 from stream_app.sealed_letters import LetterSeal, readable_key
 
 _HASHED_USER_ID = re.compile(r"[0-9a-f]{8}")
+# Every event the service publishes: connections' events, and the workers' circuit changes.
+_MODELS: dict[str, type[Event] | type[ProviderCircuitChanged]] = {
+    **EVENT_TYPES,
+    ProviderCircuitChanged.default_topic: ProviderCircuitChanged,
+}
 
 
 @dataclass(frozen=True)
@@ -63,10 +68,10 @@ def view_record(record: ConsumerRecord, seal: LetterSeal | None) -> RecordView:
         fields["problem"] = problem
         return RecordView(fields, user_id, platform)
     fields["value"] = event.model_dump(mode="json")
-    return RecordView(fields, event.user_id, event.platform)
+    return RecordView(fields, getattr(event, "user_id", None), event.platform)
 
 
-def _event(value: bytes | None) -> tuple[Event | None, str]:
+def _event(value: bytes | None) -> tuple[Event | ProviderCircuitChanged | None, str]:
     """The value as a valid event of its ``event_type``, else (None, why not: words of ours)."""
     if value is None:
         return None, "no value (a tombstone)"
@@ -75,7 +80,7 @@ def _event(value: bytes | None) -> tuple[Event | None, str]:
     except Exception:  # invalid JSON or UTF-8, nesting deeper than the stack ...
         return None, "not JSON"
     event_type = decoded.get("event_type") if isinstance(decoded, dict) else None
-    model = EVENT_TYPES.get(event_type) if isinstance(event_type, str) else None
+    model = _MODELS.get(event_type) if isinstance(event_type, str) else None
     if model is None:
         return None, "not an event of a known event_type"
     try:

@@ -27,6 +27,10 @@ from stream_app.scheduler import scan_expiring
 from stream_app.settings import Settings
 from stream_app.token_cache import TokenCache
 
+# How long a closing service waits for its queued circuit changes to reach the outbox (a write
+# takes milliseconds; longer means the database is away, and they are logged as lost).
+CIRCUIT_EVENTS_FLUSH_SECONDS = 5.0
+
 log = logging.getLogger(__name__)
 
 
@@ -81,6 +85,8 @@ class TokenService:
             )
             for task in unfinished:
                 task.cancel()
+        # Circuit changes still queued reach the outbox (this or the next worker's relay publishes them).
+        await self.engine.flush_circuit_events(CIRCUIT_EVENTS_FLUSH_SECONDS)
         await self.token_cache.aclose(grace_seconds=self.settings.database_pool_timeout_seconds)
         await self.http.aclose()
         await self.database.dispose()

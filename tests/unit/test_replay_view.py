@@ -10,7 +10,7 @@ import uuid
 import pytest
 from aiokafka import ConsumerRecord
 
-from schemas import TokenRefreshFailed
+from schemas import ProviderCircuitChanged, TokenRefreshFailed
 from stream_app.privacy import UserIdHasher
 from stream_app.replay_output import JsonLines, Tables
 from stream_app.replay_view import RecordFilter, view_record
@@ -50,6 +50,13 @@ def test_a_value_that_is_no_event_is_redacted_not_a_crash(value: bytes, problem:
     view = view_record(record(value), None)
     assert view.fields["value"] is None and view.fields["problem"].startswith(problem)
     assert isinstance(view.fields["redacted"], str)
+
+
+def test_a_circuit_change_is_shown_decoded_as_the_event_it_is() -> None:
+    change = ProviderCircuitChanged(platform="spotify", state="open", worker="host:1", cool_down_seconds=30)
+    view = view_record(record(change.to_bytes(), key=b"spotify"), None)
+    assert view.fields["value"]["state"] == "open" and "problem" not in view.fields
+    assert (view.user_id, view.platform) == (None, "spotify")
 
 
 def test_a_key_of_another_shape_is_shown_by_its_size() -> None:
