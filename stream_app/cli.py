@@ -168,6 +168,25 @@ def api() -> None:
         pass
 
 
+@cli.command()
+def notify() -> None:
+    """Run the notifier (its own consumer group, <KAFKA_APP_ID>-notify): email, Slack and signed
+    webhooks told of the outcome events, as configured (docs/notifiers.md); until SIGTERM/SIGINT."""
+    from stream_app.notify.settings import NotifyConfigurationError, load_notify_settings
+    from stream_app.notify.worker import run_notifier
+
+    try:
+        settings = load_notify_settings()
+    except NotifyConfigurationError as exc:
+        _fail(f"configuration error: {exc}", EXIT_CONFIGURATION)
+    _configure_logging(settings.log_level)
+    _check_broker(settings.kafka_bootstrap_servers)
+    try:
+        _run(lambda: run_notifier(settings))
+    except NotifyConfigurationError as exc:
+        _fail(f"configuration error: {exc}", EXIT_CONFIGURATION)
+
+
 def use_event_loop(name: str) -> None:
     """Make new event loops of this process ``name``'s (uvloop or asyncio's own)."""
     import mode.loop

@@ -1,0 +1,511 @@
+"""The notifier's store (SQLAlchemy Core; PostgreSQL, or SQLite for the demo).
+
+``notify_deliveries`` holds one row per (notice_id, channel): the dedupe key, and the state of
+its delivery. ``notify_announcements`` remembers which channel told of a connection's problem
+(it tells of the recovery too), ``notify_digests`` when each (channel, platform) digest was last
+sent. The tables are created by the notifier at start; ``notify_schema_version`` holds their
+version, so a later notifier can upgrade them and an older one refuses a newer schema.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Uuid,
+    and_,
+    delete,
+    func,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.types import TypeDecorator
+
+from stream_app.notify.notice import Notice
+
+SCHEMA_VERSION = 1
+
+# Delivery statuses. pending: waiting for its time; sending: claimed by a sender under a lease;
+# sent; dead: dead-lettered; suppressed: by the re-auth rate limit; dropped: the connection
+# recovered (or was revoked) before the problem was told.
+PENDING, SENDING, SENT, DEAD, SUPPRESSED, DROPPED = "pending", "sending", "sent", "dead", "suppressed", "dropped"
+FINISHED = (SENT, DEAD, SUPPRESSED, DROPPED)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime on every backend (SQLite keeps naive text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+deliveries = Table(
+    "notify_deliveries",
+    metadata,
+    Column("notice_id", Uuid, primary_key=True),
+    Column("channel", String(64), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("platform", String(64), nullable=False),
+    Column("user_id", Uuid, nullable=True),
+    Column("occurred_at", UtcDateTime, nullable=False),
+    Column("event", JSON, nullable=False),
+    Column("route", String(8), nullable=False),
+    # A connection's problem (needs_reauth, refresh_failed that will not be retried): dropped
+    # when the connection recovers before it is told, announced once told.
+    Column("problem", Boolean, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UtcDateTime, nullable=False),
+    Column("lease_until", UtcDateTime, nullable=True),
+    Column("lease_owner", String(64), nullable=True),
+    Column("last_error", String(500), nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("sent_at", UtcDateTime, nullable=True),
+    Index("notify_deliveries_due", "channel", "status", "next_attempt_at"),
+    Index("notify_deliveries_connection", "user_id", "platform"),
+    Index("notify_deliveries_created", "created_at"),
+)
+
+announcements = Table(
+    "notify_announcements",
+    metadata,
+    Column("user_id", Uuid, primary_key=True),
+    Column("platform", String(64), primary_key=True),
+    Column("channel", String(64), primary_key=True),
+    Column("notice_id", Uuid, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("problem_occurred_at", UtcDateTime, nullable=False),
+    Column("announced_at", UtcDateTime, nullable=False),
+)
+
+digests = Table(
+    "notify_digests",
+    metadata,
+    Column("channel", String(64), primary_key=True),
+    Column("platform", String(64), primary_key=True),
+    Column("last_sent_at", UtcDateTime, nullable=False),
+)
+
+schema_versions = Table("notify_schema_version", metadata, Column("version", Integer, nullable=False))
+
+
+class SchemaTooNew(Exception):
+    pass
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_notice(row: Any) -> Notice:
+    return Notice(
+        notice_id=row.notice_id,
+        kind=row.kind,
+        platform=row.platform,
+        user_id=row.user_id,
+        occurred_at=row.occurred_at,
+        event=row.event,
+    )
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
+        # SQLite: one writer at a time; a writer waits for the other rather than failing.
+        options: dict[str, Any] = {"connect_args": {"timeout": 30}} if self.is_sqlite else {"pool_pre_ping": True}
+        self.engine: AsyncEngine = create_async_engine(url, **options)
+
+    async def prepare(self) -> None:
+        """Create the tables (or check they are of this version): at the notifier's start."""
+        async with self.engine.begin() as connection:
+            await connection.run_sync(metadata.create_all)
+            found = (await connection.execute(select(func.max(schema_versions.c.version)))).scalar()
+            if found is None:
+                await connection.execute(schema_versions.insert().values(version=SCHEMA_VERSION))
+            elif found > SCHEMA_VERSION:
+                raise SchemaTooNew(
+                    f"DATABASE_URL: the notifier's tables are at schema version {found}, newer than this "
+                    f"notifier's {SCHEMA_VERSION}; run a newer notifier"
+                )
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.begin() as connection:
+            yield connection
+
+    def _insert(self, table: Table) -> Any:
+        return (sqlite.insert if self.is_sqlite else postgresql.insert)(table)
+
+    # ---- intake (inside the batch's transaction) ----
+
+    async def insert_deliveries(
+        self, connection: AsyncConnection, rows: Sequence[dict[str, Any]]
+    ) -> set[tuple[uuid.UUID, str]]:
+        """Insert the rows whose key is new; returns the keys inserted (the others: duplicates)."""
+        if not rows:
+            return set()
+        statement = (
+            self._insert(deliveries)
+            .values(list(rows))
+            .on_conflict_do_nothing(index_elements=["notice_id", "channel"])
+            .returning(deliveries.c.notice_id, deliveries.c.channel)
+        )
+        result = await connection.execute(statement)
+        return {(row.notice_id, row.channel) for row in result}
+
+    async def has_recent_reauth_notice(
+        self,
+        connection: AsyncConnection,
+        *,
+        user_id: uuid.UUID,
+        platform: str,
+        channel: str,
+        since: datetime,
+        until: datetime,
+    ) -> bool:
+        """A needs_reauth delivery of this connection on this channel, told or to be told,
+        whose event is within [since, until]."""
+        query = (
+            select(deliveries.c.notice_id)
+            .where(
+                deliveries.c.user_id == user_id,
+                deliveries.c.platform == platform,
+                deliveries.c.channel == channel,
+                deliveries.c.kind == "needs_reauth",
+                deliveries.c.status.in_((PENDING, SENDING, SENT)),
+                deliveries.c.occurred_at > since,
+                deliveries.c.occurred_at < until,
+            )
+            .limit(1)
+        )
+        return (await connection.execute(query)).first() is not None
+
+    async def drop_pending_problems(
+        self, connection: AsyncConnection, *, user_id: uuid.UUID, platform: str, before: datetime, now: datetime
+    ) -> list[str]:
+        """Pending problem deliveries of the connection from before ``before`` become dropped;
+        returns the channel of each."""
+        statement = (
+            update(deliveries)
+            .where(
+                deliveries.c.user_id == user_id,
+                deliveries.c.platform == platform,
+                deliveries.c.problem.is_(True),
+                deliveries.c.status == PENDING,
+                deliveries.c.occurred_at <= before,
+            )
+            .values(status=DROPPED, last_error="the connection recovered or was revoked first", sent_at=None)
+            .returning(deliveries.c.channel)
+        )
+        return [row.channel for row in await connection.execute(statement)]
+
+    async def announcing_channels(
+        self, connection: AsyncConnection, *, user_id: uuid.UUID, platform: str, before: datetime
+    ) -> set[str]:
+        """Channels that told of a problem of the connection from before ``before``, or are
+        telling it now (a send in flight: its announcement is not written yet)."""
+        told = select(announcements.c.channel).where(
+            announcements.c.user_id == user_id,
+            announcements.c.platform == platform,
+            announcements.c.problem_occurred_at <= before,
+        )
+        telling = select(deliveries.c.channel).where(
+            deliveries.c.user_id == user_id,
+            deliveries.c.platform == platform,
+            deliveries.c.problem.is_(True),
+            deliveries.c.status == SENDING,
+            deliveries.c.occurred_at <= before,
+        )
+        return {row.channel for row in await connection.execute(told.union(telling))}
+
+    # ---- dispatch ----
+
+    async def claim_due(
+        self, *, channel: str, limit: int, owner: str, now: datetime, lease_until: datetime
+    ) -> list[Notice]:
+        """Up to ``limit`` due single deliveries of ``channel`` (pending and due, or sending with
+        a lapsed lease), now held by ``owner`` until ``lease_until``."""
+        async with self.engine.begin() as connection:
+            keys = (
+                await connection.execute(
+                    select(deliveries.c.notice_id, deliveries.c.channel)
+                    .where(deliveries.c.channel == channel, deliveries.c.route == "now", _due(now))
+                    .order_by(deliveries.c.next_attempt_at)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            if not keys:
+                return []
+            rows = await connection.execute(
+                update(deliveries)
+                .where(tuple_(deliveries.c.notice_id, deliveries.c.channel).in_([tuple(key) for key in keys]))
+                .values(status=SENDING, lease_owner=owner, lease_until=lease_until)
+                .returning(*deliveries.c)
+            )
+            return sorted((to_notice(row) for row in rows), key=lambda notice: notice.occurred_at)
+
+    async def digest_platforms_due(self, *, channel: str, now: datetime, window_seconds: float) -> list[str]:
+        """Platforms with digest deliveries due on ``channel`` whose last digest is older than
+        the window."""
+        async with self.engine.connect() as connection:
+            platforms = (
+                await connection.execute(
+                    select(deliveries.c.platform)
+                    .where(deliveries.c.channel == channel, deliveries.c.route == "digest", _due(now))
+                    .distinct()
+                )
+            ).scalars()
+            last_sent = dict(
+                await connection.execute(
+                    select(digests.c.platform, digests.c.last_sent_at).where(digests.c.channel == channel)
+                )
+            )
+        return [
+            platform
+            for platform in platforms
+            if platform not in last_sent or (now - last_sent[platform]).total_seconds() >= window_seconds
+        ]
+
+    async def claim_digest(
+        self, *, channel: str, platform: str, owner: str, now: datetime, lease_until: datetime
+    ) -> list[Notice]:
+        """Every due digest delivery of (channel, platform), held by ``owner``, oldest first."""
+        async with self.engine.begin() as connection:
+            keys = (
+                await connection.execute(
+                    select(deliveries.c.notice_id, deliveries.c.channel)
+                    .where(
+                        deliveries.c.channel == channel,
+                        deliveries.c.platform == platform,
+                        deliveries.c.route == "digest",
+                        _due(now),
+                    )
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            if not keys:
+                return []
+            rows = await connection.execute(
+                update(deliveries)
+                .where(tuple_(deliveries.c.notice_id, deliveries.c.channel).in_([tuple(key) for key in keys]))
+                .values(status=SENDING, lease_owner=owner, lease_until=lease_until)
+                .returning(*deliveries.c)
+            )
+            return sorted((to_notice(row) for row in rows), key=lambda notice: notice.occurred_at)
+
+    async def mark_sent(self, notices: Sequence[Notice], *, channel: str, owner: str, now: datetime) -> int:
+        """The held deliveries were sent; problems become announcements (unless the connection
+        recovered meanwhile). Returns how many were still held by ``owner``."""
+        async with self.engine.begin() as connection:
+            result = await connection.execute(
+                update(deliveries)
+                .where(_held(notices, channel, owner))
+                .values(status=SENT, sent_at=now, lease_until=None, lease_owner=None, last_error=None)
+                .returning(
+                    deliveries.c.notice_id,
+                    deliveries.c.kind,
+                    deliveries.c.problem,
+                    deliveries.c.user_id,
+                    deliveries.c.platform,
+                    deliveries.c.occurred_at,
+                )
+            )
+            rows = result.all()
+            for row in rows:
+                if row.problem and row.user_id is not None:
+                    await self._announce(connection, row, channel=channel, now=now)
+            return len(rows)
+
+    async def _announce(self, connection: AsyncConnection, row: Any, *, channel: str, now: datetime) -> None:
+        recovered_since = (
+            await connection.execute(
+                select(deliveries.c.notice_id)
+                .where(
+                    deliveries.c.user_id == row.user_id,
+                    deliveries.c.platform == row.platform,
+                    deliveries.c.channel == channel,
+                    deliveries.c.kind == "recovered",
+                    deliveries.c.occurred_at >= row.occurred_at,
+                )
+                .limit(1)
+            )
+        ).first()
+        if recovered_since is not None:
+            return  # the recovery was told (or is being told) already
+        values = {
+            "user_id": row.user_id,
+            "platform": row.platform,
+            "channel": channel,
+            "notice_id": row.notice_id,
+            "kind": row.kind,
+            "problem_occurred_at": row.occurred_at,
+            "announced_at": now,
+        }
+        statement = self._insert(announcements).values(**values)
+        await connection.execute(
+            statement.on_conflict_do_update(
+                index_elements=["user_id", "platform", "channel"],
+                set_={
+                    key: statement.excluded[key] for key in ("notice_id", "kind", "problem_occurred_at", "announced_at")
+                },
+            )
+        )
+
+    async def record_digest_sent(self, *, channel: str, platform: str, now: datetime) -> None:
+        async with self.engine.begin() as connection:
+            statement = self._insert(digests).values(channel=channel, platform=platform, last_sent_at=now)
+            await connection.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["channel", "platform"], set_={"last_sent_at": statement.excluded.last_sent_at}
+                )
+            )
+
+    async def renew(self, notices: Sequence[Notice], *, channel: str, owner: str, lease_until: datetime) -> int:
+        """Extend the lease of held deliveries (just before their send); returns how many are
+        still held by ``owner`` (a queued one whose lease lapsed may have been taken by another)."""
+        async with self.engine.begin() as connection:
+            result = await connection.execute(
+                update(deliveries).where(_held(notices, channel, owner)).values(lease_until=lease_until)
+            )
+            return int(result.rowcount)
+
+    async def reschedule(
+        self, notices: Sequence[Notice], *, channel: str, owner: str, next_attempt_at: datetime, error: str
+    ) -> None:
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                update(deliveries)
+                .where(_held(notices, channel, owner))
+                .values(
+                    status=PENDING,
+                    attempts=deliveries.c.attempts + 1,
+                    next_attempt_at=next_attempt_at,
+                    lease_until=None,
+                    lease_owner=None,
+                    last_error=error[:500],
+                )
+            )
+
+    async def mark_dead(self, notices: Sequence[Notice], *, channel: str, owner: str, error: str) -> None:
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                update(deliveries)
+                .where(_held(notices, channel, owner))
+                .values(
+                    status=DEAD,
+                    attempts=deliveries.c.attempts + 1,
+                    lease_until=None,
+                    lease_owner=None,
+                    last_error=error[:500],
+                )
+            )
+
+    async def release(self, notices: Sequence[Notice], *, channel: str, owner: str) -> None:
+        """Held deliveries that were not sent (a stop): pending again, at once for another."""
+        if not notices:
+            return
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                update(deliveries)
+                .where(_held(notices, channel, owner))
+                .values(status=PENDING, lease_until=None, lease_owner=None)
+            )
+
+    async def attempts_and_age(self, notices: Sequence[Notice], *, channel: str) -> tuple[int, datetime]:
+        """The most attempts and the earliest intake among ``notices``."""
+        async with self.engine.connect() as connection:
+            row = (
+                await connection.execute(
+                    select(func.max(deliveries.c.attempts), func.min(deliveries.c.created_at)).where(
+                        deliveries.c.channel == channel,
+                        deliveries.c.notice_id.in_([notice.notice_id for notice in notices]),
+                    )
+                )
+            ).one()
+        return int(row[0] or 0), row[1] or utc_now()
+
+    async def pending_counts(self) -> dict[str, int]:
+        """Deliveries not finished yet, per channel."""
+        async with self.engine.connect() as connection:
+            rows = await connection.execute(
+                select(deliveries.c.channel, func.count())
+                .where(deliveries.c.status.in_((PENDING, SENDING)))
+                .group_by(deliveries.c.channel)
+            )
+            return {channel: int(count) for channel, count in rows}
+
+    async def prune(self, *, before: datetime, limit: int = 10_000) -> int:
+        """Delete up to ``limit`` finished deliveries taken in before ``before``."""
+        async with self.engine.begin() as connection:
+            keys = (
+                await connection.execute(
+                    select(deliveries.c.notice_id, deliveries.c.channel)
+                    .where(deliveries.c.status.in_(FINISHED), deliveries.c.created_at < before)
+                    .limit(limit)
+                )
+            ).all()
+            if not keys:
+                return 0
+            await connection.execute(
+                delete(deliveries).where(
+                    tuple_(deliveries.c.notice_id, deliveries.c.channel).in_([tuple(key) for key in keys])
+                )
+            )
+            return len(keys)
+
+
+def _due(now: datetime) -> Any:
+    return or_(
+        and_(deliveries.c.status == PENDING, deliveries.c.next_attempt_at <= now),
+        and_(deliveries.c.status == SENDING, deliveries.c.lease_until < now),
+    )
+
+
+def _held(notices: Sequence[Notice], channel: str, owner: str) -> Any:
+    return and_(
+        deliveries.c.channel == channel,
+        deliveries.c.notice_id.in_([notice.notice_id for notice in notices]),
+        deliveries.c.status == SENDING,
+        deliveries.c.lease_owner == owner,
+    )

@@ -1,0 +1,167 @@
+"""The notifier's process (``token-refresh notify``): intake, one dispatcher per channel, probes
+and metrics, housekeeping; it runs until SIGTERM or SIGINT, then stops reading, hands back the
+deliveries it claimed but did not start, and lets the sends in flight finish."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import socket
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+
+from stream_app.notify.channel import Channel
+from stream_app.notify.channels import load_channels
+from stream_app.notify.dead_letters import DeadLetters
+from stream_app.notify.dispatch import ChannelDispatcher
+from stream_app.notify.http import HttpServer, create_app
+from stream_app.notify.intake import Intake
+from stream_app.notify.kafka import dead_letter_producer, ensure_dead_letter_topic
+from stream_app.notify.metrics import NotifyMetrics
+from stream_app.notify.policy import DeliveryPolicy, QuietHours
+from stream_app.notify.settings import NotifyConfigurationError, NotifySettings
+from stream_app.notify.store import SchemaTooNew, Store, utc_now
+
+log = logging.getLogger(__name__)
+
+_GAUGE_INTERVAL_SECONDS = 5.0
+_PRUNE_INTERVAL_SECONDS = 3600.0
+_RETRY_BATCH_SECONDS = 2.0
+
+
+class Notifier:
+    def __init__(
+        self,
+        settings: NotifySettings,
+        channels: Sequence[Channel],
+        *,
+        now: Callable[[], datetime] = utc_now,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings, self.channels, self._now, self._rng = settings, list(channels), now, rng
+        self.metrics = NotifyMetrics()
+        self.metrics.declare([channel.name for channel in self.channels])
+        self.store = Store(settings.database_url.get_secret_value())
+        bounds = settings.quiet_hours()
+        quiet = QuietHours(*bounds, zone=settings.notify_quiet_hours_timezone) if bounds else None
+        self.policy = DeliveryPolicy(quiet, settings.notify_reauth_notice_interval_hours)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.intake: Intake | None = None
+        self.http: HttpServer | None = None
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def ready(self) -> str | None:
+        if self.intake is None or not self.intake.started:
+            return "the consumer is not running"
+        await self.store.ping()
+        return None
+
+    async def run(self) -> None:
+        settings = self.settings
+        try:
+            await self.store.prepare()
+        except SchemaTooNew as exc:
+            raise NotifyConfigurationError(str(exc)) from None
+        await ensure_dead_letter_topic(settings)
+        producer = dead_letter_producer(settings)
+        await producer.start()
+        dead_letters = DeadLetters(producer, settings.notify_dlq_topic)
+        dispatchers = {
+            channel.name: ChannelDispatcher(
+                channel, self.store, settings, self.policy, self.metrics, dead_letters, self.owner, self._now, self._rng
+            )
+            for channel in self.channels
+        }
+
+        def wake(names: set[str]) -> None:
+            for name in names:
+                dispatchers[name].wake()
+
+        intake = Intake(settings, self.store, self.channels, self.policy, self.metrics, dead_letters, wake, self._now)
+        self.intake = intake
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            await intake.start()
+            if settings.notify_http_port:
+                self.http = HttpServer(
+                    create_app(self.metrics, self.ready), settings.notify_http_host, settings.notify_http_port
+                )
+                await self.http.start()
+            tasks = [asyncio.create_task(dispatcher.run()) for dispatcher in dispatchers.values()]
+            tasks.append(asyncio.create_task(self._housekeeping()))
+            log.info(
+                "notify: running (group %s, channels: %s)",
+                settings.consumer_group,
+                ", ".join(dispatchers) or "none configured",
+            )
+            await self._read(intake)
+        finally:
+            self._stop.set()
+            await intake.stop()
+            for dispatcher in dispatchers.values():
+                dispatcher.stop()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.http is not None:
+                await self.http.stop()
+            await producer.stop()
+            for channel in self.channels:
+                with contextlib.suppress(Exception):
+                    await channel.aclose()
+            await self.store.dispose()
+            log.info("notify: stopped")
+
+    async def _read(self, intake: Intake) -> None:
+        while not self._stop.is_set():
+            batch = await intake.consumer.getmany(timeout_ms=200, max_records=500)
+            if not batch:
+                continue
+            try:
+                await intake.process(batch)
+            except Exception as exc:
+                # The store (or the broker) away: nothing of the batch is committed; read it again.
+                log.error("notify: a batch could not be taken in (%s); reading it again", type(exc).__name__)
+                for partition, records in batch.items():
+                    intake.consumer.seek(partition, records[0].offset)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), _RETRY_BATCH_SECONDS)
+
+    async def _housekeeping(self) -> None:
+        """The queued gauges, and the pruning of finished deliveries past NOTIFY_RETENTION_DAYS."""
+        loop = asyncio.get_running_loop()
+        next_prune = loop.time()
+        retention = timedelta(days=self.settings.notify_retention_days)
+        while not self._stop.is_set():
+            try:
+                counts = await self.store.pending_counts()
+                for channel in self.channels:
+                    self.metrics.queued.labels(channel=channel.name).set(counts.get(channel.name, 0))
+                if loop.time() >= next_prune:
+                    pruned = await self.store.prune(before=self._now() - retention)
+                    if pruned:
+                        log.info("notify: pruned %d finished deliveries", pruned)
+                    next_prune = loop.time() + (_PRUNE_INTERVAL_SECONDS if pruned < 10_000 else 1.0)
+            except Exception as exc:
+                log.warning("notify: housekeeping failed (%s)", type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), _GAUGE_INTERVAL_SECONDS)
+
+
+async def run_notifier(settings: NotifySettings, channels: Sequence[Channel] | None = None) -> None:
+    """Run until SIGTERM or SIGINT. Channels default to the configured ones; none configured
+    still runs (and records nothing: every notice is skipped)."""
+    if channels is None:
+        channels = load_channels(database_url=settings.database_url.get_secret_value())
+    notifier = Notifier(settings, channels)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):  # Windows
+            loop.add_signal_handler(signum, notifier.stop)
+    await notifier.run()
