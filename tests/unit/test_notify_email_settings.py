@@ -137,6 +137,16 @@ def test_the_http_lookup_url(monkeypatch: pytest.MonkeyPatch, url: str, says: st
     assert "NOTIFY_EMAIL_LOOKUP_URL" in text and says in text
 
 
+def test_a_bearer_token_goes_over_https_or_loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    lookup = {"NOTIFY_EMAIL_LOOKUP_SQL": None, "NOTIFY_EMAIL_LOOKUP_BEARER_TOKEN": BEARER}
+    text = problem(monkeypatch, **lookup, NOTIFY_EMAIL_LOOKUP_URL="http://users.internal/{user_id}")
+    assert "NOTIFY_EMAIL_LOOKUP_URL must be https:// (or a loopback address)" in text
+    for url in ("https://users.internal/{user_id}", "http://127.0.0.1:8080/{user_id}", "http://localhost/{user_id}"):
+        assert settings(monkeypatch, **lookup, NOTIFY_EMAIL_LOOKUP_URL=url).lookup_url == url
+    unauthenticated = {"NOTIFY_EMAIL_LOOKUP_SQL": None, "NOTIFY_EMAIL_LOOKUP_BEARER_TOKEN": None}
+    assert settings(monkeypatch, **unauthenticated, NOTIFY_EMAIL_LOOKUP_URL="http://users.internal/{user_id}")
+
+
 def test_the_reconnect_url_may_name_the_platform_only(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings(monkeypatch, NOTIFY_EMAIL_RECONNECT_URL="https://app.example.com/connect/{platform}")
     assert settings(monkeypatch, NOTIFY_EMAIL_RECONNECT_URL="https://app.example.com/settings")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 import string
 from pathlib import Path
@@ -121,6 +122,11 @@ class EmailSettings(BaseSettings):
             _check_lookup_sql(self.lookup_sql)
         if self.lookup_url is not None:
             _check_url_template("NOTIFY_EMAIL_LOOKUP_URL", self.lookup_url, "user_id")
+            if self.lookup_bearer_token is not None and not _private_channel(self.lookup_url):
+                raise ValueError(
+                    "NOTIFY_EMAIL_LOOKUP_URL must be https:// (or a loopback address) when "
+                    "NOTIFY_EMAIL_LOOKUP_BEARER_TOKEN is set: the token would travel in clear"
+                )
         if self.reconnect_url is not None:
             _check_url_template("NOTIFY_EMAIL_RECONNECT_URL", self.reconnect_url, "platform", required=False)
         try:
@@ -145,6 +151,17 @@ def _check_lookup_sql(sql: str) -> None:
     binds = set(text(sql).compile().params)
     if binds != {"user_id"}:
         raise ValueError("NOTIFY_EMAIL_LOOKUP_SQL must have exactly one bind parameter, :user_id")
+
+
+def _private_channel(url_template: str) -> bool:
+    parts = urlsplit(url_template)
+    if parts.scheme == "https":
+        return True
+    host = (parts.hostname or "").lower()
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_url_template(variable: str, template: str, field: str, *, required: bool = True) -> None:
