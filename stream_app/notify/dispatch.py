@@ -150,23 +150,31 @@ class ChannelDispatcher:
                 else:
                     await self.channel.send_digest(digest_platform, notices)
         except DeliveryFailed as exc:
-            await self._failed(notices, exc.reason, permanent=exc.permanent, retry_after=exc.retry_after)
+            await self._failed(
+                notices, digest_platform, exc.reason, permanent=exc.permanent, retry_after=exc.retry_after
+            )
         except TimeoutError:
-            await self._failed(notices, f"no answer within {timeout:g} s", permanent=False, retry_after=None)
+            await self._failed(notices, digest_platform, f"no answer within {timeout:g} s", permanent=False)
         except Exception as exc:  # a channel's bug: its message may quote anything, so only its type
             log.error("notify: %s: send raised %s", self.name, type(exc).__name__)
-            await self._failed(notices, f"the channel raised {type(exc).__name__}", permanent=False, retry_after=None)
+            await self._failed(notices, digest_platform, f"the channel raised {type(exc).__name__}", permanent=False)
         else:
             now = self._now()
             if digest_platform is not None:
-                await self._store.record_digest_sent(channel=self.name, platform=digest_platform, now=now)
+                await self._store.record_digest(channel=self.name, platform=digest_platform, sent_at=now, retry_at=None)
             sent = await self._store.mark_sent(notices, channel=self.name, owner=self._owner, now=now)
             self._metrics.sent.labels(channel=self.name).inc(len(notices))
             if sent < len(notices):
                 log.warning("notify: %s: %d sent after their lease lapsed", self.name, len(notices) - sent)
 
     async def _failed(
-        self, notices: Sequence[Notice], reason: str, *, permanent: bool, retry_after: float | None
+        self,
+        notices: Sequence[Notice],
+        digest_platform: str | None,
+        reason: str,
+        *,
+        permanent: bool,
+        retry_after: float | None = None,
     ) -> None:
         self._metrics.failed.labels(channel=self.name).inc()
         attempts, taken_in = await self._store.attempts_and_age(notices, channel=self.name)
@@ -195,6 +203,12 @@ class ChannelDispatcher:
             delay = max(delay, retry_after)
         next_attempt_at = self._policy.not_before(now + timedelta(seconds=delay), user_facing=self.channel.user_facing)
         log.info("notify: %s: attempt %d failed (%s); next in %.1f s", self.name, attempts, reason, delay)
+        if digest_platform is not None:
+            # The digest waits, not its notices: its retry gathers them and those come meanwhile.
+            await self._store.record_digest(
+                channel=self.name, platform=digest_platform, sent_at=None, retry_at=next_attempt_at
+            )
+            next_attempt_at = now
         await self._store.reschedule(
             notices, channel=self.name, owner=self._owner, next_attempt_at=next_attempt_at, error=reason
         )

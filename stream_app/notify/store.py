@@ -116,7 +116,10 @@ digests = Table(
     metadata,
     Column("channel", String(64), primary_key=True),
     Column("platform", String(64), primary_key=True),
-    Column("last_sent_at", UtcDateTime, nullable=False),
+    Column("last_sent_at", UtcDateTime, nullable=True),
+    # After a failed digest: its next try (the notices wait here, not each on its own backoff,
+    # so the retry gathers them all, with those that arrived meanwhile).
+    Column("retry_at", UtcDateTime, nullable=True),
 )
 
 schema_versions = Table("notify_schema_version", metadata, Column("version", Integer, nullable=False))
@@ -287,7 +290,7 @@ class Store:
 
     async def digest_platforms_due(self, *, channel: str, now: datetime, window_seconds: float) -> list[str]:
         """Platforms with digest deliveries due on ``channel`` whose last digest is older than
-        the window."""
+        the window and whose failed digest (if any) is due again."""
         async with self.engine.connect() as connection:
             platforms = (
                 await connection.execute(
@@ -296,16 +299,20 @@ class Store:
                     .distinct()
                 )
             ).scalars()
-            last_sent = dict(
-                await connection.execute(
-                    select(digests.c.platform, digests.c.last_sent_at).where(digests.c.channel == channel)
-                )
-            )
-        return [
-            platform
-            for platform in platforms
-            if platform not in last_sent or (now - last_sent[platform]).total_seconds() >= window_seconds
-        ]
+            states = {
+                row.platform: row
+                for row in await connection.execute(select(digests).where(digests.c.channel == channel))
+            }
+        due = []
+        for platform in platforms:
+            state = states.get(platform)
+            if state is not None and state.retry_at is not None and state.retry_at > now:
+                continue
+            if state is not None and state.last_sent_at is not None:
+                if (now - state.last_sent_at).total_seconds() < window_seconds:
+                    continue
+            due.append(platform)
+        return due
 
     async def claim_digest(
         self, *, channel: str, platform: str, owner: str, now: datetime, lease_until: datetime
@@ -392,13 +399,17 @@ class Store:
             )
         )
 
-    async def record_digest_sent(self, *, channel: str, platform: str, now: datetime) -> None:
+    async def record_digest(
+        self, *, channel: str, platform: str, sent_at: datetime | None, retry_at: datetime | None
+    ) -> None:
+        """A digest was sent (``sent_at``), or failed and is tried again at ``retry_at``."""
+        values: dict[str, Any] = {"retry_at": retry_at}
+        if sent_at is not None:
+            values["last_sent_at"] = sent_at
         async with self.engine.begin() as connection:
-            statement = self._insert(digests).values(channel=channel, platform=platform, last_sent_at=now)
+            statement = self._insert(digests).values(channel=channel, platform=platform, **values)
             await connection.execute(
-                statement.on_conflict_do_update(
-                    index_elements=["channel", "platform"], set_={"last_sent_at": statement.excluded.last_sent_at}
-                )
+                statement.on_conflict_do_update(index_elements=["channel", "platform"], set_=values)
             )
 
     async def renew(self, notices: Sequence[Notice], *, channel: str, owner: str, lease_until: datetime) -> int:

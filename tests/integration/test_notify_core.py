@@ -61,6 +61,7 @@ class RecordingChannel:
     calls: list[tuple[float, Notice]] = field(default_factory=list)
     sent: list[Notice] = field(default_factory=list)
     digests: list[tuple[str, list[Notice]]] = field(default_factory=list)
+    digest_calls: list[list[Notice]] = field(default_factory=list)
 
     def route(self, notice: Notice) -> Route:
         return self.routes.get(notice.kind, Route.SKIP)
@@ -73,6 +74,7 @@ class RecordingChannel:
 
     async def send_digest(self, platform: str, notices: Sequence[Notice]) -> None:
         self.calls.append((time.monotonic(), notices[0]))
+        self.digest_calls.append(list(notices))
         if self.behaviour is not None:
             await self.behaviour(notices[0], len(self.calls))
         self.digests.append((platform, list(notices)))
