@@ -53,13 +53,14 @@ class Malformed(Exception):
 
 @dataclass(frozen=True)
 class Received:
-    """What one record says: its notice (None for connection.created), whether it tells of a
-    problem, and whether it shows the connection recovered or revoked."""
+    """What one record says: its notice, whether it tells of a problem, and whether it shows
+    the connection recovered or revoked."""
 
-    notice: Notice | None
+    notice: Notice
     problem: bool
     recovers: bool
     revokes: bool
+    told: bool = True  # False: only a signal (connection.created), not a notice for channels
 
 
 def read_record(default_topic: str, value: bytes | None) -> Received:
@@ -86,10 +87,9 @@ def read_record(default_topic: str, value: bytes | None) -> Received:
     if default_topic == "connection.created":
         if event.event_type != "connection.created":
             raise Malformed(f"not a connection.created event: event_type is {event.event_type!r}")
-        envelope = Event.model_validate(event.model_dump()).model_dump(mode="json")  # the envelope only
-        return Received(
-            _notice(event, "refreshed", event.user_id, envelope), problem=False, recovers=True, revokes=False
-        )
+        # Read as the bare envelope (Event ignores the rest): its ciphertexts are never kept.
+        notice = _notice(event, "refreshed", event.user_id)
+        return Received(notice, problem=False, recovers=True, revokes=False, told=False)
     if isinstance(event, TokenRefreshed):
         return Received(_notice(event, "refreshed", event.user_id), problem=False, recovers=True, revokes=False)
     if isinstance(event, TokenNeedsReauth):
@@ -102,14 +102,14 @@ def read_record(default_topic: str, value: bytes | None) -> Received:
     raise Malformed(f"not a {default_topic} event")
 
 
-def _notice(event: Any, kind: NoticeKind, user_id: Any, data: Mapping[str, Any] | None = None) -> Notice:
+def _notice(event: Any, kind: NoticeKind, user_id: Any) -> Notice:
     return Notice(
         notice_id=event.event_id,
         kind=kind,
         platform=event.platform,
         user_id=user_id,
         occurred_at=event.occurred_at,
-        event=data if data is not None else event.model_dump(mode="json"),
+        event=event.model_dump(mode="json"),
     )
 
 
@@ -187,9 +187,10 @@ class Intake:
                     malformed.append((record, str(exc)))
         now = self._now()
         outcome = BatchOutcome(Counter(), Counter(), Counter(), Counter())
-        async with self._store.begin() as connection:
-            for item in received:
-                await self._take_in(connection, item, now, outcome)
+        if self._channels:  # none configured: nothing to record
+            async with self._store.begin() as connection:
+                for item in received:
+                    await self._take_in(connection, item, now, outcome)
         for record, reason in malformed:  # after the store commit, before the offsets
             await self._dead_letters.record(
                 topic=record.topic,
@@ -217,8 +218,6 @@ class Intake:
 
     async def _take_in(self, connection: AsyncConnection, item: Received, now: datetime, outcome: BatchOutcome) -> None:
         notice = item.notice
-        if notice is None:
-            return
         planned: list[tuple[Notice, Channel, Route, bool]] = []
         if notice.user_id is not None and (item.recovers or item.revokes):
             if item.recovers:
@@ -246,7 +245,7 @@ class Intake:
                         now=now,
                     )
                 )
-        if notice.event.get("event_type") != "connection.created":
+        if item.told:
             for channel in self._channels.values():
                 route = channel.route(notice)
                 if route is not Route.SKIP:

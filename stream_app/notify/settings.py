@@ -58,7 +58,7 @@ class NotifySettings(BaseSettings):
     notify_queue_size: int = Field(default=100, ge=1, le=10_000)
     notify_senders_per_channel: int = Field(default=4, ge=1, le=100)
     # A send's deadline, and a claimed delivery's hold (another notifier re-sends it once lapsed).
-    notify_send_timeout_seconds: float = Field(default=30, gt=0)
+    notify_send_timeout_seconds: float = Field(default=60, gt=0)
     notify_lease_seconds: float = Field(default=120, gt=0)
     # Retries: a full-jitter exponential backoff (uniform 0 .. min(max, base x 2^attempts)),
     # never sooner than a Retry-After; a delivery still failing this long after it was taken in

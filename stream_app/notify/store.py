@@ -154,6 +154,8 @@ class Store:
     async def prepare(self) -> None:
         """Create the tables (or check they are of this version): at the notifier's start."""
         async with self.engine.begin() as connection:
+            if not self.is_sqlite:  # notifiers starting together: one creates, the others wait
+                await connection.execute(text("SELECT pg_advisory_xact_lock(7395021462)"))
             await connection.run_sync(metadata.create_all)
             found = (await connection.execute(select(func.max(schema_versions.c.version)))).scalar()
             if found is None:

@@ -29,7 +29,7 @@ from stream_app.notify.store import SchemaTooNew, Store, utc_now
 
 log = logging.getLogger(__name__)
 
-_GAUGE_INTERVAL_SECONDS = 5.0
+_GAUGE_INTERVAL_SECONDS = 5.0  # at most (NOTIFY_POLL_INTERVAL_SECONDS x 20 when shorter)
 _PRUNE_INTERVAL_SECONDS = 3600.0
 _RETRY_BATCH_SECONDS = 2.0
 
@@ -128,8 +128,10 @@ class Notifier:
             except Exception as exc:
                 # The store (or the broker) away: nothing of the batch is committed; read it again.
                 log.error("notify: a batch could not be taken in (%s); reading it again", type(exc).__name__)
+                assigned = intake.consumer.assignment()  # a rebalance may have moved some away
                 for partition, records in batch.items():
-                    intake.consumer.seek(partition, records[0].offset)
+                    if partition in assigned:
+                        intake.consumer.seek(partition, records[0].offset)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), _RETRY_BATCH_SECONDS)
 
@@ -151,7 +153,9 @@ class Notifier:
             except Exception as exc:
                 log.warning("notify: housekeeping failed (%s)", type(exc).__name__)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), _GAUGE_INTERVAL_SECONDS)
+                await asyncio.wait_for(
+                    self._stop.wait(), min(_GAUGE_INTERVAL_SECONDS, 20 * self.settings.notify_poll_interval_seconds)
+                )
 
 
 async def run_notifier(settings: NotifySettings, channels: Sequence[Channel] | None = None) -> None:

@@ -8,7 +8,7 @@ import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from schemas import TokenRevoked
+from schemas import ConnectionCreated, TokenRevoked
 from stream_app.notify.channel import DeliveryFailed, Route
 from stream_app.notify.notice import Notice, recovered_notice_id
 from tests.integration.test_notify_core import (
@@ -217,3 +217,26 @@ async def test_a_failed_digest_is_retried_and_notices_arriving_meanwhile_wait_fo
     assert [n.notice_id for n in retried] == [first.event_id, meanwhile.event_id]
     ((_, sent),) = ops.digests
     assert sent == retried
+
+
+CIPHERTEXT = "ab" * 12 + ":" + "cd" * 16 + ":" + "ef" * 24
+
+
+async def test_a_new_connection_is_a_recovery_and_its_ciphertexts_are_kept_nowhere(setup: Setup) -> None:
+    user_facing, other = mail(), hook()
+    user = uuid.uuid4()
+    problem = needs_reauth(user)
+    async with running(setup.settings(), [user_facing, other]) as notifier:
+        await setup.publish(problem)
+        await eventually(lambda: metric(notifier, "sent", "mail") == 1)
+        reconnected = ConnectionCreated(
+            user_id=user, platform="spotify", access_token=CIPHERTEXT, refresh_token=CIPHERTEXT, token_expires_at=None
+        )
+        await setup.publish(reconnected)
+        await eventually(lambda: len(user_facing.sent) == 2 and len(other.sent) == 2, what="the recovered notices")
+    told = user_facing.sent[1]
+    assert told.kind == "recovered" and told.notice_id == recovered_notice_id(reconnected.event_id)
+    assert told.event["event_type"] == "connection.created"
+    assert [n.kind for n in other.sent] == ["needs_reauth", "recovered"]  # connection.created is no notice itself
+    stored = [str(row.event) for row in await setup.rows()]
+    assert CIPHERTEXT not in user_facing.everything_told() + other.everything_told() + "".join(stored)

@@ -1,0 +1,84 @@
+"""How the notifier reads each topic's records, and what it refuses (without echoing values)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from schemas import ConnectionCreated, ProviderCircuitChanged, TokenRefreshFailed, TokenRevoked
+from stream_app.notify.dead_letters import readable_key
+from stream_app.notify.intake import Malformed, read_record
+
+CIPHERTEXT = "ab" * 12 + ":" + "cd" * 16 + ":" + "ef" * 24
+
+
+def test_connection_created_is_a_recovery_signal_whose_ciphertexts_are_not_kept() -> None:
+    event = ConnectionCreated(
+        user_id=uuid.uuid4(),
+        platform="spotify",
+        access_token=CIPHERTEXT,
+        refresh_token=CIPHERTEXT,
+        token_expires_at=None,
+    )
+    received = read_record("connection.created", event.to_bytes())
+    assert received.recovers and not received.told and not received.problem
+    assert CIPHERTEXT not in json.dumps(received.notice.event)
+    assert set(received.notice.event) == {
+        "event_id",
+        "event_type",
+        "schema_version",
+        "occurred_at",
+        "user_id",
+        "platform",
+    }
+
+
+@pytest.mark.parametrize(("will_retry", "problem"), [(True, False), (False, True)])
+def test_a_refresh_failure_is_a_problem_only_when_it_will_not_be_retried(will_retry: bool, problem: bool) -> None:
+    event = TokenRefreshFailed(
+        user_id=uuid.uuid4(), platform="github", error_class="server_error", status="error", will_retry=will_retry
+    )
+    received = read_record("token.refresh_failed", event.to_bytes())
+    assert received.notice.kind == "refresh_failed" and received.problem is problem and received.told
+
+
+def test_revocations_and_circuits() -> None:
+    revoked = TokenRevoked(
+        user_id=uuid.uuid4(),
+        platform="x",
+        reason="security",
+        revocation="failed",
+        tokens_wiped=False,
+        disconnect_event_id=uuid.uuid4(),
+    )
+    received = read_record("token.revoked", revoked.to_bytes())
+    assert received.revokes and received.notice.kind == "revoked"
+    circuit = ProviderCircuitChanged(platform="spotify", state="open", worker="w1", cool_down_seconds=60)
+    received = read_record("provider.circuit_changed", circuit.to_bytes())
+    assert received.notice.kind == "circuit_opened" and received.notice.user_id is None
+    assert received.notice.notice_id == circuit.event_id
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (None, "no value (a tombstone)"),
+        (b"\xff\xfe", "not JSON: "),
+        (b"[1, 2]", "not a JSON object but list"),
+        (b'{"event_type": "token.needs_reauth", "reason": "ya29.SECRET"}', "not a token.needs_reauth event: "),
+    ],
+)
+def test_a_malformed_record_is_refused_with_a_reason_that_quotes_nothing(value: bytes | None, reason: str) -> None:
+    with pytest.raises(Malformed) as raised:
+        read_record("token.needs_reauth", value)
+    assert str(raised.value).startswith(reason)
+    assert "SECRET" not in str(raised.value)
+
+
+def test_only_keys_of_the_services_shapes_stay_readable() -> None:
+    user = uuid.uuid4()
+    assert readable_key(f"{user}:spotify".encode()) == f"{user}:spotify"
+    assert readable_key(b"spotify") == "spotify"
+    assert readable_key(b"ya29.some-token") is None and readable_key(b"\xff") is None and readable_key(None) is None

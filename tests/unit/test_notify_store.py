@@ -1,0 +1,70 @@
+"""The notifier's store on SQLite (the demo's database): its schema version, the dedupe key,
+retention of finished deliveries."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+from stream_app.notify.channel import Route
+from stream_app.notify.intake import delivery_row
+from stream_app.notify.notice import Notice
+from stream_app.notify.store import SchemaTooNew, Store, deliveries, schema_versions
+
+NOW = datetime(2026, 5, 1, 12, tzinfo=UTC)
+
+
+def notice() -> Notice:
+    return Notice(uuid.uuid4(), "needs_reauth", "spotify", uuid.uuid4(), NOW, {"event_type": "token.needs_reauth"})
+
+
+def row(item: Notice, status: str = "pending", created_at: datetime = NOW) -> dict[str, object]:
+    return delivery_row(
+        item, channel="mail", route=Route.NOW, problem=True, status=status, next_attempt_at=NOW, now=created_at
+    )
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> Store:
+    made = Store(f"sqlite+aiosqlite:///{tmp_path / 'notify.db'}")
+    await made.prepare()
+    return made
+
+
+async def test_the_schema_is_created_once_and_a_newer_one_is_refused(store: Store) -> None:
+    await store.prepare()  # again: nothing changes
+    async with store.begin() as connection:
+        assert (await connection.execute(select(schema_versions.c.version))).scalars().all() == [1]
+        await connection.execute(update(schema_versions).values(version=2))
+    with pytest.raises(SchemaTooNew, match="DATABASE_URL: the notifier's tables are at schema version 2"):
+        await store.prepare()
+    await store.dispose()
+
+
+async def test_a_key_is_inserted_once(store: Store) -> None:
+    first, second = notice(), notice()
+    async with store.begin() as connection:
+        assert await store.insert_deliveries(connection, [row(first)]) == {(first.notice_id, "mail")}
+        inserted = await store.insert_deliveries(connection, [row(first), row(second)])
+    assert inserted == {(second.notice_id, "mail")}
+    await store.dispose()
+
+
+async def test_finished_deliveries_past_the_retention_are_pruned_and_nothing_else(store: Store) -> None:
+    old = NOW - timedelta(days=40)
+    kept_pending, kept_recent = notice(), notice()
+    pruned = [notice() for _ in range(4)]
+    rows = [row(n, status, old) for n, status in zip(pruned, ("sent", "dead", "suppressed", "dropped"), strict=True)]
+    rows += [row(kept_pending, "pending", old), row(kept_recent, "sent", NOW)]
+    async with store.begin() as connection:
+        await store.insert_deliveries(connection, rows)
+    assert await store.prune(before=NOW - timedelta(days=30), limit=3) == 3
+    assert await store.prune(before=NOW - timedelta(days=30)) == 1
+    async with store.begin() as connection:
+        left = set((await connection.execute(select(deliveries.c.notice_id))).scalars())
+    assert left == {kept_pending.notice_id, kept_recent.notice_id}
+    await store.dispose()
