@@ -117,6 +117,8 @@ class ChannelDispatcher:
                 log.exception("notify: %s: a delivery's outcome could not be recorded", self.name)
             finally:
                 self._held.discard(notice.notice_id)
+                if self._queue.qsize() <= self._queue.maxsize // 2:
+                    self._wake.set()  # room for more: the feeder need not wait for its poll
 
     async def _digests(self) -> None:
         window = self.channel.digest_window_seconds

@@ -15,6 +15,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from stream_app.notify.channel import Channel
 from stream_app.notify.channels import load_channels
 from stream_app.notify.dead_letters import DeadLetters
@@ -70,6 +72,13 @@ class Notifier:
             await self.store.prepare()
         except SchemaTooNew as exc:
             raise NotifyConfigurationError(str(exc)) from None
+        except (SQLAlchemyError, OSError) as exc:  # only the class: a driver's text may quote the URL
+            cause: BaseException = exc
+            while cause.__cause__ is not None:  # the driver's own error, under SQLAlchemy's wrappers
+                cause = cause.__cause__
+            raise NotifyConfigurationError(
+                f"DATABASE_URL: the notifier's tables could not be prepared ({type(cause).__name__})"
+            ) from None
         await ensure_dead_letter_topic(settings)
         producer = dead_letter_producer(settings)
         await producer.start()

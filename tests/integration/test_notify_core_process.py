@@ -4,6 +4,10 @@ probes and metrics over HTTP, and the SQLite store the demo runs on."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -124,3 +128,42 @@ async def test_the_demos_sqlite_store_delivers_once_and_deduplicates_a_replay(
     async with running(setup.settings(kafka_app_id=f"again-{setup.suffix}"), [channel]) as notifier:
         await eventually(lambda: metric(notifier, "deduplicated", "rec") == 5, what="five deduplicated")
     assert len(channel.sent) == 5
+
+
+async def test_token_refresh_notify_runs_until_sigterm_and_stops_cleanly(setup: Setup) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": setup.database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": setup.bootstrap,
+        "KAFKA_APP_ID": f"cli-{setup.suffix}",
+        "NOTIFY_DLQ_TOPIC": setup.dlq,
+        "NOTIFY_HTTP_HOST": "127.0.0.1",
+        "NOTIFY_HTTP_PORT": str(port),
+        **{f"TOPIC_{name.replace('.', '_').upper()}": topic for name, topic in setup.topics.items()},
+    }
+    with subprocess.Popen(
+        [sys.executable, "-m", "stream_app", "notify"], env=env, stderr=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            async with aiohttp.ClientSession() as http:
+                deadline = asyncio.get_running_loop().time() + 30
+                while True:
+                    assert process.poll() is None, "the notifier exited"
+                    try:
+                        async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
+                            if response.status == 200:
+                                break
+                    except aiohttp.ClientConnectionError:
+                        pass
+                    assert asyncio.get_running_loop().time() < deadline, "never ready"
+                    await asyncio.sleep(0.1)
+            process.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(asyncio.to_thread(process.wait), 20)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert process.stderr is not None
+        log = process.stderr.read()
+    assert code == 0
+    assert "notify: running (group cli-" in log and "notify: stopped" in log
