@@ -131,7 +131,12 @@ class ChannelDispatcher:
                     if self._stopping:
                         break
                     notices = await self._store.claim_digest(
-                        channel=self.name, platform=platform, owner=self._owner, now=now, lease_until=now + self._lease
+                        channel=self.name,
+                        platform=platform,
+                        owner=self._owner,
+                        now=now,
+                        lease_until=now + self._lease,
+                        window_seconds=window,
                     )
                     if notices:
                         await self._deliver(notices, digest_platform=platform)
@@ -194,6 +199,10 @@ class ChannelDispatcher:
             else:
                 await self._store.mark_dead(notices, channel=self.name, owner=self._owner, error=reason)
                 self._metrics.dead_lettered.labels(channel=self.name).inc(len(notices))
+                if digest_platform is not None:  # the platform's next digest need not wait
+                    await self._store.record_digest(
+                        channel=self.name, platform=digest_platform, sent_at=None, retry_at=None
+                    )
                 return
         delay = full_jitter_backoff(
             attempts,

@@ -120,6 +120,8 @@ digests = Table(
     # After a failed digest: its next try (the notices wait here, not each on its own backoff,
     # so the retry gathers them all, with those that arrived meanwhile).
     Column("retry_at", UtcDateTime, nullable=True),
+    # A digest being sent (by any notifier) until then: one at a time per (channel, platform).
+    Column("in_flight_until", UtcDateTime, nullable=True),
 )
 
 schema_versions = Table("notify_schema_version", metadata, Column("version", Integer, nullable=False))
@@ -305,22 +307,34 @@ class Store:
                 row.platform: row
                 for row in await connection.execute(select(digests).where(digests.c.channel == channel))
             }
-        due = []
-        for platform in platforms:
-            state = states.get(platform)
-            if state is not None and state.retry_at is not None and state.retry_at > now:
-                continue
-            if state is not None and state.last_sent_at is not None:
-                if (now - state.last_sent_at).total_seconds() < window_seconds:
-                    continue
-            due.append(platform)
-        return due
+        return [platform for platform in platforms if _digest_due(states.get(platform), now, window_seconds)]
 
     async def claim_digest(
-        self, *, channel: str, platform: str, owner: str, now: datetime, lease_until: datetime
+        self,
+        *,
+        channel: str,
+        platform: str,
+        owner: str,
+        now: datetime,
+        lease_until: datetime,
+        window_seconds: float,
     ) -> list[Notice]:
-        """Every due digest delivery of (channel, platform), held by ``owner``, oldest first."""
+        """Every due digest delivery of (channel, platform), held by ``owner``, oldest first; none
+        while another digest of it is in flight or its window or retry has not come (checked
+        under the digest's row lock, so notifiers side by side send one at a time)."""
         async with self.engine.begin() as connection:
+            await connection.execute(
+                self._insert(digests).values(channel=channel, platform=platform).on_conflict_do_nothing()
+            )
+            state = (
+                await connection.execute(
+                    select(digests)
+                    .where(digests.c.channel == channel, digests.c.platform == platform)
+                    .with_for_update()
+                )
+            ).one()
+            if not _digest_due(state, now, window_seconds):
+                return []
             keys = (
                 await connection.execute(
                     select(deliveries.c.notice_id, deliveries.c.channel)
@@ -340,6 +354,11 @@ class Store:
                 .where(tuple_(deliveries.c.notice_id, deliveries.c.channel).in_([tuple(key) for key in keys]))
                 .values(status=SENDING, lease_owner=owner, lease_until=lease_until)
                 .returning(*deliveries.c)
+            )
+            await connection.execute(
+                update(digests)
+                .where(digests.c.channel == channel, digests.c.platform == platform)
+                .values(in_flight_until=lease_until)
             )
             return sorted((to_notice(row) for row in rows), key=lambda notice: notice.occurred_at)
 
@@ -405,7 +424,7 @@ class Store:
         self, *, channel: str, platform: str, sent_at: datetime | None, retry_at: datetime | None
     ) -> None:
         """A digest was sent (``sent_at``), or failed and is tried again at ``retry_at``."""
-        values: dict[str, Any] = {"retry_at": retry_at}
+        values: dict[str, Any] = {"retry_at": retry_at, "in_flight_until": None}
         if sent_at is not None:
             values["last_sent_at"] = sent_at
         async with self.engine.begin() as connection:
@@ -506,6 +525,17 @@ class Store:
                 )
             )
             return len(keys)
+
+
+def _digest_due(state: Any, now: datetime, window_seconds: float) -> bool:
+    """A (channel, platform) digest may go: none in flight, its retry (if any) has come, and its
+    last one is a window old."""
+    if state is None:
+        return True
+    for moment in (state.in_flight_until, state.retry_at):
+        if moment is not None and moment > now:
+            return False
+    return state.last_sent_at is None or (now - state.last_sent_at).total_seconds() >= window_seconds
 
 
 def _due(now: datetime) -> Any:

@@ -8,7 +8,7 @@ import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from schemas import ConnectionCreated, TokenRevoked
+from schemas import ConnectionCreated, ProviderCircuitChanged, TokenRevoked
 from stream_app.notify.channel import DeliveryFailed, Route
 from stream_app.notify.notice import Notice, recovered_notice_id
 from tests.integration.test_notify_core import (
@@ -240,3 +240,19 @@ async def test_a_new_connection_is_a_recovery_and_its_ciphertexts_are_kept_nowhe
     assert [n.kind for n in other.sent] == ["needs_reauth", "recovered"]  # connection.created is no notice itself
     stored = [str(row.event) for row in await setup.rows()]
     assert CIPHERTEXT not in user_facing.everything_told() + other.everything_told() + "".join(stored)
+
+
+async def test_a_circuit_notice_is_a_platforms_not_a_users(setup: Setup) -> None:
+    other = hook()
+    opened = ProviderCircuitChanged(platform="spotify", state="open", worker="host:1", cool_down_seconds=60)
+    async with running(setup.settings(), [other, mail()]):
+        await setup.publish(opened)
+        await eventually(lambda: len(other.sent) == 1, what="the circuit notice")
+    told = other.sent[0]
+    assert (told.kind, told.user_id, told.notice_id, told.platform) == (
+        "circuit_opened",
+        None,
+        opened.event_id,
+        "spotify",
+    )
+    assert [row.channel for row in await setup.rows()] == ["hook"]  # email skips it
