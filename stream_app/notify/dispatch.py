@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
@@ -22,6 +23,9 @@ from stream_app.notify.settings import NotifySettings
 from stream_app.notify.store import Store, utc_now
 
 log = logging.getLogger(__name__)
+
+# A send starts only with at least its timeout and this much of its lease left (else it is renewed).
+_LEASE_MARGIN_SECONDS = 5.0
 
 
 class ChannelDispatcher:
@@ -44,7 +48,8 @@ class ChannelDispatcher:
         self._wake = asyncio.Event()
         self._stopping = False
         self._lease = timedelta(seconds=settings.notify_lease_seconds)
-        self._held: set[object] = set()  # notice ids queued or being sent by this dispatcher
+        # Notice ids queued or being sent by this dispatcher -> the end of their lease.
+        self._held: dict[uuid.UUID, datetime] = {}
 
     @property
     def name(self) -> str:
@@ -86,12 +91,14 @@ class ChannelDispatcher:
             room = self._queue.maxsize - self._queue.qsize()
             now = self._now()
             if room > 0 and not self._quiet(now):
+                lease_until = now + self._lease
                 claimed = await self._store.claim_due(
-                    channel=self.name, limit=room, owner=self._owner, now=now, lease_until=now + self._lease
+                    channel=self.name, limit=room, owner=self._owner, now=now, lease_until=lease_until
                 )
                 for notice in claimed:
-                    if notice.notice_id not in self._held:  # else: ours already, its lease just renewed
-                        self._held.add(notice.notice_id)
+                    queued = notice.notice_id in self._held  # ours already: its lease just renewed
+                    self._held[notice.notice_id] = lease_until
+                    if not queued:
                         self._queue.put_nowait(notice)
                 if len(claimed) == room:
                     await asyncio.sleep(0)  # more may be due: look again once the senders took some
@@ -112,11 +119,11 @@ class ChannelDispatcher:
             if notice is None:
                 return
             try:
-                await self._deliver([notice], digest_platform=None)
+                await self._deliver([notice], digest_platform=None, lease_until=self._held[notice.notice_id])
             except Exception:  # the store away: the lease lapses and the delivery is taken again
                 log.exception("notify: %s: a delivery's outcome could not be recorded", self.name)
             finally:
-                self._held.discard(notice.notice_id)
+                self._held.pop(notice.notice_id, None)
                 if self._queue.qsize() <= self._queue.maxsize // 2:
                     self._wake.set()  # room for more: the feeder need not wait for its poll
 
@@ -130,26 +137,28 @@ class ChannelDispatcher:
                 ):
                     if self._stopping:
                         break
+                    lease_until = now + self._lease
                     notices = await self._store.claim_digest(
                         channel=self.name,
                         platform=platform,
                         owner=self._owner,
                         now=now,
-                        lease_until=now + self._lease,
+                        lease_until=lease_until,
                         window_seconds=window,
                     )
                     if notices:
-                        await self._deliver(notices, digest_platform=platform)
+                        await self._deliver(notices, digest_platform=platform, lease_until=lease_until)
             except Exception:
                 log.exception("notify: %s: digests could not be sent or recorded", self.name)
             await self._idle()
 
-    async def _deliver(self, notices: Sequence[Notice], *, digest_platform: str | None) -> None:
+    async def _deliver(self, notices: Sequence[Notice], *, digest_platform: str | None, lease_until: datetime) -> None:
         timeout = self._settings.notify_send_timeout_seconds
         now = self._now()
-        held = await self._store.renew(notices, channel=self.name, owner=self._owner, lease_until=now + self._lease)
-        if not held:
-            return  # its lease lapsed while it waited, and another notifier took it
+        if (lease_until - now).total_seconds() < timeout + _LEASE_MARGIN_SECONDS:  # it waited long in the queue
+            renewed = now + self._lease
+            if not await self._store.renew(notices, channel=self.name, owner=self._owner, lease_until=renewed):
+                return  # its lease lapsed while it waited, and another notifier took it
         try:
             async with asyncio.timeout(timeout):
                 if digest_platform is None:

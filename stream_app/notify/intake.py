@@ -28,11 +28,11 @@ from stream_app.notify.channel import Channel, Route
 from stream_app.notify.dead_letters import DeadLetters
 from stream_app.notify.kafka import client_options
 from stream_app.notify.metrics import NotifyMetrics
-from stream_app.notify.notice import Notice, NoticeKind
+from stream_app.notify.notice import Notice, NoticeKind, recovered_notice_id
 from stream_app.notify.policy import DeliveryPolicy
-from stream_app.notify.recovery import recover, revoke
+from stream_app.notify.recovery import Ledger
 from stream_app.notify.settings import NotifySettings
-from stream_app.notify.store import PENDING, SUPPRESSED, Store, utc_now
+from stream_app.notify.store import DROPPED, PENDING, SUPPRESSED, Store, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -189,8 +189,7 @@ class Intake:
         outcome = BatchOutcome(Counter(), Counter(), Counter(), Counter())
         if self._channels:  # none configured: nothing to record
             async with self._store.begin() as connection:
-                for item in received:
-                    await self._take_in(connection, item, now, outcome)
+                await self._take_in(connection, received, now, outcome)
         for record, reason in malformed:  # after the store commit, before the offsets
             await self._dead_letters.record(
                 topic=record.topic,
@@ -216,74 +215,84 @@ class Intake:
             for channel, count in counter.items():
                 metric.labels(channel=channel).inc(count)
 
-    async def _take_in(self, connection: AsyncConnection, item: Received, now: datetime, outcome: BatchOutcome) -> None:
+    async def _take_in(
+        self, connection: AsyncConnection, received: Sequence[Received], now: datetime, outcome: BatchOutcome
+    ) -> None:
+        """Record the batch's deliveries: its connections' ledger read once, each event applied to
+        it in order, the changes and the new rows written at the end."""
+        interval = self._policy.reauth_interval
+        connections = {(item.notice.user_id, item.notice.platform) for item in received if item.notice.user_id}
+        reauth_times = [item.notice.occurred_at for item in received if item.notice.kind == "needs_reauth"]
+        window = (min(reauth_times) - interval, max(reauth_times) + interval) if reauth_times and interval else None
+        ledger = await self._store.load_ledger(connection, connections, window)
+        rows: list[dict[str, Any]] = []
+        for item in received:
+            rows.extend(self._plan(ledger, item, now))
+        outcome.dropped.update(await self._store.write_ledger(connection, ledger))
+        inserted = await self._store.insert_deliveries(connection, rows)
+        for row in rows:
+            key = (row["notice_id"], row["channel"])
+            if key not in inserted:
+                outcome.deduplicated[row["channel"]] += 1
+                continue
+            inserted.discard(key)  # the same key again in this batch: a duplicate
+            if row["status"] == SUPPRESSED:
+                outcome.suppressed[row["channel"]] += 1
+            elif row["status"] == DROPPED:
+                outcome.dropped[row["channel"]] += 1
+            else:
+                outcome.accepted[row["channel"]] += 1
+
+    def _plan(self, ledger: Ledger, item: Received, now: datetime) -> list[dict[str, Any]]:
+        """The delivery rows of one event, its effects on the connection recorded in ``ledger``."""
         notice = item.notice
         planned: list[tuple[Notice, Channel, Route, bool]] = []
-        if notice.user_id is not None and (item.recovers or item.revokes):
-            if item.recovers:
-                recovery = await recover(
-                    self._store,
-                    connection,
-                    event_id=notice.notice_id,
-                    user_id=notice.user_id,
-                    platform=notice.platform,
-                    occurred_at=notice.occurred_at,
-                    event=notice.event,
-                    channels=self._channels,
-                    now=now,
-                )
-                outcome.dropped.update(recovery.dropped)
-                planned.extend((recovered, channel, route, False) for recovered, channel, route in recovery.recovered)
-            else:
-                outcome.dropped.update(
-                    await revoke(
-                        self._store,
-                        connection,
-                        user_id=notice.user_id,
-                        platform=notice.platform,
-                        occurred_at=notice.occurred_at,
-                        now=now,
-                    )
-                )
+        connection = (notice.user_id, notice.platform) if notice.user_id is not None else None
+        if connection is not None and item.recovers:
+            recovered = Notice(
+                notice_id=recovered_notice_id(notice.notice_id),
+                kind="recovered",
+                platform=notice.platform,
+                user_id=notice.user_id,
+                occurred_at=notice.occurred_at,
+                event=notice.event,
+            )
+            for name in sorted(ledger.recover(connection, notice.occurred_at)):
+                channel = self._channels.get(name)  # None: no longer configured
+                route = channel.route(recovered) if channel is not None else Route.SKIP
+                if channel is not None and route is not Route.SKIP:
+                    planned.append((recovered, channel, route, False))
+        elif connection is not None and item.revokes:
+            ledger.revoke(connection, notice.occurred_at)
         if item.told:
             for channel in self._channels.values():
                 route = channel.route(notice)
                 if route is not Route.SKIP:
                     planned.append((notice, channel, route, item.problem))
         rows = []
+        interval = self._policy.reauth_interval
         for planned_notice, channel, route, problem in planned:
             status = PENDING
-            if await self._rate_limited(connection, planned_notice, channel):
+            if problem and connection is not None and ledger.stale(connection, planned_notice.occurred_at):
+                status = DROPPED  # read after the connection's recovery (another topic, behind)
+            elif (
+                connection is not None
+                and planned_notice.kind == "needs_reauth"
+                and channel.user_facing
+                and interval
+                and ledger.reauth_limited(connection, channel.name, planned_notice.occurred_at, interval)
+            ):
                 status = SUPPRESSED
-            rows.append(
-                delivery_row(
-                    planned_notice,
-                    channel=channel.name,
-                    route=route,
-                    problem=problem,
-                    status=status,
-                    next_attempt_at=self._policy.not_before(now, user_facing=channel.user_facing),
-                    now=now,
-                )
+            row = delivery_row(
+                planned_notice,
+                channel=channel.name,
+                route=route,
+                problem=problem,
+                status=status,
+                next_attempt_at=self._policy.not_before(now, user_facing=channel.user_facing),
+                now=now,
             )
-        inserted = await self._store.insert_deliveries(connection, rows)
-        for row in rows:
-            if (row["notice_id"], row["channel"]) not in inserted:
-                outcome.deduplicated[row["channel"]] += 1
-            elif row["status"] == SUPPRESSED:
-                outcome.suppressed[row["channel"]] += 1
-            else:
-                outcome.accepted[row["channel"]] += 1
-
-    async def _rate_limited(self, connection: AsyncConnection, notice: Notice, channel: Channel) -> bool:
-        interval = self._policy.reauth_interval
-        if notice.kind != "needs_reauth" or not channel.user_facing or not interval or notice.user_id is None:
-            return False
-        return await self._store.has_recent_reauth_notice(
-            connection,
-            user_id=notice.user_id,
-            platform=notice.platform,
-            channel=channel.name,
-            since=notice.occurred_at - interval,
-            until=notice.occurred_at + interval,
-        )
+            if connection is not None:
+                ledger.taken_in(connection, row)
+            rows.append(row)
+        return rows

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Table,
     Uuid,
     and_,
+    case,
     delete,
     func,
     or_,
@@ -42,8 +43,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.types import TypeDecorator
 
 from stream_app.notify.notice import Notice
+from stream_app.notify.recovery import Connection, Ledger, Problem
 
 SCHEMA_VERSION = 1
+_IN_LIST = 500  # keys per IN list
+_ROWS_PER_INSERT = 1000  # 15 parameters each: under both drivers' limit of 32767
 
 # Delivery statuses. pending: waiting for its time; sending: claimed by a sender under a lease;
 # sent; dead: dead-lettered; suppressed: by the re-auth rate limit; dropped: the connection
@@ -109,6 +113,17 @@ announcements = Table(
     Column("kind", String(32), nullable=False),
     Column("problem_occurred_at", UtcDateTime, nullable=False),
     Column("announced_at", UtcDateTime, nullable=False),
+)
+
+# The latest event that showed a connection's earlier problems over (token.refreshed,
+# connection.created, token.revoked): a problem event read later but older than it (another
+# topic, read behind) is not told.
+resolutions = Table(
+    "notify_resolutions",
+    metadata,
+    Column("user_id", Uuid, primary_key=True),
+    Column("platform", String(64), primary_key=True),
+    Column("resolved_at", UtcDateTime, nullable=False),
 )
 
 digests = Table(
@@ -189,81 +204,100 @@ class Store:
         self, connection: AsyncConnection, rows: Sequence[dict[str, Any]]
     ) -> set[tuple[uuid.UUID, str]]:
         """Insert the rows whose key is new; returns the keys inserted (the others: duplicates)."""
-        if not rows:
-            return set()
-        statement = (
-            self._insert(deliveries)
-            .values(list(rows))
-            .on_conflict_do_nothing(index_elements=["notice_id", "channel"])
-            .returning(deliveries.c.notice_id, deliveries.c.channel)
-        )
-        result = await connection.execute(statement)
-        return {(row.notice_id, row.channel) for row in result}
-
-    async def has_recent_reauth_notice(
-        self,
-        connection: AsyncConnection,
-        *,
-        user_id: uuid.UUID,
-        platform: str,
-        channel: str,
-        since: datetime,
-        until: datetime,
-    ) -> bool:
-        """A needs_reauth delivery of this connection on this channel, told or to be told,
-        whose event is within [since, until]."""
-        query = (
-            select(deliveries.c.notice_id)
-            .where(
-                deliveries.c.user_id == user_id,
-                deliveries.c.platform == platform,
-                deliveries.c.channel == channel,
-                deliveries.c.kind == "needs_reauth",
-                deliveries.c.status.in_((PENDING, SENDING, SENT)),
-                deliveries.c.occurred_at > since,
-                deliveries.c.occurred_at < until,
+        inserted: set[tuple[uuid.UUID, str]] = set()
+        for start in range(0, len(rows), _ROWS_PER_INSERT):
+            statement = (
+                self._insert(deliveries)
+                .values(list(rows[start : start + _ROWS_PER_INSERT]))
+                .on_conflict_do_nothing(index_elements=["notice_id", "channel"])
+                .returning(deliveries.c.notice_id, deliveries.c.channel)
             )
-            .limit(1)
-        )
-        return (await connection.execute(query)).first() is not None
+            inserted.update((row.notice_id, row.channel) for row in await connection.execute(statement))
+        return inserted
 
-    async def drop_pending_problems(
-        self, connection: AsyncConnection, *, user_id: uuid.UUID, platform: str, before: datetime, now: datetime
-    ) -> list[str]:
-        """Pending problem deliveries of the connection from before ``before`` become dropped;
-        returns the channel of each."""
-        statement = (
-            update(deliveries)
-            .where(
-                deliveries.c.user_id == user_id,
-                deliveries.c.platform == platform,
-                deliveries.c.problem.is_(True),
-                deliveries.c.status == PENDING,
-                deliveries.c.occurred_at <= before,
+    async def load_ledger(
+        self, connection: AsyncConnection, connections: set[Connection], reauths: tuple[datetime, datetime] | None
+    ) -> Ledger:
+        """What the store knows of ``connections``: their unfinished problems, their announcements,
+        and (when ``reauths`` is given) their needs_reauth deliveries told or to be told in it."""
+        ledger = Ledger()
+        keys = sorted(connections, key=lambda key: (str(key[0]), key[1]))
+        for start in range(0, len(keys), _IN_LIST):
+            chunk = keys[start : start + _IN_LIST]
+            of_them = tuple_(deliveries.c.user_id, deliveries.c.platform).in_(chunk)
+            problems = await connection.execute(
+                select(deliveries).where(
+                    of_them, deliveries.c.problem.is_(True), deliveries.c.status.in_((PENDING, SENDING))
+                )
             )
-            .values(status=DROPPED, last_error="the connection recovered or was revoked first", sent_at=None)
-            .returning(deliveries.c.channel)
-        )
-        return [row.channel for row in await connection.execute(statement)]
+            for row in problems:
+                ledger.problems[(row.user_id, row.platform)].append(
+                    Problem(row.notice_id, row.channel, row.kind, row.occurred_at, row.status)
+                )
+            told = await connection.execute(
+                select(announcements).where(tuple_(announcements.c.user_id, announcements.c.platform).in_(chunk))
+            )
+            for row in told:
+                ledger.announced[(row.user_id, row.platform)][row.channel] = row.problem_occurred_at
+            resolved = await connection.execute(
+                select(resolutions).where(tuple_(resolutions.c.user_id, resolutions.c.platform).in_(chunk))
+            )
+            for row in resolved:
+                ledger.resolved[(row.user_id, row.platform)] = row.resolved_at
+            if reauths is not None:
+                recent = await connection.execute(
+                    select(
+                        deliveries.c.user_id, deliveries.c.platform, deliveries.c.channel, deliveries.c.occurred_at
+                    ).where(
+                        of_them,
+                        deliveries.c.kind == "needs_reauth",
+                        deliveries.c.status.in_((PENDING, SENDING, SENT)),
+                        deliveries.c.occurred_at > reauths[0],
+                        deliveries.c.occurred_at < reauths[1],
+                    )
+                )
+                for row in recent:
+                    ledger.reauths[((row.user_id, row.platform), row.channel)].append(row.occurred_at)
+        return ledger
 
-    async def announcing_channels(
-        self, connection: AsyncConnection, *, user_id: uuid.UUID, platform: str, before: datetime
-    ) -> set[str]:
-        """Channels that told of a problem of the connection from before ``before``, or are
-        telling it now (a send in flight: its announcement is not written yet)."""
-        told = select(announcements.c.channel).where(
-            announcements.c.user_id == user_id,
-            announcements.c.platform == platform,
-            announcements.c.problem_occurred_at <= before,
-        )
-        telling = select(deliveries.c.channel).where(
-            deliveries.c.user_id == user_id,
-            deliveries.c.platform == platform,
-            deliveries.c.problem.is_(True),
-            deliveries.c.status == SENDING,
-            deliveries.c.occurred_at <= before,
-        )
-        return {row.channel for row in await connection.execute(told.union(telling))}
+    async def write_ledger(self, connection: AsyncConnection, ledger: Ledger) -> list[str]:
+        """Drop the stored problems the batch dropped (those still pending), forget the
+        announcements of recovered or revoked connections; returns the dropped ones' channels."""
+        dropped: list[str] = []
+        for start in range(0, len(ledger.drop_stored), _IN_LIST):
+            chunk = ledger.drop_stored[start : start + _IN_LIST]
+            result = await connection.execute(
+                update(deliveries)
+                .where(tuple_(deliveries.c.notice_id, deliveries.c.channel).in_(chunk), deliveries.c.status == PENDING)
+                .values(status=DROPPED, last_error="the connection recovered or was revoked first")
+                .returning(deliveries.c.channel)
+            )
+            dropped.extend(row.channel for row in result)
+        newly = sorted(ledger.newly_resolved.items(), key=lambda item: (str(item[0][0]), item[0][1]))
+        for start in range(0, len(newly), _IN_LIST):
+            values = [
+                {"user_id": user_id, "platform": platform, "resolved_at": at}
+                for (user_id, platform), at in newly[start : start + _IN_LIST]
+            ]
+            statement = self._insert(resolutions).values(values)
+            later = statement.excluded.resolved_at > resolutions.c.resolved_at
+            await connection.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["user_id", "platform"],
+                    set_={
+                        "resolved_at": case((later, statement.excluded.resolved_at), else_=resolutions.c.resolved_at)
+                    },
+                )
+            )
+        for user_id, platform, before in ledger.forget:
+            await connection.execute(
+                delete(announcements).where(
+                    announcements.c.user_id == user_id,
+                    announcements.c.platform == platform,
+                    announcements.c.problem_occurred_at <= before,
+                )
+            )
+        return dropped
 
     # ---- dispatch ----
 
@@ -508,7 +542,8 @@ class Store:
             return {channel: int(count) for channel, count in rows}
 
     async def prune(self, *, before: datetime, limit: int = 10_000) -> int:
-        """Delete up to ``limit`` finished deliveries taken in before ``before``."""
+        """Delete up to ``limit`` finished deliveries taken in before ``before``, and the
+        resolutions from before it; returns how many rows went."""
         async with self.engine.begin() as connection:
             keys = (
                 await connection.execute(
@@ -524,7 +559,8 @@ class Store:
                     tuple_(deliveries.c.notice_id, deliveries.c.channel).in_([tuple(key) for key in keys])
                 )
             )
-            return len(keys)
+            resolved = await connection.execute(delete(resolutions).where(resolutions.c.resolved_at < before))
+            return len(keys) + int(resolved.rowcount)
 
 
 def _digest_due(state: Any, now: datetime, window_seconds: float) -> bool:

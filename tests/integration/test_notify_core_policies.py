@@ -256,3 +256,18 @@ async def test_a_circuit_notice_is_a_platforms_not_a_users(setup: Setup) -> None
         "spotify",
     )
     assert [row.channel for row in await setup.rows()] == ["hook"]  # email skips it
+
+
+async def test_a_problem_read_after_the_connections_recovery_is_not_told(setup: Setup) -> None:
+    user_facing, other = mail(), hook()
+    user = uuid.uuid4()
+    problem = needs_reauth(user)  # happened first ...
+    recovery = refreshed(user, problem.occurred_at + timedelta(seconds=5))
+    async with running(setup.settings(), [user_facing, other]) as notifier:
+        await setup.publish(recovery)  # ... but its topic is read later
+        await eventually(lambda: len(other.sent) == 1, what="the refresh told")
+        await setup.publish(problem)
+        await eventually(lambda: metric(notifier, "dropped", "mail") == 1, what="the stale problem dropped")
+        assert metric(notifier, "dropped", "hook") == 1
+    assert await rows_of(setup, "mail", user) == [("needs_reauth", "dropped")]
+    assert user_facing.sent == [] and [n.kind for n in other.sent] == ["refreshed"]
