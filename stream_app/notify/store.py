@@ -31,6 +31,7 @@ from sqlalchemy import (
     case,
     delete,
     func,
+    inspect,
     or_,
     select,
     text,
@@ -143,7 +144,7 @@ schema_versions = Table("notify_schema_version", metadata, Column("version", Int
 
 
 class SchemaTooNew(Exception):
-    pass
+    """Tables this notifier cannot use (newer, or of an unreleased build): one line naming DATABASE_URL."""
 
 
 def utc_now() -> datetime:
@@ -174,6 +175,12 @@ class Store:
             if not self.is_sqlite:  # notifiers starting together: one creates, the others wait
                 await connection.execute(text("SELECT pg_advisory_xact_lock(7395021462)"))
             await connection.run_sync(metadata.create_all)
+            missing = await connection.run_sync(_missing_columns)
+            if missing:
+                raise SchemaTooNew(
+                    f"DATABASE_URL: the notifier's tables lack {', '.join(missing)} (made by an earlier build of "
+                    f"schema version {SCHEMA_VERSION}); drop the notify_* tables, the notifier makes them again"
+                )
             found = (await connection.execute(select(func.max(schema_versions.c.version)))).scalar()
             if found is None:
                 await connection.execute(schema_versions.insert().values(version=SCHEMA_VERSION))
@@ -561,6 +568,15 @@ class Store:
             )
             resolved = await connection.execute(delete(resolutions).where(resolutions.c.resolved_at < before))
             return len(keys) + int(resolved.rowcount)
+
+
+def _missing_columns(connection: Any) -> list[str]:
+    inspector = inspect(connection)
+    missing: list[str] = []
+    for table in metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        missing.extend(f"{table.name}.{column.name}" for column in table.columns if column.name not in present)
+    return missing
 
 
 def _digest_due(state: Any, now: datetime, window_seconds: float) -> bool:

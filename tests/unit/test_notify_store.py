@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from stream_app.notify.channel import Route
 from stream_app.notify.intake import delivery_row
@@ -120,3 +120,12 @@ async def test_a_digest_whose_notifier_died_may_go_once_its_lease_lapses(store: 
     later = {**options, "lease_until": NOW + timedelta(seconds=400)}
     claimed = await store.claim_digest(owner="next", now=NOW + timedelta(seconds=121), **later)  # type: ignore[arg-type]
     assert [n.notice_id for n in claimed] == [item.notice_id]
+
+
+async def test_tables_of_an_earlier_build_are_refused_in_one_line(tmp_path: Path) -> None:
+    earlier = Store(f"sqlite+aiosqlite:///{tmp_path / 'earlier.db'}")
+    async with earlier.begin() as connection:
+        await connection.execute(text("CREATE TABLE notify_digests (channel TEXT, platform TEXT, last_sent_at TEXT)"))
+    with pytest.raises(SchemaTooNew, match=r"lack notify_digests\.retry_at, notify_digests\.in_flight_until"):
+        await earlier.prepare()
+    await earlier.dispose()
