@@ -91,19 +91,27 @@ class ChannelDispatcher:
             room = self._queue.maxsize - self._queue.qsize()
             now = self._now()
             if room > 0 and not self._quiet(now):
-                lease_until = now + self._lease
-                claimed = await self._store.claim_due(
-                    channel=self.name, limit=room, owner=self._owner, now=now, lease_until=lease_until
-                )
-                for notice in claimed:
-                    queued = notice.notice_id in self._held  # ours already: its lease just renewed
-                    self._held[notice.notice_id] = lease_until
-                    if not queued:
-                        self._queue.put_nowait(notice)
-                if len(claimed) == room:
+                try:
+                    claimed = await self._claim(room, now)
+                except Exception as exc:  # the store away: try again at the next poll
+                    log.error("notify: %s: due deliveries could not be claimed (%s)", self.name, type(exc).__name__)
+                    claimed = 0
+                if claimed == room:
                     await asyncio.sleep(0)  # more may be due: look again once the senders took some
                     continue
             await self._idle()
+
+    async def _claim(self, room: int, now: datetime) -> int:
+        lease_until = now + self._lease
+        claimed = await self._store.claim_due(
+            channel=self.name, limit=room, owner=self._owner, now=now, lease_until=lease_until
+        )
+        for notice in claimed:
+            queued = notice.notice_id in self._held  # ours already: its lease just renewed
+            self._held[notice.notice_id] = lease_until
+            if not queued:
+                self._queue.put_nowait(notice)
+        return len(claimed)
 
     async def _idle(self) -> None:
         with contextlib.suppress(TimeoutError):
@@ -120,8 +128,8 @@ class ChannelDispatcher:
                 return
             try:
                 await self._deliver([notice], digest_platform=None, lease_until=self._held[notice.notice_id])
-            except Exception:  # the store away: the lease lapses and the delivery is taken again
-                log.exception("notify: %s: a delivery's outcome could not be recorded", self.name)
+            except Exception as exc:  # the store away: the lease lapses and the delivery is taken again
+                log.error("notify: %s: a delivery's outcome could not be recorded (%s)", self.name, type(exc).__name__)
             finally:
                 self._held.pop(notice.notice_id, None)
                 if self._queue.qsize() <= self._queue.maxsize // 2:
@@ -131,12 +139,12 @@ class ChannelDispatcher:
         window = self.channel.digest_window_seconds
         while not self._stopping:
             try:
-                now = self._now()
                 for platform in await self._store.digest_platforms_due(
-                    channel=self.name, now=now, window_seconds=window
+                    channel=self.name, now=self._now(), window_seconds=window
                 ):
                     if self._stopping:
                         break
+                    now = self._now()
                     lease_until = now + self._lease
                     notices = await self._store.claim_digest(
                         channel=self.name,
@@ -148,8 +156,8 @@ class ChannelDispatcher:
                     )
                     if notices:
                         await self._deliver(notices, digest_platform=platform, lease_until=lease_until)
-            except Exception:
-                log.exception("notify: %s: digests could not be sent or recorded", self.name)
+            except Exception as exc:  # the store away: try again at the next poll
+                log.error("notify: %s: digests could not be sent or recorded (%s)", self.name, type(exc).__name__)
             await self._idle()
 
     async def _deliver(self, notices: Sequence[Notice], *, digest_platform: str | None, lease_until: datetime) -> None:

@@ -17,6 +17,7 @@ import pytest
 
 from stream_app.notify.channel import DeliveryFailed, Route
 from stream_app.notify.notice import Notice
+from stream_app.notify.store import Store
 from stream_app.notify.worker import Notifier
 from tests.integration.test_notify_core import (
     Clock,
@@ -167,3 +168,23 @@ async def test_token_refresh_notify_runs_until_sigterm_and_stops_cleanly(setup: 
         log = process.stderr.read()
     assert code == 0
     assert "notify: running (group cli-" in log and "notify: stopped" in log
+
+
+async def test_a_channel_keeps_dispatching_after_the_store_was_away(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    channel = RecordingChannel()
+    failures = 0
+    claim_due = Store.claim_due
+
+    async def store_away(self: Store, **kwargs: object) -> object:
+        nonlocal failures
+        failures += 1
+        raise ConnectionError("the database is away")
+
+    monkeypatch.setattr(Store, "claim_due", store_away)
+    async with running(setup.settings(), [channel]):
+        await setup.publish(needs_reauth())
+        await eventually(lambda: failures >= 3, what="claims failing")
+        monkeypatch.setattr(Store, "claim_due", claim_due)
+        await eventually(lambda: len(channel.sent) == 1, what="sent once the store is back")
