@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 _GAUGE_INTERVAL_SECONDS = 5.0  # at most (NOTIFY_POLL_INTERVAL_SECONDS x 20 when shorter)
 _PRUNE_INTERVAL_SECONDS = 3600.0
-_RETRY_BATCH_SECONDS = 2.0
+_RETRY_BATCH_MAX_SECONDS = 5.0  # a batch that failed is read again after 0.2 s, 0.4 s ... up to this
 
 
 class Notifier:
@@ -128,12 +128,14 @@ class Notifier:
             log.info("notify: stopped")
 
     async def _read(self, intake: Intake) -> None:
+        failures = 0
         while not self._stop.is_set():
             batch = await intake.consumer.getmany(timeout_ms=200, max_records=500)
             if not batch:
                 continue
             try:
                 await intake.process(batch)
+                failures = 0
             except Exception as exc:
                 # The store (or the broker) away: nothing of the batch is committed; read it again.
                 log.error("notify: a batch could not be taken in (%s); reading it again", type(exc).__name__)
@@ -141,8 +143,9 @@ class Notifier:
                 for partition, records in batch.items():
                     if partition in assigned:
                         intake.consumer.seek(partition, records[0].offset)
+                failures += 1
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), _RETRY_BATCH_SECONDS)
+                    await asyncio.wait_for(self._stop.wait(), min(_RETRY_BATCH_MAX_SECONDS, 0.1 * 2**failures))
 
     async def _housekeeping(self) -> None:
         """The queued gauges, and the pruning of finished deliveries past NOTIFY_RETENTION_DAYS."""

@@ -20,12 +20,13 @@ from tests.integration.test_notify_core import (
     eventually_async,
     metric,
     needs_reauth,
+    notify_database_url,
     refreshed,
     running,
     setup,
 )
 
-__all__ = ["setup"]  # the fixture
+__all__ = ["notify_database_url", "setup"]  # the fixtures
 
 EVERY_KIND = {
     kind: Route.NOW

@@ -27,13 +27,14 @@ from tests.integration.test_notify_core import (
     eventually_async,
     metric,
     needs_reauth,
+    notify_database_url,
     running,
     setup,
 )
 from tests.support.infra import free_port
 from tests.support.kafka import TopicReader, create_topics
 
-__all__ = ["setup"]  # the fixture
+__all__ = ["notify_database_url", "setup"]  # the fixtures
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
