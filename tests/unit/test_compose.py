@@ -1,9 +1,9 @@
 """docker-compose.yml, Dockerfile and .dockerignore stay in step with the code.
 
 No Docker engine is needed: the files are parsed and checked against what the code accepts
-(Settings, the platform-variable collector, the CLI's commands, the sandbox's clients and
-routes, pyproject's console script), so renaming a setting, a command or a platform without
-updating the deployment files fails here.
+(Settings, the notifier's settings, the platform-variable collector, the CLI's commands, the
+sandbox's clients and routes, pyproject's console script), so renaming a setting, a command or
+a platform without updating the deployment files fails here.
 """
 
 from __future__ import annotations
@@ -22,11 +22,18 @@ from urllib.parse import urlsplit
 import click
 import pytest
 import yaml
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings
 from sqlalchemy.engine import make_url
 
 from stream_app.catalog import CREDENTIAL_KEYS, REVOCABLE_PLATFORMS, platform
 from stream_app.cli import cli
 from stream_app.crypto import generate_key
+from stream_app.notify.channels import load_channels
+from stream_app.notify.email.settings import EmailSettings
+from stream_app.notify.settings import NotifySettings, load_notify_settings
+from stream_app.notify.slack.settings import SlackSettings
+from stream_app.notify.webhook.settings import WebhookSettings
 from stream_app.sandbox.dialects import ROUTES, default_credentials
 from stream_app.settings import Settings, collect_platform_variables, load_settings
 
@@ -37,7 +44,7 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 PYPROJECT = ROOT / "pyproject.toml"
 
-SERVICES = ("kafka", "postgres", "sandbox", "migrate", "worker")
+SERVICES = ("kafka", "postgres", "sandbox", "migrate", "worker", "notify")
 # Services that must keep a health check (others depend on it being healthy).
 HEALTHCHECKED = ("kafka", "postgres", "sandbox")
 PLATFORM_SUFFIXES = ("_CLIENT_ID", "_CLIENT_SECRET", "_TOKEN_URL")
@@ -46,6 +53,11 @@ REQUIRED_OUTSIDE_SETTINGS = {"POSTGRES_PASSWORD", "WORKER_DB_PASSWORD"}
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - what the sandbox container must bind
 # Settings wired to the other services of the file rather than left to the operator.
 WIRING = {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "TOKEN_SPOOL_DIR"}
+# The notifier's settings: its core's and each channel's (its environment is checked against these).
+NOTIFIER_CHANNELS: tuple[type[BaseSettings], ...] = (EmailSettings, SlackSettings, WebhookSettings)
+NOTIFIER_SETTINGS: tuple[type[BaseSettings], ...] = (NotifySettings, *NOTIFIER_CHANNELS)
+# The notifier's settings the file wires (its probes' port is the container's, published below).
+NOTIFIER_WIRING = {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "NOTIFY_HTTP_HOST", "NOTIFY_HTTP_PORT"}
 
 _INTERPOLATION = re.compile(
     r"\$(?:(?P<escaped>\$)"
@@ -110,6 +122,45 @@ def environment_of(service: Mapping[str, Any]) -> dict[str, str]:
 def command_of(service: Mapping[str, Any]) -> list[str]:
     command = service["command"]
     return shlex.split(command) if isinstance(command, str) else list(command)
+
+
+def env_names(settings_class: type[BaseSettings]) -> dict[str, str]:
+    """Environment variable name -> field name, as pydantic-settings reads them (prefix, aliases)."""
+    prefix = str(settings_class.model_config.get("env_prefix", ""))
+    names = {}
+    for field_name, field in settings_class.model_fields.items():
+        alias = field.validation_alias if isinstance(field.validation_alias, str) else field.alias
+        names[(alias or prefix + field_name).upper()] = field_name
+    return names
+
+
+def notifier_env_names() -> dict[str, tuple[type[BaseSettings], str]]:
+    """Every variable the notifier reads -> (its settings class, field name)."""
+    return {
+        variable: (settings_class, field_name)
+        for settings_class in NOTIFIER_SETTINGS
+        for variable, field_name in env_names(settings_class).items()
+    }
+
+
+def unknown_notifier_variables(variables: set[str]) -> set[str]:
+    return variables - set(notifier_env_names())
+
+
+def notifier_environment(service: Mapping[str, Any]) -> tuple[dict[str, str], set[str]]:
+    """(variables with a value, variables passed through from the operator's environment only:
+    `NAME:` with no value, unset in the container when the operator has not set them)."""
+    env = service.get("environment") or {}
+    assert isinstance(env, dict), "use the mapping form"
+    valued = {name: value for name, value in env.items() if value is not None}
+    assert all(isinstance(v, str) for v in valued.values()), "quote every environment value"
+    return valued, {name for name, value in env.items() if value is None}
+
+
+def resolved_notifier_env(service: Mapping[str, Any], operator: Mapping[str, str]) -> dict[str, str]:
+    valued, passed = notifier_environment(service)
+    resolved = {name: interpolate(value, operator) for name, value in valued.items()}
+    return resolved | {name: operator[name] for name in passed if name in operator}
 
 
 def settings_env_names() -> dict[str, str]:
@@ -202,7 +253,7 @@ def test_services_exist(services: dict[str, Any]) -> None:
 
 
 def test_app_services_are_the_projects_image(app_services: dict[str, Any]) -> None:
-    assert {"sandbox", "migrate", "worker"} <= set(app_services)
+    assert {"sandbox", "migrate", "worker", "notify"} <= set(app_services)
     for name, service in app_services.items():
         assert service.get("build"), f"{name}: must build the image from the Dockerfile"
         assert service.get("init") is True, f"{name}: needs an init so SIGTERM reaches Python"
@@ -300,6 +351,8 @@ def test_required_settings_use_the_required_form(services: dict[str, Any]) -> No
 def test_app_environment_names_are_known_to_the_code(app_services: dict[str, Any]) -> None:
     fields = settings_env_names()
     for name, service in app_services.items():
+        if name == "notify":
+            continue  # its own settings: the notifier's tests below
         env = environment_of(service)
         platform = {k: k for k in env if k.endswith(PLATFORM_SUFFIXES)}
         revocation = {
@@ -337,9 +390,11 @@ def test_no_platform_falls_back_to_the_sandbox(services: dict[str, Any], secrets
         assert env["ALLOW_INSECURE_TOKEN_URLS"] == "false"
 
 
-def test_the_sandbox_runs_only_in_its_profile(services: dict[str, Any]) -> None:
-    assert services["sandbox"]["profiles"] == ["sandbox"]
-    assert [name for name, service in services.items() if service.get("profiles")] == ["sandbox"]
+def test_the_sandbox_and_the_notifier_run_only_in_their_profiles(services: dict[str, Any]) -> None:
+    assert {name: service["profiles"] for name, service in services.items() if service.get("profiles")} == {
+        "sandbox": ["sandbox"],
+        "notify": ["notify"],
+    }
     # The worker waits for the sandbox when its profile is on, and starts without it otherwise.
     assert services["worker"]["depends_on"]["sandbox"] == {"condition": "service_healthy", "required": False}
 
@@ -506,7 +561,7 @@ def test_topic_replicas_fit_the_brokers_of_the_file(services: dict[str, Any], wo
 
 
 def test_commands_are_real_cli_commands(app_services: dict[str, Any]) -> None:
-    expected = {"sandbox": "sandbox", "migrate": "migrate", "worker": "worker"}
+    expected = {"sandbox": "sandbox", "migrate": "migrate", "worker": "worker", "notify": "notify"}
     for name, service in app_services.items():
         argv = command_of(service)
         assert argv[0] in cli.commands, f"{name}: `token-refresh {argv[0]}` does not exist"
@@ -528,6 +583,166 @@ def test_sandbox_listens_where_it_is_checked(services: dict[str, Any]) -> None:
     probe = " ".join(all_strings(services["sandbox"]["healthcheck"]["test"]))
     assert f"http://localhost:{port}/_admin/health" in probe
     assert "urllib" in probe  # the slim image has neither curl nor wget
+
+
+# --- compose: the notifier --------------------------------------------------------------
+
+# What the worker holds and the notifier must not: the token key and its companions, the
+# admin tokens, every platform's client.
+SERVICE_SECRETS = {
+    env
+    for env, field_name in settings_env_names().items()
+    if "SecretStr" in str(Settings.model_fields[field_name].annotation)
+} - set(env_names(NotifySettings))
+
+
+@pytest.fixture(scope="module")
+def notifier(services: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = services["notify"]
+    return found
+
+
+def _clean_notifier_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    for name in list(os.environ):
+        if name in notifier_env_names() or name.startswith("NOTIFY_"):
+            monkeypatch.delenv(name, raising=False)
+
+
+def test_a_misspelt_notify_variable_is_caught() -> None:
+    assert unknown_notifier_variables({"NOTIFY_WEBHOOK_SECRETS", "NOTIFY_EMAIL_FROM", "LOG_LEVEL"}) == set()
+    assert unknown_notifier_variables({"NOTIFY_WEBHOOK_SECRET", "NOTIFY_EMAIL_FROM_ADDRESS", "NOTIFY_QUIET_HOUR"}) == {
+        "NOTIFY_WEBHOOK_SECRET",
+        "NOTIFY_EMAIL_FROM_ADDRESS",  # the field's name; the variable is its alias NOTIFY_EMAIL_FROM
+        "NOTIFY_QUIET_HOUR",
+    }
+
+
+def test_the_notifier_environment_names_are_its_settings(notifier: dict[str, Any]) -> None:
+    valued, passed = notifier_environment(notifier)
+    unknown = unknown_notifier_variables(set(valued) | passed)
+    assert not unknown, f"notify: not settings of the notifier: {sorted(unknown)}"
+
+
+def test_the_notifier_has_every_channel_and_policy_variable(notifier: dict[str, Any]) -> None:
+    valued, passed = notifier_environment(notifier)
+    given = set(valued) | passed
+    for settings_class in NOTIFIER_CHANNELS:
+        missing = set(env_names(settings_class)) - given
+        assert not missing, f"notify: {settings_class.__name__} variables missing: {sorted(missing)}"
+    core = {name for name in env_names(NotifySettings) if name.startswith("NOTIFY_")} - NOTIFIER_WIRING
+    assert core <= given, f"notify: missing {sorted(core - given)}"
+    assert not given & {"NOTIFY_HTTP_HOST", "NOTIFY_HTTP_PORT"}  # the container's: what is probed and published
+
+
+def test_the_notifier_holds_no_service_secret(notifier: dict[str, Any], secrets: dict[str, str]) -> None:
+    """Its own environment, not the worker's anchor: no token key, no client, no admin token."""
+    assert {"ENCRYPTION_KEY", "LOG_HASH_KEY", "ADMIN_TOKENS"} <= SERVICE_SECRETS
+    valued, passed = notifier_environment(notifier)
+    names = set(valued) | passed
+    assert "ENCRYPTION_KEY" not in names
+    assert not {name for name in names if name.endswith(("_CLIENT_SECRET", "_CLIENT_ID", "_REVOCATION_URL"))}
+    assert not names & SERVICE_SECRETS
+    referenced = {name for value in valued.values() for name, _, _ in references(value)}
+    assert not referenced & {"ENCRYPTION_KEY", "WORKER_DB_PASSWORD"}
+    resolved = " ".join(resolved_notifier_env(notifier, secrets).values())
+    assert secrets["ENCRYPTION_KEY"] not in resolved
+
+
+def test_the_notifier_reads_the_operators_variables(notifier: dict[str, Any]) -> None:
+    valued, _ = notifier_environment(notifier)
+    for variable, value in valued.items():
+        if variable in NOTIFIER_WIRING:
+            continue
+        assert [(name, op) for name, op, _ in references(value)] == [(variable, ":-")], f"{variable}: {value}"
+
+
+def test_the_notifier_shares_the_brokers_and_topics_settings(
+    notifier: dict[str, Any], worker_env: dict[str, str], secrets: dict[str, str]
+) -> None:
+    env = resolved_notifier_env(notifier, secrets)
+    for variable in ("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC_PARTITIONS", "KAFKA_REPLICATION_FACTOR", "LOG_LEVEL"):
+        assert env[variable] == worker_env[variable], variable
+    for variable in ("KAFKA_APP_ID", *(name for name in env_names(NotifySettings) if name.startswith("TOPIC_"))):
+        assert variable not in env and variable not in worker_env  # both on the defaults: the same names
+
+
+@pytest.mark.parametrize("deployment", ["no channel", "every channel"])
+async def test_the_notifier_settings_load_from_the_compose_environment(
+    notifier: dict[str, Any],
+    secrets: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    deployment: str,
+) -> None:
+    _clean_notifier_environment(monkeypatch, tmp_path)
+    channels_on = {
+        "NOTIFY_EMAIL_SMTP_HOST": "smtp.example.com",
+        "NOTIFY_EMAIL_SMTP_USERNAME": "mailer",  # passed through
+        "NOTIFY_EMAIL_SMTP_PASSWORD": "smtp-password",  # passed through
+        "NOTIFY_EMAIL_FROM": "Example <noreply@example.com>",
+        "NOTIFY_EMAIL_LOOKUP_SQL": "SELECT email, name FROM users WHERE id = :user_id",
+        "NOTIFY_SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/x",
+        "NOTIFY_WEBHOOK_URL": "https://app.example.com/hooks/tokens",
+        "NOTIFY_WEBHOOK_SECRETS": "whsec_" + "A" * 44,
+    }
+    operator = {**secrets, **(channels_on if deployment == "every channel" else {})}
+    env = resolved_notifier_env(notifier, operator)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = load_notify_settings()  # what `token-refresh notify` does at start
+    assert settings.kafka_bootstrap_servers == "kafka:9092"
+    assert settings.notify_http_port == 9465 and settings.notify_http_host == ALL_INTERFACES
+    channels = load_channels(database_url=settings.database_url.get_secret_value())
+    expected = ["email", "slack", "webhook"] if deployment == "every channel" else []
+    assert [channel.name for channel in channels] == expected
+    for channel in channels:
+        await channel.aclose()
+    # Every default the file shows is the code's own.
+    for settings_class in NOTIFIER_SETTINGS:
+        loaded = settings_class() if settings_class is not NotifySettings else settings
+        for variable, field_name in env_names(settings_class).items():
+            if variable in NOTIFIER_WIRING or variable in operator or variable not in env:
+                continue
+            value, default = getattr(loaded, field_name), settings_class.model_fields[field_name].default
+            if isinstance(default, SecretStr) and isinstance(value, SecretStr):
+                value, default = value.get_secret_value(), default.get_secret_value()
+            assert value == default, f"{variable}: the file gives {value!r}, the code's default is {default!r}"
+
+
+def test_the_notifier_runs_as_the_database_owner(
+    notifier: dict[str, Any], services: dict[str, Any], secrets: dict[str, str]
+) -> None:
+    """It creates its notify_* tables at start: CREATE on the schema, which the worker's role lacks."""
+    url = make_url(resolved_notifier_env(notifier, secrets)["DATABASE_URL"])
+    migrate = make_url(resolved_env(services["migrate"], secrets)["DATABASE_URL"])
+    assert url.drivername == "postgresql+asyncpg"
+    assert (url.username, url.password, url.host, url.port, url.database) == (
+        migrate.username,
+        migrate.password,
+        migrate.host,
+        migrate.port,
+        migrate.database,
+    )
+
+
+def test_the_notifier_restarts_and_waits_for_its_dependencies(notifier: dict[str, Any]) -> None:
+    assert notifier.get("restart") == "unless-stopped"
+    assert notifier["depends_on"] == {
+        "kafka": {"condition": "service_healthy"},
+        "postgres": {"condition": "service_healthy"},
+    }
+
+
+def test_the_notifier_health_is_its_readiness_endpoint(notifier: dict[str, Any]) -> None:
+    port = NotifySettings.model_fields["notify_http_port"].default
+    healthcheck = notifier["healthcheck"]
+    assert not healthcheck.get("disable")
+    check = " ".join(all_strings(healthcheck["test"]))
+    assert f"http://localhost:{port}/readyz" in check
+    assert "urllib" in check  # the slim image has neither curl nor wget
+    published = [str(mapping) for mapping in notifier["ports"]]
+    assert published == [f"127.0.0.1:${{NOTIFY_HTTP_PORT:-{port}}}:{port}"]  # the host's loopback only
 
 
 # --- Dockerfile, .dockerignore, pyproject ------------------------------------------------
