@@ -11,7 +11,8 @@ from email.errors import HeaderParseError
 from email.headerregistry import Address
 
 _NAMED = re.compile(r"^(?P<name>[^<>]*)<(?P<address>[^<>]+)>$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Control characters, and lone surrogates (a lookup's JSON may hold "\\ud800"; no header can carry one).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class InvalidAddress(ValueError):
@@ -41,7 +42,8 @@ def parse_address(value: str, display_name: str | None = None) -> Address:
 
 
 def clean_display_name(name: str | None) -> str:
-    """A display name fit for a header: control characters (a CR/LF above all) become spaces."""
+    """A display name fit for a header: control characters (a CR/LF above all) and lone surrogates
+    become spaces."""
     if not name:
         return ""
     return " ".join(_CONTROL.sub(" ", name).split())[:200]
