@@ -6,15 +6,24 @@ its fix in the review's report; they pass once the core is fixed (strict: then r
 
 from __future__ import annotations
 
+import base64
 import json
+import logging
 import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from aiohttp import web
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ProgrammingError
 
+from schemas import TokenRefreshFailed
+from stream_app.kafka_client import cap_client_logging
 from stream_app.notify.channel import DeliveryFailed
+from stream_app.notify.channels import load_channels
 from stream_app.notify.notice import Notice
 from tests.integration.test_notify_core import (
     SECRET,
@@ -28,7 +37,9 @@ from tests.integration.test_notify_core import (
     running,
     setup,
 )
+from tests.support.infra import free_port
 from tests.support.kafka import TopicReader
+from tests.support.notify_receivers import HttpReceiver, SmtpSink
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 __all__ = ["notify_database_url", "setup"]  # the fixtures, used by name
@@ -159,3 +170,100 @@ async def test_a_far_future_refresh_does_not_mute_the_connection(setup: Setup) -
         row = await _row(setup, problem.event_id)
         assert row.status != "dropped"
         await eventually(lambda: len(channel.sent) == 1, timeout=5, what="the needs_reauth told")
+
+
+# -- secrets and personal data in logs, at DEBUG -------------------------------------------------
+
+SLACK_PATH = "/services/T0HOSTILE/B0REVIEW/slackWebhookSecretPart"
+WEBHOOK_QUERY_SECRET = "webhookQueryKeyDoNotLog"
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"hostile-review-webhook-signing-key").decode()
+BEARER = "lookupBearerTokenDoNotLog"
+ADDRESS = "alice.private@example.com"
+
+
+class RefusingSmtp(SmtpSink):
+    """Refuses every recipient for good, quoting the address as real servers do."""
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+
+
+def _dead_letter_of(channel: str) -> Callable[[str, dict[str, Any]], bool]:
+    return lambda _topic, record: record.get("channel") == channel
+
+
+@asynccontextmanager
+async def _lookup_server() -> AsyncIterator[str]:
+    async def user(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {BEARER}":
+            return web.Response(status=401)
+        return web.json_response({"email": ADDRESS, "name": "Alice Private"})
+
+    app = web.Application()
+    app.router.add_get("/users/{user_id}", user)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}/users/{{user_id}}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("capped", [True, False], ids=["as-the-cli-logs", "http-and-smtp-clients-at-debug"])
+async def test_no_secret_address_or_user_id_reaches_the_log_at_debug(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, capped: bool
+) -> None:
+    """Every channel on, every failure path taken (Slack 500 then 200, webhook 410, SMTP 550), with
+    LOG_LEVEL=DEBUG as `token-refresh notify` configures it (the client libraries capped), and with
+    every library at DEBUG (the notifier embedded): httpx's INFO lines quoted the webhook's URL, its
+    query's credential included, and the address lookup's URL, the user's id in it."""
+    user = uuid.uuid4()
+    with RefusingSmtp() as smtp, HttpReceiver() as http:
+        slack_answers: Iterator[tuple[int, dict[str, str], bytes]] = iter([(500, {}, b"internal_error")])
+        http.answer = lambda request: (
+            next(slack_answers, (200, {}, b"ok")) if request.path.startswith("/services") else (410, {}, b"gone")
+        )
+        async with _lookup_server() as lookup_url:
+            for name, value in {
+                "NOTIFY_EMAIL_SMTP_HOST": "127.0.0.1",
+                "NOTIFY_EMAIL_SMTP_PORT": str(smtp.port),
+                "NOTIFY_EMAIL_SMTP_SECURITY": "none",
+                "NOTIFY_EMAIL_FROM": "noreply@example.com",
+                "NOTIFY_EMAIL_LOOKUP_URL": lookup_url,
+                "NOTIFY_EMAIL_LOOKUP_BEARER_TOKEN": BEARER,
+                "NOTIFY_SLACK_WEBHOOK_URL": http.url + SLACK_PATH,
+                "NOTIFY_SLACK_ALLOW_HTTP": "true",
+                "NOTIFY_SLACK_DIGEST_MINUTES": "1",
+                "NOTIFY_WEBHOOK_URL": f"{http.url}/hook?key={WEBHOOK_QUERY_SECRET}",
+                "NOTIFY_WEBHOOK_ALLOW_HTTP": "true",
+                "NOTIFY_WEBHOOK_SECRETS": WEBHOOK_SECRET,
+            }.items():
+                monkeypatch.setenv(name, value)
+            settings = setup.settings()
+            channels = load_channels(database_url=settings.database_url.get_secret_value())
+            assert sorted(channel.name for channel in channels) == ["email", "slack", "webhook"]
+            if capped:
+                cap_client_logging()
+            else:  # the channels' clients at DEBUG (aiokafka's DEBUG quotes every record: kept at INFO)
+                for name in ("httpx", "httpcore", "aiosmtplib"):
+                    monkeypatch.setattr(logging.getLogger(name), "level", logging.NOTSET)
+                monkeypatch.setattr(logging.getLogger("aiokafka"), "level", logging.INFO)
+            caplog.set_level(logging.DEBUG)
+            failed = TokenRefreshFailed(
+                user_id=user, platform="spotify", error_class="InvalidGrant", status="error", will_retry=False
+            )
+            async with TopicReader(setup.bootstrap, [setup.dlq]) as reader, running(settings, channels):
+                await setup.publish(needs_reauth(user), failed)
+                for channel in ("email", "webhook"):
+                    await reader.wait_for(_dead_letter_of(channel), timeout=15)
+                await eventually(lambda: len(http.received(SLACK_PATH)) >= 3, what="Slack: a retry and the digest")
+    # The notifier's lines (the test's own SMTP server logs as mail.log).
+    text = "\n".join(record.getMessage() for record in caplog.records if not record.name.startswith("mail."))
+    assert "dead-lettered" in text and "attempt 1 failed" in text  # the failure paths were logged
+    password = make_url(setup.database_url).password
+    for secret in (SLACK_PATH, "slackWebhookSecretPart", WEBHOOK_QUERY_SECRET, WEBHOOK_SECRET, BEARER, password):
+        assert secret and secret not in text
+    assert ADDRESS not in text and "alice.private" not in text
+    assert str(user) not in text and user.hex not in text
