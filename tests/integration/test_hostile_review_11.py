@@ -22,9 +22,11 @@ from sqlalchemy.exc import ProgrammingError
 
 from schemas import TokenRefreshFailed
 from stream_app.kafka_client import cap_client_logging
-from stream_app.notify.channel import DeliveryFailed
+from stream_app.notify.channel import DeliveryFailed, Route
 from stream_app.notify.channels import load_channels
+from stream_app.notify.intake import delivery_row
 from stream_app.notify.notice import Notice
+from stream_app.notify.store import Store
 from tests.integration.test_notify_core import (
     SECRET,
     RecordingChannel,
@@ -46,6 +48,7 @@ __all__ = ["notify_database_url", "setup"]  # the fixtures, used by name
 
 # Past the JSON decoder's recursion limit: json.loads raises RecursionError, not JSONDecodeError.
 DEEP = b"[" * 100_000
+FLOOD = 10_000  # one platform's re-auths within a digest window (5,000 passes)
 
 
 @pytest.mark.xfail(
@@ -267,3 +270,46 @@ async def test_no_secret_address_or_user_id_reaches_the_log_at_debug(
         assert secret and secret not in text
     assert ADDRESS not in text and "alice.private" not in text
     assert str(user) not in text and user.hex not in text
+
+
+# -- a flood: one platform's digest of more connections than a statement can list ---------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core defect: Store.claim_digest claims every due digest delivery of a platform at once and "
+    "updates them by an IN list of (notice_id, channel) pairs: with 10,000 Postgres refuses it ('stack depth limit "
+    "exceeded'; past 16,383 pairs asyncpg's 32,767 parameters too): the claim fails at every poll, and that "
+    "platform's digest is never sent",
+)
+async def test_a_digest_of_ten_thousand_connections_can_be_claimed(notify_database_url: str) -> None:
+    store = Store(notify_database_url)
+    try:
+        await store.prepare()
+        now = datetime.now(UTC)
+        rows = [
+            delivery_row(
+                Notice(uuid.uuid4(), "needs_reauth", "spotify", uuid.uuid4(), now, {"reason": "invalid_grant"}),
+                channel="slack",
+                route=Route.DIGEST,
+                problem=True,
+                status="pending",
+                next_attempt_at=now,
+                now=now,
+            )
+            for _ in range(FLOOD)
+        ]
+        async with store.begin() as connection:
+            assert len(await store.insert_deliveries(connection, rows)) == FLOOD
+        claimed = await store.claim_digest(
+            channel="slack",
+            platform="spotify",
+            owner="hostile",
+            now=now + timedelta(seconds=1),
+            lease_until=now + timedelta(minutes=2),
+            window_seconds=3600,
+        )
+        assert claimed  # all of them, or a bounded first part (the rest in the next digest)
+        assert await store.mark_sent(claimed, channel="slack", owner="hostile", now=now) == len(claimed)
+    finally:
+        await store.dispose()
