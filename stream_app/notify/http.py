@@ -46,7 +46,11 @@ class HttpServer:
 
     async def start(self) -> None:
         await self._runner.setup()
-        await web.TCPSite(self._runner, self._host, self.port).start()
+        try:
+            await web.TCPSite(self._runner, self._host, self.port).start()
+        except BaseException:
+            await self._runner.cleanup()
+            raise
 
     async def stop(self) -> None:
         await self._runner.cleanup()

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
+from aiokafka import AIOKafkaProducer
 from sqlalchemy.exc import SQLAlchemyError
 
 from stream_app.notify.channel import Channel
@@ -67,6 +68,16 @@ class Notifier:
         return None
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            for channel in self.channels:
+                with contextlib.suppress(Exception):
+                    await channel.aclose()
+            await self.store.dispose()
+            log.info("notify: stopped")
+
+    async def _run(self) -> None:
         settings = self.settings
         try:
             await self.store.prepare()
@@ -82,6 +93,13 @@ class Notifier:
         await ensure_dead_letter_topic(settings)
         producer = dead_letter_producer(settings)
         await producer.start()
+        try:
+            await self._serve(producer)
+        finally:
+            await producer.stop()
+
+    async def _serve(self, producer: AIOKafkaProducer) -> None:
+        settings = self.settings
         dead_letters = DeadLetters(producer, settings.notify_dlq_topic)
         dispatchers = {
             channel.name: ChannelDispatcher(
@@ -100,10 +118,17 @@ class Notifier:
         try:
             await intake.start()
             if settings.notify_http_port:
-                self.http = HttpServer(
+                http = HttpServer(
                     create_app(self.metrics, self.ready), settings.notify_http_host, settings.notify_http_port
                 )
-                await self.http.start()
+                try:
+                    await http.start()
+                except OSError as exc:
+                    raise NotifyConfigurationError(
+                        f"NOTIFY_HTTP_PORT: cannot listen on {settings.notify_http_host}:{settings.notify_http_port} "
+                        f"({exc.strerror or type(exc).__name__})"
+                    ) from None
+                self.http = http
             tasks = [asyncio.create_task(dispatcher.run()) for dispatcher in dispatchers.values()]
             tasks.append(asyncio.create_task(self._housekeeping()))
             log.info(
@@ -120,12 +145,6 @@ class Notifier:
             await asyncio.gather(*tasks, return_exceptions=True)
             if self.http is not None:
                 await self.http.stop()
-            await producer.stop()
-            for channel in self.channels:
-                with contextlib.suppress(Exception):
-                    await channel.aclose()
-            await self.store.dispose()
-            log.info("notify: stopped")
 
     async def _read(self, intake: Intake) -> None:
         failures = 0

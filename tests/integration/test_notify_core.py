@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.engine import make_url
 
 from schemas import TokenNeedsReauth, TokenRefreshed
@@ -133,9 +133,12 @@ class Setup:
         await produce(self.bootstrap, self.topics[topic], [(key, value)])
 
     async def rows(self, **where: Any) -> list[Any]:
+        """The deliveries recorded (none while the notifier has not made its tables yet)."""
         store = Store(self.database_url)
         try:
             async with store.engine.connect() as connection:
+                if not await connection.run_sync(lambda sync: inspect(sync).has_table("notify_deliveries")):
+                    return []
                 query = select(deliveries).where(*(deliveries.c[k] == v for k, v in where.items()))
                 return list((await connection.execute(query)).all())
         finally:
@@ -387,7 +390,7 @@ async def test_transient_failures_are_retried_after_growing_jittered_delays(setu
     assert len(gaps) == 4
     for gap, delay in zip(gaps, delays, strict=True):
         assert gap >= delay - 0.01
-        assert gap < delay + 0.5
+        assert gap < delay + 1.0
 
 
 async def test_malformed_records_are_dead_lettered_without_their_value(setup: Setup) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -17,6 +18,7 @@ import pytest
 
 from stream_app.notify.channel import DeliveryFailed, Route
 from stream_app.notify.notice import Notice
+from stream_app.notify.settings import NotifyConfigurationError
 from stream_app.notify.store import Store
 from stream_app.notify.worker import Notifier
 from tests.integration.test_notify_core import (
@@ -80,11 +82,16 @@ async def test_a_delivery_failing_past_the_give_up_age_is_dead_lettered(setup: S
     async with TopicReader(setup.bootstrap, [setup.dlq]) as reader:
         async with running(settings, [channel], now=clock) as notifier:
             await setup.publish(needs_reauth())
-            await eventually(lambda: metric(notifier, "failed", "rec") == 1, what="the first failure")
+            await eventually_async(lambda: _rescheduled_once(setup), what="the first failure rescheduled")
+            assert metric(notifier, "failed", "rec") == 1
             clock.offset = timedelta(hours=2)
             letter = await reader.wait_for(lambda _t, r: r.get("what") == "delivery", timeout=15)
     assert letter["reason"] == "gave up after 2 attempts in 1 h: receiver answered HTTP 503"
     assert letter["attempts"] == 2 and len(channel.calls) == 2
+
+
+async def _rescheduled_once(setup: Setup) -> bool:
+    return [(row.status, row.attempts) for row in await setup.rows(channel="rec")] == [("pending", 1)]
 
 
 async def test_probes_and_metrics_over_http(setup: Setup) -> None:
@@ -189,3 +196,14 @@ async def test_a_channel_keeps_dispatching_after_the_store_was_away(
         await eventually(lambda: failures >= 3, what="claims failing")
         monkeypatch.setattr(Store, "claim_due", claim_due)
         await eventually(lambda: len(channel.sent) == 1, what="sent once the store is back")
+
+
+async def test_a_port_in_use_stops_the_start_in_one_line(setup: Setup) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = setup.settings(notify_http_port=port, notify_http_host="127.0.0.1")
+        with pytest.raises(NotifyConfigurationError) as raised:
+            await asyncio.wait_for(Notifier(settings, [RecordingChannel()]).run(), 20)
+    assert str(raised.value).startswith(f"NOTIFY_HTTP_PORT: cannot listen on 127.0.0.1:{port} (")
