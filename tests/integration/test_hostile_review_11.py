@@ -6,6 +6,7 @@ its fix in the review's report; they pass once the core is fixed (strict: then r
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -31,8 +32,10 @@ from tests.integration.test_notify_core import (
     SECRET,
     RecordingChannel,
     Setup,
+    _committed_total,
     eventually,
     eventually_async,
+    metric,
     needs_reauth,
     notify_database_url,
     refreshed,
@@ -313,3 +316,130 @@ async def test_a_digest_of_ten_thousand_connections_can_be_claimed(notify_databa
         assert await store.mark_sent(claimed, channel="slack", owner="hostile", now=now) == len(claimed)
     finally:
         await store.dispose()
+
+
+# -- the database slow, then away, for a while (through a proxy of the test's own) ---------------
+
+
+class DatabaseProxy:
+    """A TCP proxy to Postgres that can hold every byte (a database that hangs) or cut every
+    connection and refuse new ones (a database that is away)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._target = (host, port)
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+        self.away = False
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> DatabaseProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        self.cut()
+
+    def cut(self) -> None:
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.away:
+            writer.transport.abort()
+            return
+        upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
+        self._writers |= {writer, upstream_writer}
+        await asyncio.gather(
+            self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer), return_exceptions=True
+        )
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                await self.flowing.wait()
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.transport.abort()
+
+
+async def test_a_database_slow_then_away_for_a_while_loses_and_repeats_nothing(setup: Setup) -> None:
+    url = make_url(setup.database_url)
+    async with DatabaseProxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+        proxied = setup.settings(database_url=url.set(port=proxy.port).render_as_string(hide_password=False))
+        channel = RecordingChannel()
+        first, second, third = needs_reauth(), needs_reauth(), needs_reauth()
+        async with running(proxied, [channel]) as notifier:
+            await setup.publish(first)
+            await eventually(lambda: len(channel.sent) == 1, what="the first notice")
+
+            proxy.flowing.clear()  # slow: every statement hangs
+            await setup.publish(second)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(notifier.ready(), 1)
+            await asyncio.sleep(3)  # a database slow for a while (nothing asserted on the sleep)
+            assert len(channel.sent) == 1
+            assert await _committed_total(setup, proxied.consumer_group, 1)
+            proxy.flowing.set()
+            await eventually(lambda: len(channel.sent) == 2, what="the second notice once the database answers")
+
+            proxy.away = True  # away: connections cut, new ones refused
+            proxy.cut()
+            await setup.publish(third)
+            await asyncio.sleep(3)
+            assert len(channel.sent) == 2
+            proxy.away = False
+            await eventually(lambda: len(channel.sent) == 3, timeout=20, what="the third once the database is back")
+            await eventually_async(lambda: _committed_total(setup, proxied.consumer_group, 3), what="offsets")
+            assert await notifier.ready() is None
+    assert sorted(n.notice_id for n in channel.sent) == sorted(e.event_id for e in (first, second, third))
+
+
+# -- an SMTP server that drops the connection at the end of DATA ---------------------------------
+
+
+class DroppingSmtp(SmtpSink):
+    """Takes the first message, then drops the connection instead of answering 250: the message
+    arrived, the notifier cannot know it."""
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        answer = await super().handle_DATA(server, session, envelope)
+        if len(self.messages) == 1:
+            server.transport.abort()
+        return answer
+
+
+async def test_a_connection_dropped_after_data_gives_at_most_one_copy_more_with_the_same_id(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At least once: the email is sent again (the retry cannot know the first arrived), with the
+    same Message-ID so mail systems can tell; once, not again and again."""
+    with DroppingSmtp() as smtp:
+        async with _lookup_server() as lookup_url:
+            for name, value in {
+                "NOTIFY_EMAIL_SMTP_HOST": "127.0.0.1",
+                "NOTIFY_EMAIL_SMTP_PORT": str(smtp.port),
+                "NOTIFY_EMAIL_SMTP_SECURITY": "none",
+                "NOTIFY_EMAIL_FROM": "noreply@example.com",
+                "NOTIFY_EMAIL_LOOKUP_URL": lookup_url,
+                "NOTIFY_EMAIL_LOOKUP_BEARER_TOKEN": BEARER,
+            }.items():
+                monkeypatch.setenv(name, value)
+            settings = setup.settings()
+            channels = load_channels(database_url=settings.database_url.get_secret_value())
+            event = needs_reauth()
+            async with running(settings, channels) as notifier:
+                await setup.publish(event)
+                await eventually(lambda: metric(notifier, "sent", "email") == 1, what="the email sent")
+                assert metric(notifier, "failed", "email") == 1
+    assert len(smtp.messages) == 2
+    assert smtp.messages[0]["Message-ID"] == smtp.messages[1]["Message-ID"]
+    assert str(event.event_id) in smtp.messages[0]["Message-ID"]
+    (row,) = await setup.rows(notice_id=event.event_id)
+    assert row.status == "sent" and row.attempts == 1
