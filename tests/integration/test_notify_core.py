@@ -418,6 +418,7 @@ async def test_malformed_records_are_dead_lettered_without_their_value(setup: Se
     for _topic, _key, record in reader.records:
         assert SECRET.encode() not in (record or b"") and b"not json at all" not in (record or b"")
     assert channel.sent[0].notice_id == good.event_id
+    assert_no_secret(channel)
 
 
 _HANGING_NOTIFIER = """
