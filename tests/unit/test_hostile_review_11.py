@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from stream_app.notify.channel import retry_after_seconds
+from stream_app.notify.channels import load_channels
 from stream_app.notify.email.addresses import InvalidAddress, parse_address
 from stream_app.notify.email.message import build_message
 from stream_app.notify.email.templates import Templates
@@ -204,3 +205,42 @@ def test_a_bad_database_url_is_one_line_naming_it(url: str) -> None:
     with pytest.raises(NotifyConfigurationError) as raised:
         load_notify_settings(database_url=url)
     assert str(raised.value).startswith("DATABASE_URL") and "S3CRETPW" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://alice:S3CRETPW@db/x", "mysql+aiomysql://alice:S3CRETPW@db/x", "foo://alice:S3CRETPW@db/x"]
+)
+def test_a_lookup_database_url_without_an_installed_async_driver_is_one_line_naming_it(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It stopped start-up with a traceback (ModuleNotFoundError from the lookup's engine)."""
+    for name, value in {
+        "NOTIFY_EMAIL_SMTP_HOST": "smtp.example.com",
+        "NOTIFY_EMAIL_FROM": "noreply@example.com",
+        "NOTIFY_EMAIL_LOOKUP_SQL": "SELECT email FROM users WHERE id = :user_id",
+        "NOTIFY_EMAIL_LOOKUP_DATABASE_URL": url,
+    }.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(NotifyConfigurationError) as raised:
+        load_channels(database_url="sqlite+aiosqlite:///./notify.db", packages=("email",))
+    message = str(raised.value)
+    assert message.startswith("NOTIFY_EMAIL_LOOKUP_DATABASE_URL: ") and "\n" not in message
+    assert "S3CRETPW" not in message
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core defect: NotifySettings' float settings accept inf: NOTIFY_LEASE_SECONDS=inf (with "
+    "NOTIFY_SEND_TIMEOUT_SECONDS=inf) starts, then every claim overflows (now + timedelta(inf)) and nothing is "
+    "ever sent; NOTIFY_RETRY_MAX_SECONDS=inf lets the backoff overflow",
+)
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"notify_lease_seconds": "inf", "notify_send_timeout_seconds": "inf"},
+        {"notify_retry_max_seconds": "inf"},
+    ],
+)
+def test_an_infinite_duration_is_refused_at_start(values: dict[str, str]) -> None:
+    with pytest.raises(NotifyConfigurationError):
+        load_notify_settings(**values)

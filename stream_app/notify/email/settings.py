@@ -14,7 +14,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from stream_app.notify.email.addresses import InvalidAddress, parse_address
 from stream_app.notify.email.templates import TemplateProblem, Templates
@@ -85,7 +85,11 @@ class EmailSettings(BaseSettings):
     @field_validator("lookup_database_url")
     @classmethod
     def _database_url(cls, value: SecretStr | None) -> SecretStr | None:
-        return SecretStr(async_database_url(value.get_secret_value())) if value is not None else None
+        if value is None:
+            return None
+        url = async_database_url(value.get_secret_value())
+        check_async_driver(url)
+        return SecretStr(url)
 
     @field_validator("templates_dir")
     @classmethod
@@ -145,6 +149,22 @@ def async_database_url(url: str) -> str:
         raise ValueError("not a database URL") from None
     driver = _ASYNC_DRIVERS.get(parsed.drivername)
     return parsed.set(drivername=driver).render_as_string(hide_password=False) if driver else url
+
+
+def check_async_driver(url: str) -> None:
+    """ValueError (never quoting the URL) unless ``url``'s driver is an installed async one: the
+    lookup's engine is made at start, and a sync or missing driver would stop it with a traceback."""
+    parsed = make_url(url)
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ValueError(f"unknown database dialect {parsed.drivername!r}") from None
+    if not getattr(dialect, "is_async", False):
+        raise ValueError(f"{parsed.drivername!r} is not an async driver (postgresql+asyncpg://, sqlite+aiosqlite://)")
+    try:
+        dialect.import_dbapi()
+    except ImportError:
+        raise ValueError(f"the driver of {parsed.drivername!r} is not installed") from None
 
 
 def _check_lookup_sql(sql: str) -> None:
