@@ -5,7 +5,6 @@ re-read a no-op). A record the notifier cannot read goes to its dead-letter topi
 from __future__ import annotations
 
 import json
-import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,8 +32,6 @@ from stream_app.notify.policy import DeliveryPolicy
 from stream_app.notify.recovery import Ledger
 from stream_app.notify.settings import NotifySettings
 from stream_app.notify.store import DROPPED, PENDING, SUPPRESSED, Store, utc_now
-
-log = logging.getLogger(__name__)
 
 _MODELS: dict[str, type[BaseModel]] = {
     "token.refreshed": TokenRefreshed,
@@ -185,6 +182,8 @@ class Intake:
                     received.append(read_record(self._topics[record.topic], record.value))
                 except Malformed as exc:
                     malformed.append((record, str(exc)))
+        # A connection's events come from several topics: applied in the order they happened.
+        received.sort(key=lambda item: item.notice.occurred_at)
         now = self._now()
         outcome = BatchOutcome(Counter(), Counter(), Counter(), Counter())
         if self._channels:  # none configured: nothing to record
