@@ -11,7 +11,11 @@ Stdlib only. Each role gets what it was seen to need on a broker with
   creates those topics if missing (``--topics-precreated`` leaves that out);
 - producers write ``connection.created`` and ``connection.disconnected``, nothing else; trusted
   triggers (an admin tool asking for refreshes) write ``token.expiring``, nothing else;
-- notifiers read the outcome topics in their own consumer groups;
+- `token-refresh notify` (``--notify``) reads the outcome topics and ``connection.created`` (a
+  re-connection is its "recovered" signal) in its group ``<app>-notify``, and writes (creates,
+  unless ``--topics-precreated``) its dead-letter topic ``NOTIFY_DLQ_TOPIC`` (``notify.dlq``);
+- other notifiers (``--notifier``, an outside team's consumer) read the outcome topics in their
+  own consumer groups (``--notifier-group``), nothing else;
 - operators replay dead letters (`token-refresh dlq replay`/`dlq show`): read the ``.dlq`` topics
   and the input topics (a letter without its value is read back from there), write the input
   topics, in the group ``<app>-dlq-replay``.
@@ -19,13 +23,13 @@ Stdlib only. Each role gets what it was seen to need on a broker with
 Usage::
 
     python3 scripts/kafka_acls.py commands --worker User:token-refresh --producer User:signup \\
-        --notifier User:mailer --notifier-group mailer
+        --notify User:token-refresh-notify --notifier User:mailer --notifier-group mailer
     python3 scripts/kafka_acls.py apply --bootstrap-server kafka:9092 --command-config admin.properties \\
         [--kafka-acls /opt/kafka/bin/kafka-acls.sh] --worker User:token-refresh ...
 
 ``apply`` runs ``--kafka-acls`` if given, else the `kafka-acls.sh` class (``kafka.admin.AclCommand``)
 from the jars scripts/kafka_local.py caches. The app id and topic names default to the worker's
-own settings (KAFKA_APP_ID, TOPIC_CONNECTION_CREATED, ...) read from the environment.
+own settings (KAFKA_APP_ID, TOPIC_CONNECTION_CREATED, ..., NOTIFY_DLQ_TOPIC) read from the environment.
 """
 
 from __future__ import annotations
@@ -49,7 +53,13 @@ TOPIC_DEFAULTS = (
     "token.revoked",
     "provider.circuit_changed",
 )
-OUTCOMES = ("token.refreshed", "token.needs_reauth", "token.refresh_failed", "token.revoked", "provider.circuit_changed")
+OUTCOMES = (
+    "token.refreshed",
+    "token.needs_reauth",
+    "token.refresh_failed",
+    "token.revoked",
+    "provider.circuit_changed",
+)
 INPUTS = ("connection.created", "token.expiring", "connection.disconnected")
 TOOLS_LOG4J = """log4j.rootLogger=WARN, stderr
 log4j.appender.stderr=org.apache.log4j.ConsoleAppender
@@ -101,6 +111,14 @@ def grants(args: argparse.Namespace) -> list[Grant]:
         result.append(Grant(tuple(args.producer), ("Write",), topics=producer_topics))
     if args.trigger:
         result.append(Grant(tuple(args.trigger), ("Write",), topics=(topic["token.expiring"],)))
+    if args.notify:
+        notify = tuple(args.notify)
+        result.append(
+            Grant(notify, ("Read",), topics=(*outcomes, topic["connection.created"]), groups=(f"{app}-notify",))
+        )
+        result.append(Grant(notify, ("Write",), topics=(args.notify_dlq_topic,)))
+        if not args.topics_precreated:
+            result.append(Grant(notify, ("Create",), topics=(args.notify_dlq_topic,)))
     if args.notifier:
         result.append(Grant(tuple(args.notifier), ("Read",), topics=outcomes, groups=tuple(args.notifier_group)))
     if args.operator:
@@ -172,16 +190,24 @@ def parser() -> argparse.ArgumentParser:
         for default_name in TOPIC_DEFAULTS:
             flag = "--topic-" + default_name.replace(".", "-").replace("_", "-")
             command.add_argument(flag, dest=_dest(default_name), default=_env_topic(default_name))
+        command.add_argument(
+            "--notify-dlq-topic", default=os.environ.get("NOTIFY_DLQ_TOPIC") or "notify.dlq", help="(--notify's)"
+        )
         command.add_argument("--worker", action="append", default=[], metavar="PRINCIPAL")
         command.add_argument("--producer", action="append", default=[], metavar="PRINCIPAL")
         command.add_argument("--trigger", action="append", default=[], metavar="PRINCIPAL")
-        command.add_argument("--notifier", action="append", default=[], metavar="PRINCIPAL")
+        command.add_argument(
+            "--notify", action="append", default=[], metavar="PRINCIPAL", help="`token-refresh notify`"
+        )
+        command.add_argument(
+            "--notifier", action="append", default=[], metavar="PRINCIPAL", help="an outside team's consumer"
+        )
         command.add_argument("--notifier-group", action="append", default=[], metavar="GROUP")
         command.add_argument("--operator", action="append", default=[], metavar="PRINCIPAL")
         command.add_argument(
             "--topics-precreated",
             action="store_true",
-            help="an admin creates the topics (and <app>-__assignor-__leader): no Create for the worker",
+            help="an admin creates the topics (and <app>-__assignor-__leader): no Create for the worker or notify",
         )
     return main
 
@@ -191,8 +217,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.notifier and not args.notifier_group:
         print("error: --notifier needs at least one --notifier-group", file=sys.stderr)
         return 2
-    if not (args.worker or args.producer or args.trigger or args.notifier or args.operator):
-        print("error: name a principal (--worker, --producer, --trigger, --notifier, --operator)", file=sys.stderr)
+    if not (args.worker or args.producer or args.trigger or args.notify or args.notifier or args.operator):
+        print(
+            "error: name a principal (--worker, --producer, --trigger, --notify, --notifier, --operator)",
+            file=sys.stderr,
+        )
         return 2
     if args.command == "commands":
         print_commands(args)

@@ -1,10 +1,11 @@
 """The Kafka ACLs of docs/security.md, applied by scripts/kafka_acls.py to a broker that
-authenticates every client (SASL/PLAIN) and denies whatever no ACL allows: a real worker runs on
-exactly those, and each other role is held to its own topics."""
+authenticates every client (SASL/PLAIN) and denies whatever no ACL allows: a real worker and a
+real notifier run on exactly those, and each other role is held to its own topics."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import subprocess
@@ -19,13 +20,16 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError
+from standardwebhooks.webhooks import Webhook
 
 from schemas import ConnectionCreated
 from schemas.events import ConnectionDisconnected
 from stream_app.crypto import TokenCipher
 from stream_app.sandbox import SandboxServer
 from tests.support.acl_broker import REPO, AclBroker
-from tests.support.worker import WorkerProcess
+from tests.support.infra import free_port
+from tests.support.notify_receivers import HttpReceiver, Request
+from tests.support.worker import WorkerFailed, WorkerProcess
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
@@ -51,11 +55,13 @@ class Deployment:
     topics: dict[str, str]
     worker: WorkerProcess
     worker_env: dict[str, str]
+    notify_dlq: str
 
 
 @pytest.fixture(scope="module")
 def acl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AclBroker]:
-    broker = AclBroker(tmp_path_factory.mktemp("acl-broker"), ["worker", "producer", "trigger", "notifier", "operator"])
+    users = ["worker", "producer", "trigger", "notify", "notifier", "operator"]
+    broker = AclBroker(tmp_path_factory.mktemp("acl-broker"), users)
     try:
         broker.start()  # a broker that does not start fails the tests: never a skip
         yield broker
@@ -75,6 +81,7 @@ def deployment(
     app_id = f"token-refresh-acl-{suffix}"
     topics = {name: f"{name}.{suffix}" for name in DEFAULT_TOPICS}
     topic_flags = [f"--topic-{name.replace('.', '-').replace('_', '-')}={topic}" for name, topic in topics.items()]
+    notify_dlq = f"notify.dlq.{suffix}"
     _kafka_acls(
         "apply",
         f"--bootstrap-server={acl_broker.bootstrap}",
@@ -84,6 +91,8 @@ def deployment(
         "--worker=User:worker",
         "--producer=User:producer",
         "--trigger=User:trigger",
+        "--notify=User:notify",
+        f"--notify-dlq-topic={notify_dlq}",
         "--notifier=User:notifier",
         f"--notifier-group={NOTIFIER_GROUP}",
         "--operator=User:operator",
@@ -108,7 +117,7 @@ def deployment(
     worker = WorkerProcess(env, workdir / "worker.log").start()
     try:
         worker.wait_ready(timeout=120)
-        yield Deployment(acl_broker, app_id, topics, worker, env)
+        yield Deployment(acl_broker, app_id, topics, worker, env, notify_dlq)
     finally:
         worker.stop()
 
@@ -243,6 +252,111 @@ async def test_notifier_reads_outcomes_and_writes_nothing(deployment: Deployment
         await _read(notifier, topics["connection.created"], NOTIFIER_GROUP)
     with pytest.raises(GroupAuthorizationFailedError):
         await _read(notifier, topics["token.needs_reauth"], deployment.app_id)
+
+
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+
+
+def _notify_env(deployment: Deployment, user: str, receiver: HttpReceiver, dead_letters: str) -> dict[str, str]:
+    """`token-refresh notify` authenticated as ``user``, its webhook channel aimed at ``receiver``;
+    no ENCRYPTION_KEY (the conftest keeps it out of the environment), as in production."""
+    return {
+        "DATABASE_URL": deployment.worker_env["DATABASE_URL"],
+        "KAFKA_APP_ID": deployment.app_id,
+        "KAFKA_SESSION_TIMEOUT_SECONDS": "6",
+        "LOG_LEVEL": "INFO",
+        **deployment.broker.service_env(user),
+        **{f"TOPIC_{name.upper().replace('.', '_')}": topic for name, topic in deployment.topics.items()},
+        "NOTIFY_DLQ_TOPIC": dead_letters,
+        "NOTIFY_HTTP_HOST": "127.0.0.1",
+        "NOTIFY_HTTP_PORT": str(free_port()),
+        "NOTIFY_WEBHOOK_URL": f"{receiver.url}/hooks",
+        "NOTIFY_WEBHOOK_ALLOW_HTTP": "true",
+        "NOTIFY_WEBHOOK_SECRETS": WEBHOOK_SECRET,
+    }
+
+
+async def _webhook_about(receiver: HttpReceiver, user_id: uuid.UUID, event_type: str) -> Request:
+    async with asyncio.timeout(60):
+        while True:
+            for request in receiver.received("/hooks"):
+                body = json.loads(request.body)
+                if body["type"] == event_type and body["data"]["user_id"] == str(user_id):
+                    return request
+            await asyncio.sleep(0.1)
+
+
+async def _dead_letter_with_key(options: dict[str, Any], topic: str, key: str) -> bytes:
+    consumer = AIOKafkaConsumer(topic, auto_offset_reset="earliest", enable_auto_commit=False, **options)
+    await consumer.start()
+    try:
+        async with asyncio.timeout(60):
+            async for record in consumer:
+                if json.loads(record.value or b"{}").get("key") == key:
+                    return bytes(record.value or b"")
+    finally:
+        await consumer.stop()
+    raise AssertionError("unreachable")
+
+
+async def test_notify_delivers_with_only_its_acls(
+    deployment: Deployment, sandbox: SandboxServer, encryption_key: str, tmp_path: Path
+) -> None:
+    """`token-refresh notify` as its own principal (--notify) creates its dead-letter topic, reads
+    the outcomes and connection.created in <app>-notify, dead-letters a record it cannot read, and
+    delivers a refresh's outcome as a signed webhook."""
+    broker, topics = deployment.broker, deployment.topics
+    producer = broker.client_options("producer")
+    cipher = TokenCipher(encryption_key)
+    grant = sandbox.create_grant("spotify")
+    event = ConnectionCreated(
+        user_id=uuid.uuid4(),
+        platform="spotify",
+        access_token=cipher.encrypt(grant["live_access_token"]),
+        refresh_token=cipher.encrypt(grant["live_refresh_token"]),
+        token_expires_at=datetime.now(UTC) + timedelta(minutes=2),
+    )
+    unreadable_key = f"{uuid.uuid4()}:spotify"
+    with HttpReceiver() as receiver:
+        env = _notify_env(deployment, "notify", receiver, deployment.notify_dlq)
+        notifier = WorkerProcess(env, tmp_path / "notify.log", command="notify").start()
+        try:
+            notifier.wait_until_logged("notify: running", timeout=60)
+            await _send(producer, topics["connection.created"], b"not json", unreadable_key.encode())
+            await _send(producer, topics["connection.created"], event.to_bytes(), event.key.encode())
+            try:
+                request = await _webhook_about(receiver, event.user_id, "token.refreshed")
+                letter = await _dead_letter_with_key(
+                    broker.client_options("admin"), deployment.notify_dlq, unreadable_key
+                )
+            except TimeoutError:
+                sent = [json.loads(r.body)["type"] for r in receiver.requests]
+                worker_log = deployment.worker.log()[-3000:]
+                raise AssertionError(f"webhooks {sent}\n{notifier.log()[-3000:]}\nworker:\n{worker_log}") from None
+        finally:
+            stopped = notifier.stop()
+        told = "\n".join(f"{r.headers}\n{r.body.decode()}" for r in receiver.requests)
+    assert Webhook(WEBHOOK_SECRET).verify(request.body, request.headers)["data"]["platform"] == "spotify"
+    assert json.loads(letter)["topic"] == topics["connection.created"] and b"not json" not in letter
+    log = notifier.log()
+    assert stopped and notifier.process is not None and notifier.process.returncode == 0, log[-4000:]
+    assert "AuthorizationFailed" not in log, log[-4000:]
+    for token in (grant["live_access_token"], grant["live_refresh_token"]):
+        assert token not in told and token not in log
+
+
+async def test_notify_as_an_outside_notifier_is_refused_at_start(deployment: Deployment, tmp_path: Path) -> None:
+    """The outside teams' role (--notifier: the outcomes, in its own group) is not the notifier's:
+    `token-refresh notify` under it stops at start, in one line."""
+    with HttpReceiver() as receiver:
+        env = _notify_env(deployment, "notifier", receiver, f"{deployment.notify_dlq}.other")
+        notifier = WorkerProcess(env, tmp_path / "notify.log", command="notify").start()
+        try:
+            with pytest.raises(WorkerFailed, match="exited with"):
+                notifier.wait_until_logged("notify: running", timeout=60)
+        finally:
+            notifier.kill()
+    assert "NOTIFY_DLQ_TOPIC: the cluster refused to create" in notifier.log()
 
 
 async def test_unauthenticated_client_may_do_nothing(deployment: Deployment) -> None:
