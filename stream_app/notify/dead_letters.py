@@ -23,6 +23,8 @@ from stream_app.notify.store import utc_now
 
 log = logging.getLogger(__name__)
 
+_MAX_REASON = 500  # characters: a dead letter stays far below the broker's record size limit
+
 # A key kept readable: a connection's "<user_id>:<platform>" or a platform's key.
 _SAFE_KEY = re.compile(r"^(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}:)?[a-z][a-z0-9_]{0,31}$")
 
@@ -69,7 +71,7 @@ class DeadLetters:
     ) -> None:
         letter = NotifyDeadLetter(
             what="record",
-            reason=reason,
+            reason=reason[:_MAX_REASON],
             topic=topic,
             partition=partition,
             offset=offset,
@@ -83,7 +85,7 @@ class DeadLetters:
         for notice in notices:
             letter = NotifyDeadLetter(
                 what="delivery",
-                reason=reason,
+                reason=reason[:_MAX_REASON],
                 channel=channel,
                 notice_id=notice.notice_id,
                 kind=notice.kind,

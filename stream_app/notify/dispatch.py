@@ -204,15 +204,21 @@ class ChannelDispatcher:
         attempts, taken_in = await self._store.attempts_and_age(notices, channel=self.name)
         attempts += 1
         now = self._now()
-        give_up = timedelta(hours=self._settings.notify_give_up_hours)
-        if not permanent and now - taken_in >= give_up:
-            reason = f"gave up after {attempts} attempts in {self._settings.notify_give_up_hours:g} h: {reason}"
+        hours = self._settings.notify_give_up_hours
+        left = (taken_in + timedelta(hours=hours) - now).total_seconds()  # until the give-up age
+        wait = retry_after if retry_after is not None and retry_after > 0 else 0.0  # NaN: no wait either
+        if not permanent and left <= 0:
+            reason = f"gave up after {attempts} attempts in {hours:g} h: {reason}"
+            permanent = True
+        elif not permanent and wait >= left:  # inf included
+            reason = f"gave up: the receiver asks to wait past the give-up age ({hours:g} h): {reason}"
             permanent = True
         if permanent:
             try:
                 await self._dead_letters.deliveries(notices, channel=self.name, attempts=attempts, reason=reason)
             except Exception as exc:  # the broker away: keep the delivery and try again later
                 log.error("notify: %s: dead letter not written (%s); kept for a retry", self.name, type(exc).__name__)
+                left = max(left, self._settings.notify_retry_base_seconds)
             else:
                 await self._store.mark_dead(notices, channel=self.name, owner=self._owner, error=reason)
                 self._metrics.dead_lettered.labels(channel=self.name).inc(len(notices))
@@ -221,14 +227,14 @@ class ChannelDispatcher:
                         channel=self.name, platform=digest_platform, sent_at=None, retry_at=None
                     )
                 return
-        delay = full_jitter_backoff(
+        backoff = full_jitter_backoff(
             attempts,
             base=self._settings.notify_retry_base_seconds,
             cap=self._settings.notify_retry_max_seconds,
             rng=self._rng,
         )
-        if retry_after is not None:
-            delay = max(delay, retry_after)
+        # Never sooner than a Retry-After; the last try no later than the give-up age.
+        delay = min(max(backoff, wait), left)
         next_attempt_at = self._policy.not_before(now + timedelta(seconds=delay), user_facing=self.channel.user_facing)
         log.info("notify: %s: attempt %d failed (%s); next in %.1f s", self.name, attempts, reason, delay)
         if digest_platform is not None:

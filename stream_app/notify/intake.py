@@ -5,10 +5,11 @@ re-read a no-op). A record the notifier cannot read goes to its dead-letter topi
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -32,6 +33,8 @@ from stream_app.notify.policy import DeliveryPolicy
 from stream_app.notify.recovery import Ledger
 from stream_app.notify.settings import NotifySettings
 from stream_app.notify.store import DROPPED, PENDING, SUPPRESSED, Store, utc_now
+
+log = logging.getLogger(__name__)
 
 _MODELS: dict[str, type[BaseModel]] = {
     "token.refreshed": TokenRefreshed,
@@ -68,10 +71,14 @@ def read_record(default_topic: str, value: bytes | None) -> Received:
         data = json.loads(value)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise Malformed(f"not JSON: {type(exc).__name__} at position {getattr(exc, 'pos', '?')}") from None
+    except RecursionError:
+        raise Malformed("not JSON this notifier reads: nested too deeply") from None
     if not isinstance(data, dict):
         raise Malformed(f"not a JSON object but {type(data).__name__}")
     try:
         event = _MODELS[default_topic].model_validate(data)
+    except RecursionError:
+        raise Malformed(f"not a {default_topic} event: nested too deeply") from None
     except ValidationError as exc:
         first = exc.errors(include_input=False, include_url=False)[0]
         where = ".".join(str(part) for part in first["loc"]) or "event"
@@ -83,7 +90,7 @@ def read_record(default_topic: str, value: bytes | None) -> Received:
         raise Malformed(f"not a {default_topic} event")
     if default_topic == "connection.created":
         if event.event_type != "connection.created":
-            raise Malformed(f"not a connection.created event: event_type is {event.event_type!r}")
+            raise Malformed("not a connection.created event: event_type: another event's type")  # not quoted
         # Read as the bare envelope (Event ignores the rest): its ciphertexts are never kept.
         notice = _notice(event, "refreshed", event.user_id)
         return Received(notice, problem=False, recovers=True, revokes=False, told=False)
@@ -153,6 +160,7 @@ class Intake:
         self._settings, self._store, self._policy, self._metrics = settings, store, policy, metrics
         self._channels = {channel.name: channel for channel in channels}
         self._dead_letters, self._on_new, self._now = dead_letters, on_new, now
+        self._skew = timedelta(seconds=settings.event_max_clock_skew_seconds)
         # Configured topic name -> the contract's name (which decides how it is read).
         self._topics = {configured: default for default, configured in settings.topic_names().items()}
         self.consumer = AIOKafkaConsumer(
@@ -247,7 +255,13 @@ class Intake:
         notice = item.notice
         planned: list[tuple[Notice, Channel, Route, bool]] = []
         connection = (notice.user_id, notice.platform) if notice.user_id is not None else None
-        if connection is not None and item.recovers:
+        if connection is not None and (item.recovers or item.revokes) and notice.occurred_at > now + self._skew:
+            log.warning(
+                "notify: event %s is dated %s, past this notifier's clock: not taken as a recovery",
+                notice.notice_id,
+                notice.occurred_at.isoformat(),
+            )
+        elif connection is not None and item.recovers:
             recovered = Notice(
                 notice_id=recovered_notice_id(notice.notice_id),
                 kind="recovered",

@@ -14,6 +14,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./token_refresh.db"
 _QUIET_HOURS = re.compile(r"^(?P<start>\d{1,2}:\d{2})-(?P<end>\d{1,2}:\d{2})$")
@@ -39,7 +41,7 @@ class NotifySettings(BaseSettings):
     kafka_min_insync_replicas: int | None = Field(default=None, ge=1)
     # The notifier's consumer group is <KAFKA_APP_ID>-notify.
     kafka_app_id: str = "token-refresh"
-    kafka_session_timeout_seconds: float = Field(default=60, ge=6)
+    kafka_session_timeout_seconds: float = Field(default=60, ge=6, le=3600, allow_inf_nan=False)
     topic_connection_created: str = "connection.created"
     topic_token_refreshed: str = "token.refreshed"
     topic_token_needs_reauth: str = "token.needs_reauth"
@@ -47,6 +49,9 @@ class NotifySettings(BaseSettings):
     topic_token_revoked: str = "token.revoked"
     topic_provider_circuit_changed: str = "provider.circuit_changed"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # An event dated later than now plus this is told, but not trusted to show a connection
+    # recovered or revoked (a skewed clock or a forged date would mute its later problems).
+    event_max_clock_skew_seconds: float = Field(default=300, ge=0, le=86_400, allow_inf_nan=False)
 
     # The notifier's own.
     notify_dlq_topic: str = "notify.dlq"
@@ -58,25 +63,52 @@ class NotifySettings(BaseSettings):
     notify_queue_size: int = Field(default=100, ge=1, le=10_000)
     notify_senders_per_channel: int = Field(default=4, ge=1, le=100)
     # A send's deadline, and a claimed delivery's hold (another notifier re-sends it once lapsed).
-    notify_send_timeout_seconds: float = Field(default=60, gt=0)
-    notify_lease_seconds: float = Field(default=120, gt=0)
+    notify_send_timeout_seconds: float = Field(default=60, gt=0, le=3600, allow_inf_nan=False)
+    notify_lease_seconds: float = Field(default=120, gt=0, le=86_400, allow_inf_nan=False)
     # Retries: a full-jitter exponential backoff (uniform 0 .. min(max, base x 2^attempts)),
     # never sooner than a Retry-After; a delivery still failing this long after it was taken in
     # is dead-lettered.
-    notify_retry_base_seconds: float = Field(default=5, gt=0)
-    notify_retry_max_seconds: float = Field(default=900, gt=0)
-    notify_give_up_hours: float = Field(default=24, gt=0, le=24 * 30)
+    notify_retry_base_seconds: float = Field(default=5, gt=0, le=86_400, allow_inf_nan=False)
+    notify_retry_max_seconds: float = Field(default=900, gt=0, le=30 * 86_400, allow_inf_nan=False)
+    notify_give_up_hours: float = Field(default=24, gt=0, le=24 * 30, allow_inf_nan=False)
     # How often idle dispatchers look for due deliveries (new ones wake them at once).
-    notify_poll_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    notify_poll_interval_seconds: float = Field(default=1.0, gt=0, le=60, allow_inf_nan=False)
     # Finished deliveries (the dedupe keys) are kept this long: longer than the topics' retention
     # (7 days by default), so a replay from the earliest offset finds every key it sent.
-    notify_retention_days: float = Field(default=30, gt=0, le=3650)
+    notify_retention_days: float = Field(default=30, gt=0, le=3650, allow_inf_nan=False)
     # Quiet hours of user-facing channels, "HH:MM-HH:MM" in NOTIFY_QUIET_HOURS_TIMEZONE: their
     # deliveries wait for the end (never dropped). Unset: none.
     notify_quiet_hours: str | None = None
     notify_quiet_hours_timezone: str = "UTC"
     # At most one needs_reauth notice per connection in this many hours on a user-facing channel.
-    notify_reauth_notice_interval_hours: float = Field(default=24, ge=0, le=24 * 365)
+    notify_reauth_notice_interval_hours: float = Field(default=24, ge=0, le=24 * 365, allow_inf_nan=False)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_is_async(cls, value: SecretStr) -> SecretStr:
+        # SQLAlchemy's own errors quote the URL (its password included): none is passed on.
+        try:
+            url = make_url(value.get_secret_value())
+        except (ArgumentError, ValueError):
+            raise ValueError(
+                "is not a database URL (postgresql+asyncpg://user:password@host:port/database or "
+                "sqlite+aiosqlite:///path; percent-encode @ : / in the password)"
+            ) from None
+        if "@" in (url.host or ""):
+            raise ValueError("holds an '@' after the password's: percent-encode @ in the password as %40")
+        try:
+            dialect = url.get_dialect()
+        except NoSuchModuleError:
+            raise ValueError(
+                f"unknown database {url.drivername!r}: postgresql+asyncpg:// or sqlite+aiosqlite://"
+            ) from None
+        if not getattr(dialect, "is_async", False):
+            raise ValueError(f"{url.drivername!r} is not an async driver: postgresql+asyncpg:// or sqlite+aiosqlite://")
+        try:
+            dialect.import_dbapi()
+        except ImportError:
+            raise ValueError(f"the driver of {url.drivername!r} is not installed") from None
+        return value
 
     @field_validator("notify_quiet_hours")
     @classmethod

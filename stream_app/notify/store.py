@@ -10,10 +10,10 @@ version, so a later notifier can upgrade them and an older one refuses a newer s
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -45,6 +45,8 @@ from sqlalchemy.types import TypeDecorator
 
 from stream_app.notify.notice import Notice
 from stream_app.notify.recovery import Connection, Ledger, Problem
+
+T = TypeVar("T")
 
 SCHEMA_VERSION = 1
 _IN_LIST = 500  # keys per IN list
@@ -323,15 +325,16 @@ class Store:
                     .with_for_update(skip_locked=True)
                 )
             ).all()
-            if not keys:
-                return []
-            rows = await connection.execute(
-                update(deliveries)
-                .where(tuple_(deliveries.c.notice_id, deliveries.c.channel).in_([tuple(key) for key in keys]))
-                .values(status=SENDING, lease_owner=owner, lease_until=lease_until)
-                .returning(*deliveries.c)
-            )
-            return sorted((to_notice(row) for row in rows), key=lambda notice: notice.occurred_at)
+            claimed: list[Notice] = []
+            for chunk in _chunks([key.notice_id for key in keys]):
+                rows = await connection.execute(
+                    update(deliveries)
+                    .where(deliveries.c.channel == channel, deliveries.c.notice_id.in_(chunk))
+                    .values(status=SENDING, lease_owner=owner, lease_until=lease_until)
+                    .returning(*deliveries.c)
+                )
+                claimed.extend(to_notice(row) for row in rows)
+            return sorted(claimed, key=lambda notice: notice.occurred_at)
 
     async def digest_platforms_due(self, *, channel: str, now: datetime, window_seconds: float) -> list[str]:
         """Platforms with digest deliveries due on ``channel`` whose last digest is older than
@@ -376,26 +379,23 @@ class Store:
             ).one()
             if not _digest_due(state, now, window_seconds):
                 return []
-            keys = (
+            # Under the digest's row lock no other notifier claims this platform's digest: its due
+            # deliveries are taken by their criteria, however many (no list of keys to bound).
+            rows = (
                 await connection.execute(
-                    select(deliveries.c.notice_id, deliveries.c.channel)
+                    update(deliveries)
                     .where(
                         deliveries.c.channel == channel,
                         deliveries.c.platform == platform,
                         deliveries.c.route == "digest",
                         _due(now),
                     )
-                    .with_for_update(skip_locked=True)
+                    .values(status=SENDING, lease_owner=owner, lease_until=lease_until)
+                    .returning(*deliveries.c)
                 )
             ).all()
-            if not keys:
+            if not rows:
                 return []
-            rows = await connection.execute(
-                update(deliveries)
-                .where(tuple_(deliveries.c.notice_id, deliveries.c.channel).in_([tuple(key) for key in keys]))
-                .values(status=SENDING, lease_owner=owner, lease_until=lease_until)
-                .returning(*deliveries.c)
-            )
             await connection.execute(
                 update(digests)
                 .where(digests.c.channel == channel, digests.c.platform == platform)
@@ -407,20 +407,22 @@ class Store:
         """The held deliveries were sent; problems become announcements (unless the connection
         recovered meanwhile). Returns how many were still held by ``owner``."""
         async with self.engine.begin() as connection:
-            result = await connection.execute(
-                update(deliveries)
-                .where(_held(notices, channel, owner))
-                .values(status=SENT, sent_at=now, lease_until=None, lease_owner=None, last_error=None)
-                .returning(
-                    deliveries.c.notice_id,
-                    deliveries.c.kind,
-                    deliveries.c.problem,
-                    deliveries.c.user_id,
-                    deliveries.c.platform,
-                    deliveries.c.occurred_at,
+            rows: list[Any] = []
+            for chunk in _chunks(notices):
+                result = await connection.execute(
+                    update(deliveries)
+                    .where(_held(chunk, channel, owner))
+                    .values(status=SENT, sent_at=now, lease_until=None, lease_owner=None, last_error=None)
+                    .returning(
+                        deliveries.c.notice_id,
+                        deliveries.c.kind,
+                        deliveries.c.problem,
+                        deliveries.c.user_id,
+                        deliveries.c.platform,
+                        deliveries.c.occurred_at,
+                    )
                 )
-            )
-            rows = result.all()
+                rows.extend(result.all())
             for row in rows:
                 if row.problem and row.user_id is not None:
                     await self._announce(connection, row, channel=channel, now=now)
@@ -477,66 +479,77 @@ class Store:
     async def renew(self, notices: Sequence[Notice], *, channel: str, owner: str, lease_until: datetime) -> int:
         """Extend the lease of held deliveries (just before their send); returns how many are
         still held by ``owner`` (a queued one whose lease lapsed may have been taken by another)."""
+        held = 0
         async with self.engine.begin() as connection:
-            result = await connection.execute(
-                update(deliveries).where(_held(notices, channel, owner)).values(lease_until=lease_until)
-            )
-            return int(result.rowcount)
+            for chunk in _chunks(notices):
+                result = await connection.execute(
+                    update(deliveries).where(_held(chunk, channel, owner)).values(lease_until=lease_until)
+                )
+                held += int(result.rowcount)
+        return held
 
     async def reschedule(
         self, notices: Sequence[Notice], *, channel: str, owner: str, next_attempt_at: datetime, error: str
     ) -> None:
         async with self.engine.begin() as connection:
-            await connection.execute(
-                update(deliveries)
-                .where(_held(notices, channel, owner))
-                .values(
-                    status=PENDING,
-                    attempts=deliveries.c.attempts + 1,
-                    next_attempt_at=next_attempt_at,
-                    lease_until=None,
-                    lease_owner=None,
-                    last_error=error[:500],
+            for chunk in _chunks(notices):
+                await connection.execute(
+                    update(deliveries)
+                    .where(_held(chunk, channel, owner))
+                    .values(
+                        status=PENDING,
+                        attempts=deliveries.c.attempts + 1,
+                        next_attempt_at=next_attempt_at,
+                        lease_until=None,
+                        lease_owner=None,
+                        last_error=error[:500],
+                    )
                 )
-            )
 
     async def mark_dead(self, notices: Sequence[Notice], *, channel: str, owner: str, error: str) -> None:
         async with self.engine.begin() as connection:
-            await connection.execute(
-                update(deliveries)
-                .where(_held(notices, channel, owner))
-                .values(
-                    status=DEAD,
-                    attempts=deliveries.c.attempts + 1,
-                    lease_until=None,
-                    lease_owner=None,
-                    last_error=error[:500],
+            for chunk in _chunks(notices):
+                await connection.execute(
+                    update(deliveries)
+                    .where(_held(chunk, channel, owner))
+                    .values(
+                        status=DEAD,
+                        attempts=deliveries.c.attempts + 1,
+                        lease_until=None,
+                        lease_owner=None,
+                        last_error=error[:500],
+                    )
                 )
-            )
 
     async def release(self, notices: Sequence[Notice], *, channel: str, owner: str) -> None:
         """Held deliveries that were not sent (a stop): pending again, at once for another."""
         if not notices:
             return
         async with self.engine.begin() as connection:
-            await connection.execute(
-                update(deliveries)
-                .where(_held(notices, channel, owner))
-                .values(status=PENDING, lease_until=None, lease_owner=None)
-            )
+            for chunk in _chunks(notices):
+                await connection.execute(
+                    update(deliveries)
+                    .where(_held(chunk, channel, owner))
+                    .values(status=PENDING, lease_until=None, lease_owner=None)
+                )
 
     async def attempts_and_age(self, notices: Sequence[Notice], *, channel: str) -> tuple[int, datetime]:
         """The most attempts and the earliest intake among ``notices``."""
+        attempts, earliest = 0, None
         async with self.engine.connect() as connection:
-            row = (
-                await connection.execute(
-                    select(func.max(deliveries.c.attempts), func.min(deliveries.c.created_at)).where(
-                        deliveries.c.channel == channel,
-                        deliveries.c.notice_id.in_([notice.notice_id for notice in notices]),
+            for chunk in _chunks(notices):
+                most, first = (
+                    await connection.execute(
+                        select(func.max(deliveries.c.attempts), func.min(deliveries.c.created_at)).where(
+                            deliveries.c.channel == channel,
+                            deliveries.c.notice_id.in_([notice.notice_id for notice in chunk]),
+                        )
                     )
-                )
-            ).one()
-        return int(row[0] or 0), row[1] or utc_now()
+                ).one()
+                attempts = max(attempts, int(most or 0))
+                if first is not None and (earliest is None or first < earliest):
+                    earliest = first
+        return attempts, earliest or utc_now()
 
     async def pending_counts(self) -> dict[str, int]:
         """Deliveries not finished yet, per channel."""
@@ -561,11 +574,10 @@ class Store:
             ).all()
             if not keys:
                 return 0
-            await connection.execute(
-                delete(deliveries).where(
-                    tuple_(deliveries.c.notice_id, deliveries.c.channel).in_([tuple(key) for key in keys])
+            for chunk in _chunks([tuple(key) for key in keys]):
+                await connection.execute(
+                    delete(deliveries).where(tuple_(deliveries.c.notice_id, deliveries.c.channel).in_(chunk))
                 )
-            )
             resolved = await connection.execute(delete(resolutions).where(resolutions.c.resolved_at < before))
             return len(keys) + int(resolved.rowcount)
 
@@ -595,6 +607,13 @@ def _due(now: datetime) -> Any:
         and_(deliveries.c.status == PENDING, deliveries.c.next_attempt_at <= now),
         and_(deliveries.c.status == SENDING, deliveries.c.lease_until < now),
     )
+
+
+def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
+    """``items`` in slices short enough for an IN list (Postgres refuses very long lists of
+    row values; asyncpg takes at most 32,767 parameters)."""
+    for start in range(0, len(items), _IN_LIST):
+        yield items[start : start + _IN_LIST]
 
 
 def _held(notices: Sequence[Notice], channel: str, owner: str) -> Any:

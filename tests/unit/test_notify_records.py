@@ -68,6 +68,7 @@ def test_revocations_and_circuits() -> None:
         (b"\xff\xfe", "not JSON: "),
         (b"[1, 2]", "not a JSON object but list"),
         (b'{"event_type": "token.needs_reauth", "reason": "ya29.SECRET"}', "not a token.needs_reauth event: "),
+        (b"[" * 100_000, "not JSON this notifier reads: nested too deeply"),
     ],
 )
 def test_a_malformed_record_is_refused_with_a_reason_that_quotes_nothing(value: bytes | None, reason: str) -> None:
@@ -82,3 +83,18 @@ def test_only_keys_of_the_services_shapes_stay_readable() -> None:
     assert readable_key(f"{user}:spotify".encode()) == f"{user}:spotify"
     assert readable_key(b"spotify") == "spotify"
     assert readable_key(b"ya29.some-token") is None and readable_key(b"\xff") is None and readable_key(None) is None
+
+
+def test_a_connection_created_of_another_type_is_refused_without_quoting_it() -> None:
+    value = json.dumps(
+        {
+            "event_id": str(uuid.uuid4()),
+            "event_type": "ya29.SECRET" + "\\" * 1000,
+            "occurred_at": "2026-11-30T12:00:00Z",
+            "user_id": str(uuid.uuid4()),
+            "platform": "spotify",
+        }
+    ).encode()
+    with pytest.raises(Malformed) as raised:
+        read_record("connection.created", value)
+    assert "SECRET" not in str(raised.value) and len(str(raised.value)) < 100

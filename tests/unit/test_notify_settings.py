@@ -48,6 +48,10 @@ def test_the_service_names_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
         ("NOTIFY_REAUTH_NOTICE_INTERVAL_HOURS", "-1", "NOTIFY_REAUTH_NOTICE_INTERVAL_HOURS: "),
         ("NOTIFY_LEASE_SECONDS", "10", "NOTIFY_LEASE_SECONDS: must exceed NOTIFY_SEND_TIMEOUT_SECONDS"),
         ("KAFKA_SECURITY_PROTOCOL", "SASL_SSL", "KAFKA_SASL_USERNAME: is required"),
+        ("DATABASE_URL", "postgresql://alice:S3CRET@db/x", "DATABASE_URL: 'postgresql' is not an async driver"),
+        ("DATABASE_URL", "postgres//alice:S3CRET@db/x", "DATABASE_URL: is not a database URL"),
+        ("NOTIFY_LEASE_SECONDS", "inf", "NOTIFY_LEASE_SECONDS: Input should be a finite number"),
+        ("NOTIFY_RETRY_MAX_SECONDS", "nan", "NOTIFY_RETRY_MAX_SECONDS: Input should be a finite number"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_it(
@@ -57,7 +61,7 @@ def test_a_bad_setting_is_one_line_naming_it(
     with pytest.raises(NotifyConfigurationError) as raised:
         load_notify_settings()
     message = str(raised.value)
-    assert message.startswith(expected) and "\n" not in message
+    assert message.startswith(expected) and "\n" not in message and "S3CRET" not in message
 
 
 class _ChannelSettings(BaseSettings):
