@@ -25,6 +25,7 @@ from schemas import TokenRefreshFailed
 from stream_app.kafka_client import cap_client_logging
 from stream_app.notify.channel import DeliveryFailed, Route
 from stream_app.notify.channels import load_channels
+from stream_app.notify.email.lookup import HttpLookup
 from stream_app.notify.intake import delivery_row
 from stream_app.notify.notice import Notice
 from stream_app.notify.store import Store
@@ -443,3 +444,51 @@ async def test_a_connection_dropped_after_data_gives_at_most_one_copy_more_with_
     assert str(event.event_id) in smtp.messages[0]["Message-ID"]
     (row,) = await setup.rows(notice_id=event.event_id)
     assert row.status == "sent" and row.attempts == 1
+
+
+# -- an address lookup answering megabytes, or a drip of bytes ----------------------------------
+
+
+@asynccontextmanager
+async def _hostile_directory() -> AsyncIterator[str]:
+    async def huge(request: web.Request) -> web.Response:
+        padding = "x" * (8 * 1024 * 1024)
+        return web.json_response({"email": ADDRESS, "padding": padding})
+
+    async def drip(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        for _ in range(100):  # a byte every 0.1 s: each read well inside the timeout
+            await response.write(b" ")
+            await asyncio.sleep(0.1)
+        await response.write(json.dumps({"email": ADDRESS}).encode())
+        return response
+
+    app = web.Application()
+    app.router.add_get("/huge/{user_id}", huge)
+    app.router.add_get("/drip/{user_id}", drip)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_address_lookup_answering_megabytes_or_a_drip_fails_in_bounded_time_and_memory() -> None:
+    """Read whole before (httpx's timeout is per read): 8 MB taken in, a 10 s drip waited out."""
+    async with _hostile_directory() as base:
+        huge = HttpLookup(f"{base}/huge/{{user_id}}", bearer_token=None, timeout_seconds=0.5)
+        drip = HttpLookup(f"{base}/drip/{{user_id}}", bearer_token=None, timeout_seconds=0.5)
+        try:
+            with pytest.raises(DeliveryFailed) as too_big:
+                await huge.find(uuid.uuid4())
+            with pytest.raises(DeliveryFailed) as dripping:
+                await asyncio.wait_for(drip.find(uuid.uuid4()), 5)
+        finally:
+            await huge.aclose()
+            await drip.aclose()
+    assert too_big.value.reason == "address lookup answered more than 64 KiB" and not too_big.value.permanent
+    assert dripping.value.reason == "address lookup did not answer within 1 s" and not dripping.value.permanent

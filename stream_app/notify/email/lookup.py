@@ -64,6 +64,19 @@ class SqlLookup:
         await self._engine.dispose()
 
 
+_MAX_ANSWER = 64 * 1024
+
+
+async def _bounded_body(response: httpx.Response) -> bytes | None:
+    """The answer's body, or None past _MAX_ANSWER bytes (read no further)."""
+    body = b""
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > _MAX_ANSWER:
+            return None
+    return body
+
+
 class _HideLookupUrl(logging.Filter):
     """httpx logs every request's URL at INFO ("HTTP Request: GET <url> ..."), whatever the
     notifier's own log configuration: the lookup's URL holds the user's id (the notifier logs none),
@@ -96,12 +109,19 @@ class HttpLookup:
         if bearer_token:
             headers["Authorization"] = f"Bearer {bearer_token}"
         self._client = httpx.AsyncClient(headers=headers, timeout=timeout_seconds, follow_redirects=False)
+        self._deadline = 2 * timeout_seconds  # the whole exchange; httpx times each step
         self._log_filter = _HideLookupUrl(url_template)
         logging.getLogger("httpx").addFilter(self._log_filter)
 
     async def find(self, user_id: uuid.UUID) -> Recipient | None:
         try:
-            response = await self._client.get(self._template.format(user_id=user_id))
+            # A deadline for the whole exchange too (httpx's is per step: a drip of bytes outlasts
+            # it), and a bounded answer (an address and a name, not megabytes).
+            async with asyncio.timeout(self._deadline):
+                async with self._client.stream("GET", self._template.format(user_id=user_id)) as response:
+                    content = await _bounded_body(response)
+        except TimeoutError:
+            raise DeliveryFailed(f"address lookup did not answer within {self._deadline:g} s") from None
         except httpx.HTTPError as exc:
             raise DeliveryFailed(f"address lookup unreachable ({type(exc).__name__})") from None
         if response.status_code == 404:
@@ -112,9 +132,11 @@ class HttpLookup:
             )
         if response.status_code != 200:
             raise http_failure("address lookup", response.status_code, response.headers)
+        if content is None:
+            raise DeliveryFailed(f"address lookup answered more than {_MAX_ANSWER // 1024} KiB")
         try:
-            body: Any = json.loads(response.content)
-        except ValueError:
+            body: Any = json.loads(content)
+        except (ValueError, RecursionError):  # RecursionError: JSON nested past the decoder's depth
             raise DeliveryFailed("address lookup answered something other than JSON") from None
         if not isinstance(body, dict):
             raise DeliveryFailed("address lookup's answer is not a JSON object")
