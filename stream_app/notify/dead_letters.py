@@ -8,6 +8,7 @@ which is published and holds no token).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import uuid
@@ -98,7 +99,8 @@ class DeadLetters:
             await self._send(letter, key=key)
 
     async def _send(self, letter: NotifyDeadLetter, *, key: str | None) -> None:
-        await self._producer.send_and_wait(
-            self.topic, letter.model_dump_json().encode(), key=key.encode() if key else None
-        )
+        # An event may hold a lone surrogate ("\ud800" is valid JSON, and the schemas let it through):
+        # it becomes "?" here rather than fail the dead letter (and the delivery with it) for ever.
+        value = json.dumps(letter.model_dump(mode="json"), ensure_ascii=False).encode("utf-8", "replace")
+        await self._producer.send_and_wait(self.topic, value, key=key.encode() if key else None)
         log.warning("notify: dead-lettered a %s to %s: %s", letter.what, self.topic, letter.reason)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 
 from schemas import ConnectionCreated, ProviderCircuitChanged, TokenRefreshFailed, TokenRevoked
-from stream_app.notify.dead_letters import readable_key
+from stream_app.notify.dead_letters import DeadLetters, readable_key
 from stream_app.notify.intake import Malformed, read_record
+from stream_app.notify.notice import Notice
 
 CIPHERTEXT = "ab" * 12 + ":" + "cd" * 16 + ":" + "ef" * 24
 
@@ -98,3 +100,21 @@ def test_a_connection_created_of_another_type_is_refused_without_quoting_it() ->
     with pytest.raises(Malformed) as raised:
         read_record("connection.created", value)
     assert "SECRET" not in str(raised.value) and len(str(raised.value)) < 100
+
+
+async def test_a_dead_letter_of_an_event_with_a_lone_surrogate_is_still_written() -> None:
+    sent: list[tuple[str, bytes, bytes | None]] = []
+
+    class Producer:
+        async def send_and_wait(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+            sent.append((topic, value, key))
+
+    user = uuid.uuid4()
+    notice = Notice(uuid.uuid4(), "needs_reauth", "spotify", user, datetime.now(UTC), {"reason": "invalid\ud800"})
+    await DeadLetters(Producer(), "notify.dlq").deliveries(  # type: ignore[arg-type]
+        [notice], channel="webhook", attempts=1, reason="webhook answered HTTP 410"
+    )
+    ((topic, value, key),) = sent
+    letter = json.loads(value)
+    assert topic == "notify.dlq" and key == f"{user}:spotify".encode()
+    assert letter["event"] == {"reason": "invalid?"} and letter["reason"] == "webhook answered HTTP 410"
