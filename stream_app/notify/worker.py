@@ -16,6 +16,11 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    TopicAuthorizationFailedError,
+)
 from sqlalchemy.exc import SQLAlchemyError
 
 from stream_app.notify.channel import Channel
@@ -35,6 +40,8 @@ log = logging.getLogger(__name__)
 _GAUGE_INTERVAL_SECONDS = 5.0  # at most (NOTIFY_POLL_INTERVAL_SECONDS x 20 when shorter)
 _PRUNE_INTERVAL_SECONDS = 3600.0
 _RETRY_BATCH_MAX_SECONDS = 5.0  # a batch that failed is read again after 0.2 s, 0.4 s ... up to this
+# A broker that refuses the notifier's principal: its ACLs are missing (a setting, not a fault to retry).
+_KAFKA_REFUSALS = (TopicAuthorizationFailedError, GroupAuthorizationFailedError, ClusterAuthorizationFailedError)
 
 
 class Notifier:
@@ -70,6 +77,11 @@ class Notifier:
     async def run(self) -> None:
         try:
             await self._run()
+        except _KAFKA_REFUSALS as exc:
+            raise NotifyConfigurationError(
+                f"KAFKA_SASL_USERNAME: the broker refused the notifier's principal ({type(exc).__name__}): it needs "
+                "the notifier's ACLs (scripts/kafka_acls.py --notify)"
+            ) from None
         finally:
             for channel in self.channels:
                 with contextlib.suppress(Exception):

@@ -359,6 +359,22 @@ async def test_notify_as_an_outside_notifier_is_refused_at_start(deployment: Dep
     assert "NOTIFY_DLQ_TOPIC: the cluster refused to create" in notifier.log()
 
 
+async def test_notify_without_read_grants_stops_in_one_line(deployment: Deployment, tmp_path: Path) -> None:
+    """A principal that may write the notifier's dead-letter topic (here the producer's, aimed at a
+    topic it may write) but read nothing: the refusal is one line naming the ACLs, not a traceback."""
+    with HttpReceiver() as receiver:
+        env = _notify_env(deployment, "producer", receiver, deployment.topics["connection.created"])
+        notifier = WorkerProcess(env, tmp_path / "notify.log", command="notify").start()
+        try:
+            with pytest.raises(WorkerFailed, match="exited with"):
+                notifier.wait_until_logged("notify: running", timeout=60)
+        finally:
+            notifier.kill()
+    log = notifier.log()
+    assert "KAFKA_SASL_USERNAME: the broker refused the notifier's principal" in log, log[-3000:]
+    assert "scripts/kafka_acls.py --notify" in log and "Traceback" not in log
+
+
 async def test_unauthenticated_client_may_do_nothing(deployment: Deployment) -> None:
     anonymous = {"bootstrap_servers": deployment.broker.plaintext_bootstrap}
     with pytest.raises(TopicAuthorizationFailedError):
