@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -47,12 +48,25 @@ class SqlLookup:
         pool: dict[str, Any] = {"pool_size": 2, "max_overflow": 2} if sized else {}
         self._engine: AsyncEngine = create_async_engine(database_url, pool_pre_ping=True, **pool)
         self._timeout = timeout_seconds
+        self._queries: set[asyncio.Future[Any]] = set()  # running, some maybe past their timeout
 
     async def find(self, user_id: uuid.UUID) -> Recipient | None:
+        # The query runs in a task of its own, and is not waited for past the timeout: a query
+        # cancelled on a database that stopped answering takes the driver's own time to let go
+        # (about 60 s with asyncpg), which asyncio.timeout would wait out.
+        query = asyncio.ensure_future(self._row(user_id))
+        self._queries.add(query)
+        query.add_done_callback(_forget(self._queries))
         try:
-            async with asyncio.timeout(self._timeout), self._engine.connect() as connection:
-                row = (await connection.execute(self._query, {"user_id": str(user_id)})).first()
-        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            done, _ = await asyncio.wait({query}, timeout=self._timeout)
+        finally:
+            if not query.done():
+                query.cancel()
+        if not done:
+            raise DeliveryFailed("address lookup query failed (TimeoutError)")
+        try:
+            row = query.result()
+        except (SQLAlchemyError, OSError) as exc:
             # The class only: a driver's message may quote the query's parameters.
             raise DeliveryFailed(f"address lookup query failed ({type(exc).__name__})") from None
         if row is None or row[0] is None:
@@ -60,8 +74,25 @@ class SqlLookup:
         name = row[1] if len(row) > 1 and isinstance(row[1], str) else None
         return Recipient(str(row[0]), name or None)
 
+    async def _row(self, user_id: uuid.UUID) -> Any:
+        async with self._engine.connect() as connection:
+            return (await connection.execute(self._query, {"user_id": str(user_id)})).first()
+
     async def aclose(self) -> None:
+        for query in list(self._queries):
+            query.cancel()
         await self._engine.dispose()
+
+
+def _forget(pending: set[asyncio.Future[Any]]) -> Callable[[asyncio.Future[Any]], None]:
+    """A done callback: the query leaves ``pending``, its outcome read (no 'never retrieved' warning)."""
+
+    def done(query: asyncio.Future[Any]) -> None:
+        pending.discard(query)
+        if not query.cancelled():
+            query.exception()
+
+    return done
 
 
 _MAX_ANSWER = 64 * 1024
