@@ -239,8 +239,7 @@ async def test_no_secret_address_or_user_id_reaches_the_log_at_debug(
             )
             async with TopicReader(setup.bootstrap, [setup.dlq]) as reader, running(settings, channels):
                 await setup.publish(needs_reauth(user), failed)
-                for channel in ("email", "webhook"):
-                    await reader.wait_for(_dead_letter_of(channel), timeout=15)
+                letters = [await reader.wait_for(_dead_letter_of(name), timeout=15) for name in ("email", "webhook")]
                 await eventually(lambda: len(http.received(SLACK_PATH)) >= 3, what="Slack: a retry and the digest")
     # The notifier's lines (the test's own SMTP server logs as mail.log).
     text = "\n".join(record.getMessage() for record in caplog.records if not record.name.startswith("mail."))
@@ -250,6 +249,12 @@ async def test_no_secret_address_or_user_id_reaches_the_log_at_debug(
         assert secret and secret not in text
     assert ADDRESS not in text and "alice.private" not in text
     assert str(user) not in text and user.hex not in text
+    # The dead letters' reasons: the address masked, the endpoint by its label, no credential.
+    assert letters[0]["reason"] == "the SMTP server refused the recipient a***@example.com (550 5.1.1)"
+    assert letters[1]["reason"].startswith(f"webhook endpoint {http.url} answered HTTP 410")
+    dead = json.dumps(letters)
+    for secret in (SLACK_PATH, WEBHOOK_QUERY_SECRET, WEBHOOK_SECRET, BEARER, ADDRESS):
+        assert secret not in dead
 
 
 # -- a flood: one platform's digest of more connections than a statement can list ---------------
