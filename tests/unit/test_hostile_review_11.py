@@ -217,3 +217,22 @@ def test_a_lookup_database_url_without_an_installed_async_driver_is_one_line_nam
 def test_an_infinite_duration_is_refused_at_start(values: dict[str, str]) -> None:
     with pytest.raises(NotifyConfigurationError):
         load_notify_settings(**values)
+
+
+def test_a_digest_of_five_thousand_re_auths_is_one_bounded_message() -> None:
+    """Sound: counts, not lists: 5,000 connections with 5,000 different reasons make one message
+    within Slack's limits (50 blocks, 3,000 characters a section), naming five users at most."""
+    notices = [_notice("needs_reauth", reason=f"reason_{index}_" + "x" * 300) for index in range(5_000)]
+    payload = blocks.digest(
+        "spotify",
+        notices,
+        window_seconds=3600,
+        now=datetime.now(UTC),
+        user_ref=blocks.user_reference(None),
+        dashboard_url=None,
+    )
+    assert payload is not None
+    assert payload["text"].startswith("5000 Spotify connections need re-auth")
+    assert len(payload["blocks"]) <= 50
+    assert len(json.dumps(payload)) < 10_000
+    assert sum(notice.user_id.hex[:8] in json.dumps(payload) for notice in notices) <= 5  # type: ignore[union-attr]
