@@ -400,7 +400,7 @@ class SandboxState:
             return override
         dialect = DIALECTS[PLATFORMS[platform].dialect]
         spread = dialect.expires_in_spread
-        return dialect.expires_in + (random.randint(-spread, spread) if spread else 0)
+        return dialect.expires_in + (self._rng.randint(-spread, spread) if spread else 0)
 
     def _issue_access(self) -> str:
         token = _token(ACCESS_PREFIX)
