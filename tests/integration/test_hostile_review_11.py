@@ -570,3 +570,22 @@ async def test_readyz_answers_503_within_seconds_while_the_database_hangs(setup:
 
 async def _ready(notifier: Any) -> bool:
     return notifier.intake is not None and notifier.intake.started and await notifier.ready() is None
+
+
+# -- two notifiers in one group on one store, one of them stopped midway ----------------------------
+
+
+async def test_two_notifiers_in_one_group_send_each_notice_once_when_one_stops_midway(setup: Setup) -> None:
+    first, second = RecordingChannel(), RecordingChannel()
+    settings = setup.settings()
+    before = [needs_reauth() for _ in range(60)]
+    after = [needs_reauth() for _ in range(60)]
+    async with running(settings, [second]):
+        async with running(settings, [first]):
+            await setup.publish(*before)
+            await eventually(lambda: len(first.sent) + len(second.sent) == 60, what="the first sixty")
+        await setup.publish(*after)  # the first stopped: its partitions move to the second
+        await eventually(lambda: len(first.sent) + len(second.sent) == 120, timeout=30, what="all of them")
+        await eventually_async(lambda: _committed_total(setup, settings.consumer_group, 120), what="offsets")
+    sent = [notice.notice_id for notice in first.sent + second.sent]
+    assert sorted(sent) == sorted(event.event_id for event in before + after)  # each once, none twice
