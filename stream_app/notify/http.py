@@ -18,11 +18,10 @@ def create_app(metrics: NotifyMetrics, ready: Callable[[], Awaitable[str | None]
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
+    check = _OneCheckAtATime(ready)
+
     async def readyz(_request: web.Request) -> web.Response:
-        try:
-            problem = await asyncio.wait_for(ready(), timeout=5)
-        except Exception as exc:
-            problem = f"readiness check failed: {type(exc).__name__}"
+        problem = await check.answer()
         if problem is None:
             return web.json_response({"status": "ready"})
         return web.json_response({"status": "not ready", "reason": problem}, status=503)
@@ -37,6 +36,42 @@ def create_app(metrics: NotifyMetrics, ready: Callable[[], Awaitable[str | None]
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)
     return app
+
+
+READY_TIMEOUT_SECONDS = 5.0
+
+
+class _OneCheckAtATime:
+    """Runs the readiness check, answering within the timeout even when the check hangs: a
+    cancelled query to a database that stopped answering is only let go by its driver a minute
+    later, so the check is not awaited past the timeout, and no second one starts while it lingers
+    (each would hold a pooled connection)."""
+
+    def __init__(self, ready: Callable[[], Awaitable[str | None]]) -> None:
+        self._ready = ready
+        self._running: asyncio.Task[str | None] | None = None
+
+    async def answer(self) -> str | None:
+        timeout = READY_TIMEOUT_SECONDS
+        if self._running is None or self._running.done():
+            self._running = asyncio.ensure_future(self._ready())
+            self._running.add_done_callback(_retrieve)
+        task = self._running
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if not done:
+            task.cancel()
+            return f"the readiness check did not finish within {timeout:g} s (the database does not answer)"
+        if task.cancelled():
+            return "the readiness check was cancelled"
+        error = task.exception()
+        if error is not None:
+            return f"readiness check failed: {type(error).__name__}"
+        return task.result()
+
+
+def _retrieve(task: asyncio.Task[str | None]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: a lingering check's failure is not logged as never retrieved
 
 
 class HttpServer:
