@@ -423,45 +423,55 @@ class Store:
                     )
                 )
                 rows.extend(result.all())
-            for row in rows:
-                if row.problem and row.user_id is not None:
-                    await self._announce(connection, row, channel=channel, now=now)
+            problems = [row for row in rows if row.problem and row.user_id is not None]
+            await self._announce(connection, problems, channel=channel, now=now)
             return len(rows)
 
-    async def _announce(self, connection: AsyncConnection, row: Any, *, channel: str, now: datetime) -> None:
-        recovered_since = (
-            await connection.execute(
-                select(deliveries.c.notice_id)
+    async def _announce(
+        self, connection: AsyncConnection, problems: Sequence[Any], *, channel: str, now: datetime
+    ) -> None:
+        """The problems sent become their connections' announcements, in a few statements however
+        many there are (a digest tells thousands): those whose connection's recovery was told
+        already (or is being told) are not announced."""
+        latest: dict[tuple[Any, str], Any] = {}
+        for row in problems:  # one announcement per connection: its latest problem
+            key = (row.user_id, row.platform)
+            if key not in latest or row.occurred_at > latest[key].occurred_at:
+                latest[key] = row
+        recovered: dict[tuple[Any, str], datetime] = {}
+        for chunk in _chunks(list({user_id for user_id, _ in latest})):
+            result = await connection.execute(
+                select(deliveries.c.user_id, deliveries.c.platform, func.max(deliveries.c.occurred_at))
                 .where(
-                    deliveries.c.user_id == row.user_id,
-                    deliveries.c.platform == row.platform,
-                    deliveries.c.channel == channel,
-                    deliveries.c.kind == "recovered",
-                    deliveries.c.occurred_at >= row.occurred_at,
+                    deliveries.c.user_id.in_(chunk), deliveries.c.channel == channel, deliveries.c.kind == "recovered"
                 )
-                .limit(1)
+                .group_by(deliveries.c.user_id, deliveries.c.platform)
             )
-        ).first()
-        if recovered_since is not None:
-            return  # the recovery was told (or is being told) already
-        values = {
-            "user_id": row.user_id,
-            "platform": row.platform,
-            "channel": channel,
-            "notice_id": row.notice_id,
-            "kind": row.kind,
-            "problem_occurred_at": row.occurred_at,
-            "announced_at": now,
-        }
-        statement = self._insert(announcements).values(**values)
-        await connection.execute(
-            statement.on_conflict_do_update(
-                index_elements=["user_id", "platform", "channel"],
-                set_={
-                    key: statement.excluded[key] for key in ("notice_id", "kind", "problem_occurred_at", "announced_at")
-                },
+            recovered |= {(user_id, platform): moment for user_id, platform, moment in result.all()}
+        values = [
+            {
+                "user_id": row.user_id,
+                "platform": row.platform,
+                "channel": channel,
+                "notice_id": row.notice_id,
+                "kind": row.kind,
+                "problem_occurred_at": row.occurred_at,
+                "announced_at": now,
+            }
+            for key, row in latest.items()
+            if key not in recovered or recovered[key] < row.occurred_at
+        ]
+        for chunk in _chunks(values):
+            statement = self._insert(announcements).values(list(chunk))
+            await connection.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["user_id", "platform", "channel"],
+                    set_={
+                        key: statement.excluded[key]
+                        for key in ("notice_id", "kind", "problem_occurred_at", "announced_at")
+                    },
+                )
             )
-        )
 
     async def record_digest(
         self, *, channel: str, platform: str, sent_at: datetime | None, retry_at: datetime | None
