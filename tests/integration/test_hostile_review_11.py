@@ -29,7 +29,9 @@ from schemas import TokenRefreshFailed
 from stream_app.kafka_client import cap_client_logging
 from stream_app.notify.channel import DeliveryFailed, Route
 from stream_app.notify.channels import load_channels
+from stream_app.notify.email import build_channel as build_email_channel
 from stream_app.notify.email.lookup import HttpLookup, SqlLookup
+from stream_app.notify.email.settings import EmailSettings
 from stream_app.notify.intake import delivery_row
 from stream_app.notify.notice import Notice
 from stream_app.notify.store import Store
@@ -584,3 +586,37 @@ async def test_two_notifiers_in_one_group_send_each_notice_once_when_one_stops_m
         await eventually_async(lambda: _committed_total(setup, settings.consumer_group, 120), what="offsets")
     sent = [notice.notice_id for notice in first.sent + second.sent]
     assert sorted(sent) == sorted(event.event_id for event in before + after)  # each once, none twice
+
+
+# -- an SMTP server that does not offer STARTTLS (a downgrade) -------------------------------------
+
+
+async def test_an_smtp_server_without_starttls_gets_no_message_and_no_password() -> None:
+    """Sound: STARTTLS is required, never opportunistic: the password and the address do not travel
+    in clear to a relay (or a man in the middle) that leaves STARTTLS out."""
+    with SmtpSink() as smtp:
+        async with _lookup_server() as lookup_url:
+            settings = EmailSettings.model_validate(
+                {
+                    "smtp_host": "127.0.0.1",
+                    "smtp_port": smtp.port,
+                    "smtp_security": "starttls",
+                    "smtp_username": "notify",
+                    "smtp_password": "smtpPasswordDoNotSend",
+                    "NOTIFY_EMAIL_FROM": "noreply@example.com",
+                    "lookup_url": lookup_url,
+                    "lookup_bearer_token": BEARER,
+                }
+            )
+            channel = build_email_channel(database_url="sqlite+aiosqlite:///unused.db", settings=settings)
+            assert channel is not None
+            try:
+                with pytest.raises(DeliveryFailed) as refused:
+                    await channel.send(
+                        Notice(uuid.uuid4(), "needs_reauth", "spotify", uuid.uuid4(), datetime.now(UTC), {})
+                    )
+            finally:
+                await channel.aclose()
+    assert "cannot be used as configured" in refused.value.reason and "STARTTLS" in refused.value.reason
+    assert not refused.value.permanent and "smtpPasswordDoNotSend" not in refused.value.reason
+    assert smtp.messages == [] and smtp.raw == []
