@@ -2,8 +2,7 @@
 stalled the intake, a receiver's Retry-After the dispatcher could not hold, a far-future event that
 muted a connection, a flood past a statement's size, secrets in logs, a database slow or away, an
 SMTP server dropping the connection, lookups that hang. The core's defects were fixed by its
-engineer (773cb3b), the channels' with these tests; the one xfail left is a defect of the core
-still open (strict: remove the mark when it is fixed).
+engineer (773cb3b, e1b5359, 91133ce), the channels' with these tests.
 """
 
 from __future__ import annotations
@@ -295,12 +294,6 @@ async def test_a_digest_of_ten_thousand_connections_can_be_claimed(notify_databa
         await store.dispose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core defect: Store.mark_sent announces each sent problem with two statements of its own (a SELECT "
-    "of a later recovered notice, an INSERT .. ON CONFLICT): a digest of 2,000 re-auths costs 4,000 round "
-    "trips in one transaction (10,000: 23 s here)",
-)
 async def test_marking_a_large_digest_sent_costs_a_few_statements_not_a_few_per_notice(
     notify_database_url: str,
 ) -> None:
