@@ -96,8 +96,15 @@ class Ledger:
 
     def reauth_limited(self, connection: Connection, channel: str, at: datetime, interval: timedelta) -> bool:
         """A needs_reauth of this connection on this channel, told or to be told, within
-        ``interval`` of ``at``."""
-        return any(abs(at - other) < interval for other in self.reauths[(connection, channel)])
+        ``interval`` of ``at``, and not on the other side of the connection's latest recovery or
+        revocation: a break after the user reconnected is a new one, told even within the interval
+        (else the last word they got would be "connected again" on a broken connection)."""
+        resolved = self.resolved.get(connection)
+
+        def apart(other: datetime) -> bool:
+            return resolved is not None and min(at, other) < resolved <= max(at, other)
+
+        return any(abs(at - other) < interval and not apart(other) for other in self.reauths[(connection, channel)])
 
     def taken_in(self, connection: Connection, row: dict[str, Any]) -> None:
         """A delivery of this batch: the later events of the batch see it."""

@@ -88,6 +88,25 @@ async def test_a_second_reauth_notice_within_the_interval_is_suppressed_on_user_
     assert_no_secret(user_facing, other)
 
 
+async def test_a_break_after_the_user_reconnected_is_told_within_the_interval(setup: Setup) -> None:
+    """Reconnect, then connected again, then a new break an hour later: three emails, the last one
+    saying to reconnect (not a suppressed notice leaving the user told that it works)."""
+    user_facing = mail()
+    user = uuid.uuid4()
+    start = datetime.now(UTC) - timedelta(hours=3)
+    first, recovery = needs_reauth(user, start), refreshed(user, start + timedelta(minutes=30))
+    again = needs_reauth(user, start + timedelta(hours=1))
+    async with running(setup.settings(), [user_facing]):
+        await setup.publish(first)
+        await eventually(lambda: len(user_facing.sent) == 1, what="the first re-auth notice")
+        await setup.publish(recovery)
+        await eventually(lambda: len(user_facing.sent) == 2, what="the recovered notice")
+        await setup.publish(again)
+        await eventually(lambda: len(user_facing.sent) == 3, what="the new break's notice")
+    assert [n.kind for n in user_facing.sent] == ["needs_reauth", "recovered", "needs_reauth"]
+    assert user_facing.sent[2].notice_id == again.event_id
+
+
 async def test_a_recovery_is_told_by_the_channels_that_told_the_problem(setup: Setup) -> None:
     user_facing, other = mail(), hook()
     user = uuid.uuid4()

@@ -62,3 +62,16 @@ def test_the_rate_limit_looks_both_ways_within_the_interval() -> None:
     assert ledger.reauth_limited(CONNECTION, "mail", T0 - timedelta(hours=23), day)
     assert not ledger.reauth_limited(CONNECTION, "mail", T0 + day, day)
     assert not ledger.reauth_limited(CONNECTION, "hook", T0, day)
+
+
+def test_a_break_after_a_recovery_is_told_even_within_the_interval() -> None:
+    """needs_reauth (told), then the user reconnects, then a new break an hour later: the user
+    hears of it, or the last email they got says the broken connection works."""
+    ledger, day = Ledger(), timedelta(hours=24)
+    ledger.reauths[(CONNECTION, "mail")].append(T0)
+    assert ledger.reauth_limited(CONNECTION, "mail", T0 + timedelta(hours=1), day)
+    ledger.recover(CONNECTION, T0 + timedelta(minutes=30))
+    assert not ledger.reauth_limited(CONNECTION, "mail", T0 + timedelta(hours=1), day)
+    # Two breaks on the same side of the recovery still count against each other.
+    ledger.reauths[(CONNECTION, "mail")].append(T0 + timedelta(hours=1))
+    assert ledger.reauth_limited(CONNECTION, "mail", T0 + timedelta(hours=2), day)
