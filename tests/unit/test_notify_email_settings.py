@@ -249,3 +249,13 @@ class _NoLookup:
 
     async def aclose(self) -> None:
         return None
+
+
+def test_an_empty_value_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As compose passes `${VAR:-}`: no login as '', no templates from the working directory."""
+    names = ("SMTP_PORT", "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_CA_FILE")
+    names += ("LOOKUP_DATABASE_URL", "LOOKUP_BEARER_TOKEN", "TEMPLATES_DIR")
+    loaded = settings(monkeypatch, **{f"NOTIFY_EMAIL_{name}": "" for name in names})
+    assert loaded.port == 587
+    assert (loaded.smtp_username, loaded.smtp_password, loaded.smtp_ca_file) == (None, None, None)
+    assert (loaded.lookup_database_url, loaded.lookup_bearer_token, loaded.templates_dir) == (None, None, None)

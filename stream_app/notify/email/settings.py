@@ -7,7 +7,7 @@ import ipaddress
 import ssl
 import string
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -70,6 +70,22 @@ class EmailSettings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value.strip() or None if value is not None else None
+
+    @field_validator(
+        "smtp_port",
+        "smtp_username",
+        "smtp_password",
+        "smtp_ca_file",
+        "lookup_database_url",
+        "lookup_bearer_token",
+        "templates_dir",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """An empty value is unset, as compose passes `${VAR:-}` (an empty username would log in as
+        '', an empty folder would be the working directory)."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("smtp_ca_file")
     @classmethod
