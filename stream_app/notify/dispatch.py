@@ -18,6 +18,7 @@ from stream_app.notify.channel import Channel, DeliveryFailed
 from stream_app.notify.dead_letters import DeadLetters
 from stream_app.notify.metrics import NotifyMetrics
 from stream_app.notify.notice import Notice
+from stream_app.notify.outage_log import OutageLog
 from stream_app.notify.policy import DeliveryPolicy, full_jitter_backoff
 from stream_app.notify.settings import NotifySettings
 from stream_app.notify.store import Store, utc_now
@@ -50,6 +51,8 @@ class ChannelDispatcher:
         self._lease = timedelta(seconds=settings.notify_lease_seconds)
         # Notice ids queued or being sent by this dispatcher -> the end of their lease.
         self._held: dict[uuid.UUID, datetime] = {}
+        self._claim_trouble = OutageLog(log, f"{channel.name}: due deliveries could not be claimed")
+        self._digest_trouble = OutageLog(log, f"{channel.name}: digests could not be sent or recorded")
 
     @property
     def name(self) -> str:
@@ -93,8 +96,9 @@ class ChannelDispatcher:
             if room > 0 and not self._quiet(now):
                 try:
                     claimed = await self._claim(room, now)
+                    self._claim_trouble.succeeded()
                 except Exception as exc:  # the store away: try again at the next poll
-                    log.error("notify: %s: due deliveries could not be claimed (%s)", self.name, type(exc).__name__)
+                    self._claim_trouble.failed(exc)
                     claimed = 0
                 if claimed == room:
                     await asyncio.sleep(0)  # more may be due: look again once the senders took some
@@ -156,8 +160,9 @@ class ChannelDispatcher:
                     )
                     if notices:
                         await self._deliver(notices, digest_platform=platform, lease_until=lease_until)
+                self._digest_trouble.succeeded()
             except Exception as exc:  # the store away: try again at the next poll
-                log.error("notify: %s: digests could not be sent or recorded (%s)", self.name, type(exc).__name__)
+                self._digest_trouble.failed(exc)
             await self._idle()
 
     async def _deliver(self, notices: Sequence[Notice], *, digest_platform: str | None, lease_until: datetime) -> None:

@@ -31,6 +31,7 @@ from stream_app.notify.http import HttpServer, create_app
 from stream_app.notify.intake import Intake
 from stream_app.notify.kafka import dead_letter_producer, ensure_dead_letter_topic
 from stream_app.notify.metrics import NotifyMetrics
+from stream_app.notify.outage_log import OutageLog
 from stream_app.notify.policy import DeliveryPolicy, QuietHours
 from stream_app.notify.settings import NotifyConfigurationError, NotifySettings
 from stream_app.notify.store import SchemaTooNew, Store, utc_now
@@ -160,6 +161,7 @@ class Notifier:
 
     async def _read(self, intake: Intake) -> None:
         failures = 0
+        trouble = OutageLog(log, "a batch could not be taken in; reading it again")
         while not self._stop.is_set():
             batch = await intake.consumer.getmany(timeout_ms=200, max_records=500)
             if not batch:
@@ -167,9 +169,10 @@ class Notifier:
             try:
                 await intake.process(batch)
                 failures = 0
+                trouble.succeeded()
             except Exception as exc:
                 # The store (or the broker) away: nothing of the batch is committed; read it again.
-                log.error("notify: a batch could not be taken in (%s); reading it again", type(exc).__name__)
+                trouble.failed(exc)
                 assigned = intake.consumer.assignment()  # a rebalance may have moved some away
                 for partition, records in batch.items():
                     if partition in assigned:
