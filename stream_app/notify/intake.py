@@ -8,7 +8,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -234,6 +234,8 @@ class Intake:
         ledger = await self._store.load_ledger(connection, connections, window)
         rows: list[dict[str, Any]] = []
         for item in received:
+            if item.notice.kind in ("circuit_opened", "circuit_closed"):
+                item = await self._circuit_scope(connection, item)
             rows.extend(self._plan(ledger, item, now))
         outcome.dropped.update(await self._store.write_ledger(connection, ledger))
         inserted = await self._store.insert_deliveries(connection, rows)
@@ -249,6 +251,19 @@ class Intake:
                 outcome.dropped[row["channel"]] += 1
             else:
                 outcome.accepted[row["channel"]] += 1
+
+    async def _circuit_scope(self, connection: AsyncConnection, item: Received) -> Received:
+        """A worker's circuit change, marked platform-wide when it opens the platform's first
+        circuit or closes its last one (circuits are per worker; an outage is the platform's)."""
+        notice = item.notice
+        platform_wide = await self._store.circuit_changed(
+            connection,
+            platform=notice.platform,
+            worker=str(notice.event.get("worker", "")),
+            opened=notice.kind == "circuit_opened",
+            at=notice.occurred_at,
+        )
+        return replace(item, notice=replace(notice, platform_wide=platform_wide))
 
     def _plan(self, ledger: Ledger, item: Received, now: datetime) -> list[dict[str, Any]]:
         """The delivery rows of one event, its effects on the connection recorded in ``ledger``."""

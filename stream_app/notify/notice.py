@@ -43,6 +43,10 @@ class Notice:
     user_id: uuid.UUID | None  # None for a provider's circuit notices
     occurred_at: datetime
     event: Mapping[str, Any]
+    # A circuit notice: whether it changes the platform as a whole (the first worker's circuit
+    # to open, or the last one's to close). Channels that speak of platforms, not of workers,
+    # tell only those. Known when the notice is taken in (routed), not kept.
+    platform_wide: bool = True
 
 
 _DISPLAY_NAMES = {

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -142,6 +142,18 @@ digests = Table(
     Column("in_flight_until", UtcDateTime, nullable=True),
 )
 
+# The workers whose circuit for a platform is open (provider.circuit_changed is per worker): a
+# platform's outage begins when its first worker opens and ends when its last one closes.
+circuits = Table(
+    "notify_circuits",
+    metadata,
+    Column("platform", String(64), primary_key=True),
+    Column("worker", String(200), primary_key=True),
+    Column("opened_at", UtcDateTime, nullable=False),
+)
+# A worker that died with its circuit open never reports it closed: forgotten after this long.
+CIRCUIT_FORGOTTEN_AFTER = timedelta(hours=6)
+
 schema_versions = Table("notify_schema_version", metadata, Column("version", Integer, nullable=False))
 
 
@@ -223,6 +235,35 @@ class Store:
             )
             inserted.update((row.notice_id, row.channel) for row in await connection.execute(statement))
         return inserted
+
+    async def circuit_changed(
+        self, connection: AsyncConnection, *, platform: str, worker: str, opened: bool, at: datetime
+    ) -> bool:
+        """Record one worker's circuit opening or closing at ``at``; True when that changes the
+        platform as a whole: no other worker's circuit for it is open (recently enough)."""
+        others_open = (
+            await connection.execute(
+                select(func.count())
+                .select_from(circuits)
+                .where(
+                    circuits.c.platform == platform,
+                    circuits.c.worker != worker,
+                    circuits.c.opened_at > at - CIRCUIT_FORGOTTEN_AFTER,
+                )
+            )
+        ).scalar_one()
+        if opened:
+            statement = self._insert(circuits).values(platform=platform, worker=worker, opened_at=at)
+            await connection.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["platform", "worker"], set_={"opened_at": statement.excluded.opened_at}
+                )
+            )
+        else:
+            await connection.execute(
+                delete(circuits).where(circuits.c.platform == platform, circuits.c.worker == worker)
+            )
+        return bool(others_open == 0)
 
     async def load_ledger(
         self, connection: AsyncConnection, connections: set[Connection], reauths: tuple[datetime, datetime] | None

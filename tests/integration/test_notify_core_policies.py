@@ -278,6 +278,33 @@ async def test_a_circuit_notice_is_a_platforms_not_a_users(setup: Setup) -> None
     assert [row.channel for row in await setup.rows()] == ["hook"]  # email skips it
 
 
+async def test_an_outage_is_told_once_across_workers_where_channels_speak_of_platforms(setup: Setup) -> None:
+    """Two workers' circuits for one platform open and close: a channel that tells platforms (Slack)
+    hears the first opening and the last closing; one that tells every event (webhooks) all four."""
+
+    class PlatformChannel(RecordingChannel):
+        def route(self, notice: Notice) -> Route:
+            return Route.NOW if notice.kind.startswith("circuit_") and notice.platform_wide else Route.SKIP
+
+    every_circuit = {"circuit_opened": Route.NOW, "circuit_closed": Route.NOW}
+    ops, other = PlatformChannel(name="ops"), RecordingChannel(name="hook", routes=every_circuit)
+    start = datetime.now(UTC) - timedelta(minutes=10)
+
+    def change(worker: str, state: str, minutes: int) -> ProviderCircuitChanged:
+        return ProviderCircuitChanged(
+            platform="discord", state=state, worker=worker, occurred_at=start + timedelta(minutes=minutes)
+        )
+
+    first_open, second_open = change("host:1", "open", 0), change("host:2", "open", 1)
+    first_close, last_close = change("host:1", "closed", 2), change("host:2", "closed", 3)
+    async with running(setup.settings(), [ops, other]):
+        await setup.publish(first_open, second_open, first_close, last_close)  # one key: one partition, in order
+        await eventually(lambda: len(other.sent) == 4, what="every worker's change on the per-event channel")
+        await eventually(lambda: len(ops.sent) == 2, what="the platform's outage, begun and ended")
+    assert [n.notice_id for n in ops.sent] == [first_open.event_id, last_close.event_id]
+    assert len(other.sent) == 4
+
+
 async def test_a_problem_read_after_the_connections_recovery_is_not_told(setup: Setup) -> None:
     user_facing, other = mail(), hook()
     user = uuid.uuid4()

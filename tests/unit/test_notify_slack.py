@@ -4,6 +4,7 @@ tested against a Slack-like receiver in tests/integration/test_notify_slack_webh
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -125,6 +126,17 @@ async def test_routes(kind: NoticeKind, event: dict[str, Any], route: Route) -> 
     channel = SlackChannel(SlackSettings(webhook_url=WEBHOOK))
     try:
         assert channel.route(notice(kind, **event)) is route
+    finally:
+        await channel.aclose()
+
+
+async def test_a_circuit_change_of_one_worker_among_others_is_not_posted() -> None:
+    """Circuits are per worker: a platform's outage is posted when its first worker opens and when
+    its last one closes, not once per worker."""
+    channel = SlackChannel(SlackSettings(webhook_url=WEBHOOK))
+    try:
+        for kind in ("circuit_opened", "circuit_closed"):
+            assert channel.route(replace(notice(kind), platform_wide=False)) is Route.SKIP
     finally:
         await channel.aclose()
 

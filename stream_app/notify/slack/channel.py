@@ -68,7 +68,8 @@ class SlackChannel:
         if notice.kind == "refresh_failed":
             return Route.NOW if notice.event.get("will_retry") is False else Route.SKIP
         if notice.kind in ("circuit_opened", "circuit_closed"):
-            return Route.NOW
+            # An outage is told once: when the platform's first worker opens, and when its last closes.
+            return Route.NOW if notice.platform_wide else Route.SKIP
         if notice.kind in ("needs_reauth", "recovered"):
             return Route.DIGEST
         return Route.SKIP
