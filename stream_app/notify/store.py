@@ -472,14 +472,14 @@ class Store:
         self, connection: AsyncConnection, problems: Sequence[Any], *, channel: str, now: datetime
     ) -> None:
         """The problems sent become their connections' announcements, in a few statements however
-        many there are (a digest tells thousands): those whose connection's recovery was told
-        already (or is being told) are not announced."""
+        many there are (a digest tells thousands): those whose connection was shown over since (its
+        recovery told or being told, a recovery or disconnect read while it was sent) are not."""
         latest: dict[tuple[Any, str], Any] = {}
         for row in problems:  # one announcement per connection: its latest problem
             key = (row.user_id, row.platform)
             if key not in latest or row.occurred_at > latest[key].occurred_at:
                 latest[key] = row
-        recovered: dict[tuple[Any, str], datetime] = {}
+        shown_over: dict[tuple[Any, str], datetime] = {}
         for chunk in _chunks(list({user_id for user_id, _ in latest})):
             result = await connection.execute(
                 select(deliveries.c.user_id, deliveries.c.platform, func.max(deliveries.c.occurred_at))
@@ -488,7 +488,16 @@ class Store:
                 )
                 .group_by(deliveries.c.user_id, deliveries.c.platform)
             )
-            recovered |= {(user_id, platform): moment for user_id, platform, moment in result.all()}
+            shown_over |= {(user_id, platform): moment for user_id, platform, moment in result.all()}
+            # Shown over while it was being sent (a recovery or a disconnect read meanwhile): a
+            # later re-connection owes no "recovered" for it.
+            result = await connection.execute(
+                select(resolutions.c.user_id, resolutions.c.platform, resolutions.c.resolved_at).where(
+                    resolutions.c.user_id.in_(chunk)
+                )
+            )
+            for user_id, platform, moment in result.all():
+                shown_over[(user_id, platform)] = max(moment, shown_over.get((user_id, platform), moment))
         values = [
             {
                 "user_id": row.user_id,
@@ -500,7 +509,7 @@ class Store:
                 "announced_at": now,
             }
             for key, row in latest.items()
-            if key not in recovered or recovered[key] < row.occurred_at
+            if key not in shown_over or shown_over[key] < row.occurred_at
         ]
         for chunk in _chunks(values):
             statement = self._insert(announcements).values(list(chunk))
