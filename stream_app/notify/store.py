@@ -539,59 +539,33 @@ class Store:
     async def renew(self, notices: Sequence[Notice], *, channel: str, owner: str, lease_until: datetime) -> int:
         """Extend the lease of held deliveries (just before their send); returns how many are
         still held by ``owner`` (a queued one whose lease lapsed may have been taken by another)."""
-        held = 0
-        async with self.engine.begin() as connection:
-            for chunk in _chunks(notices):
-                result = await connection.execute(
-                    update(deliveries).where(_held(chunk, channel, owner)).values(lease_until=lease_until)
-                )
-                held += int(result.rowcount)
-        return held
+        return await self._update_held(notices, channel, owner, lease_until=lease_until)
 
     async def reschedule(
         self, notices: Sequence[Notice], *, channel: str, owner: str, next_attempt_at: datetime, error: str
     ) -> None:
-        async with self.engine.begin() as connection:
-            for chunk in _chunks(notices):
-                await connection.execute(
-                    update(deliveries)
-                    .where(_held(chunk, channel, owner))
-                    .values(
-                        status=PENDING,
-                        attempts=deliveries.c.attempts + 1,
-                        next_attempt_at=next_attempt_at,
-                        lease_until=None,
-                        lease_owner=None,
-                        last_error=error[:500],
-                    )
-                )
+        await self._update_held(
+            notices, channel, owner, status=PENDING, next_attempt_at=next_attempt_at, **_failed_attempt(error)
+        )
 
     async def mark_dead(self, notices: Sequence[Notice], *, channel: str, owner: str, error: str) -> None:
-        async with self.engine.begin() as connection:
-            for chunk in _chunks(notices):
-                await connection.execute(
-                    update(deliveries)
-                    .where(_held(chunk, channel, owner))
-                    .values(
-                        status=DEAD,
-                        attempts=deliveries.c.attempts + 1,
-                        lease_until=None,
-                        lease_owner=None,
-                        last_error=error[:500],
-                    )
-                )
+        await self._update_held(notices, channel, owner, status=DEAD, **_failed_attempt(error))
 
     async def release(self, notices: Sequence[Notice], *, channel: str, owner: str) -> None:
         """Held deliveries that were not sent (a stop): pending again, at once for another."""
-        if not notices:
-            return
+        if notices:
+            await self._update_held(notices, channel, owner, status=PENDING, lease_until=None, lease_owner=None)
+
+    async def _update_held(self, notices: Sequence[Notice], channel: str, owner: str, **values: Any) -> int:
+        """Set ``values`` on the deliveries of ``notices`` still held by ``owner``; how many were."""
+        held = 0
         async with self.engine.begin() as connection:
             for chunk in _chunks(notices):
-                await connection.execute(
-                    update(deliveries)
-                    .where(_held(chunk, channel, owner))
-                    .values(status=PENDING, lease_until=None, lease_owner=None)
+                result = await connection.execute(
+                    update(deliveries).where(_held(chunk, channel, owner)).values(**values)
                 )
+                held += int(result.rowcount)
+        return held
 
     async def attempts_and_age(self, notices: Sequence[Notice], *, channel: str) -> tuple[int, datetime]:
         """The most attempts and the earliest intake among ``notices``."""
@@ -674,6 +648,11 @@ def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
     row values; asyncpg takes at most 32,767 parameters)."""
     for start in range(0, len(items), _IN_LIST):
         yield items[start : start + _IN_LIST]
+
+
+def _failed_attempt(error: str) -> dict[str, Any]:
+    """A held delivery's failed attempt: counted, its lease given up, the error kept (bounded)."""
+    return {"attempts": deliveries.c.attempts + 1, "lease_until": None, "lease_owner": None, "last_error": error[:500]}
 
 
 def _held(notices: Sequence[Notice], channel: str, owner: str) -> Any:
