@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from stream_app.notify.deadline import wait_at_most
 from stream_app.notify.metrics import NotifyMetrics
 
 
@@ -42,36 +43,30 @@ READY_TIMEOUT_SECONDS = 5.0
 
 
 class _OneCheckAtATime:
-    """Runs the readiness check, answering within the timeout even when the check hangs: a
-    cancelled query to a database that stopped answering is only let go by its driver a minute
-    later, so the check is not awaited past the timeout, and no second one starts while it lingers
-    (each would hold a pooled connection)."""
+    """Runs the readiness check, answering within the timeout even when the check hangs (it is
+    not waited for past it: wait_at_most), and starts no second one while it lingers (each would
+    hold a pooled connection)."""
 
     def __init__(self, ready: Callable[[], Awaitable[str | None]]) -> None:
         self._ready = ready
-        self._running: asyncio.Task[str | None] | None = None
+        self._running: asyncio.Future[str | None] | None = None
 
     async def answer(self) -> str | None:
-        timeout = READY_TIMEOUT_SECONDS
         if self._running is None or self._running.done():
             self._running = asyncio.ensure_future(self._ready())
-            self._running.add_done_callback(_retrieve)
         task = self._running
-        done, _ = await asyncio.wait({task}, timeout=timeout)
-        if not done:
-            task.cancel()
-            return f"the readiness check did not finish within {timeout:g} s (the database does not answer)"
-        if task.cancelled():
+        try:
+            return await wait_at_most(task, READY_TIMEOUT_SECONDS)
+        except TimeoutError:
+            return (
+                f"the readiness check did not finish within {READY_TIMEOUT_SECONDS:g} s (the database does not answer)"
+            )
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise  # this probe itself was cancelled
             return "the readiness check was cancelled"
-        error = task.exception()
-        if error is not None:
+        except Exception as error:
             return f"readiness check failed: {type(error).__name__}"
-        return task.result()
-
-
-def _retrieve(task: asyncio.Task[str | None]) -> None:
-    if not task.cancelled():
-        task.exception()  # retrieved: a lingering check's failure is not logged as never retrieved
 
 
 class HttpServer:

@@ -12,7 +12,6 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from stream_app.notify.channel import DeliveryFailed, http_failure
+from stream_app.notify.deadline import wait_at_most
 
 
 @dataclass(frozen=True)
@@ -51,21 +51,14 @@ class SqlLookup:
         self._queries: set[asyncio.Future[Any]] = set()  # running, some maybe past their timeout
 
     async def find(self, user_id: uuid.UUID) -> Recipient | None:
-        # The query runs in a task of its own, and is not waited for past the timeout: a query
-        # cancelled on a database that stopped answering takes the driver's own time to let go
-        # (about 60 s with asyncpg), which asyncio.timeout would wait out.
+        # The query runs in a task of its own, not waited for past the timeout (wait_at_most).
         query = asyncio.ensure_future(self._row(user_id))
         self._queries.add(query)
-        query.add_done_callback(_forget(self._queries))
+        query.add_done_callback(self._queries.discard)
         try:
-            done, _ = await asyncio.wait({query}, timeout=self._timeout)
-        finally:
-            if not query.done():
-                query.cancel()
-        if not done:
-            raise DeliveryFailed("address lookup query failed (TimeoutError)")
-        try:
-            row = query.result()
+            row = await wait_at_most(query, self._timeout)
+        except TimeoutError:
+            raise DeliveryFailed("address lookup query failed (TimeoutError)") from None
         except (SQLAlchemyError, OSError) as exc:
             # The class only: a driver's message may quote the query's parameters.
             raise DeliveryFailed(f"address lookup query failed ({type(exc).__name__})") from None
@@ -82,17 +75,6 @@ class SqlLookup:
         for query in list(self._queries):
             query.cancel()
         await self._engine.dispose()
-
-
-def _forget(pending: set[asyncio.Future[Any]]) -> Callable[[asyncio.Future[Any]], None]:
-    """A done callback: the query leaves ``pending``, its outcome read (no 'never retrieved' warning)."""
-
-    def done(query: asyncio.Future[Any]) -> None:
-        pending.discard(query)
-        if not query.cancelled():
-            query.exception()
-
-    return done
 
 
 _MAX_ANSWER = 64 * 1024
