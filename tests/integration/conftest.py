@@ -144,6 +144,24 @@ def stack(
         yield stack
 
 
+@pytest.fixture(scope="module")
+def own_stack(
+    request: pytest.FixtureRequest,
+    kafka_bootstrap: str,
+    module_database_url: str,
+    sandbox: SandboxServer,
+    encryption_key: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    """A worker reading topics of this module's own, on a database of this module's own (for a
+    module that judges whole tables, or whose neighbours' rows would get in its way); the module's
+    ``STACK_ENV`` (a dict), if any, is added to the worker's settings."""
+    env: dict[str, str] = getattr(request.module, "STACK_ENV", {})
+    workdir = tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])
+    with running_stack(kafka_bootstrap, module_database_url, sandbox, encryption_key, workdir, **env) as stack:
+        yield stack
+
+
 @contextlib.contextmanager
 def running_stack(
     kafka_bootstrap: str,

@@ -25,7 +25,7 @@ from stream_app.privacy import UserIdHasher
 from stream_app.revocation import RevocationClient
 from stream_app.sandbox import SandboxServer
 from stream_app.settings import Settings, load_settings
-from tests.integration.conftest import ServiceFactory, Stack, running_stack
+from tests.integration.conftest import ServiceFactory, Stack
 from tests.support.connections import seed_connection
 from tests.support.dead_letters import readable_markers
 from tests.support.kafka import TopicReader, produce
@@ -33,20 +33,13 @@ from tests.support.kafka import TopicReader, produce
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
 
+STACK_ENV = {"HTTP_TIMEOUT_SECONDS": "5"}
+
+
 @pytest.fixture(scope="module")
-def stack(
-    kafka_bootstrap: str,
-    module_database_url: str,
-    sandbox: SandboxServer,
-    encryption_key: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Stack]:
+def stack(own_stack: Stack) -> Stack:
     """A worker reading topics of this module's own, on a database of its own."""
-    workdir = tmp_path_factory.mktemp("disconnect-worker")
-    with running_stack(
-        kafka_bootstrap, module_database_url, sandbox, encryption_key, workdir, HTTP_TIMEOUT_SECONDS="5"
-    ) as stack:
-        yield stack
+    return own_stack
 
 
 @pytest.fixture

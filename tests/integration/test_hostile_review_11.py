@@ -261,26 +261,27 @@ async def test_no_secret_address_or_user_id_reaches_the_log_at_debug(
 # -- a flood: one platform's digest of more connections than a statement can list ---------------
 
 
-async def test_a_digest_of_ten_thousand_connections_can_be_claimed(notify_database_url: str) -> None:
-    store = Store(notify_database_url)
-    try:
-        await store.prepare()
-        now = datetime.now(UTC)
-        rows = [
-            delivery_row(
-                Notice(uuid.uuid4(), "needs_reauth", "spotify", uuid.uuid4(), now, {"reason": "invalid_grant"}),
-                channel="slack",
-                route=Route.DIGEST,
-                problem=True,
-                status="pending",
-                next_attempt_at=now,
-                now=now,
-            )
-            for _ in range(FLOOD)
-        ]
-        async with store.begin() as connection:
-            assert len(await store.insert_deliveries(connection, rows)) == FLOOD
-        claimed = await store.claim_digest(
+async def _pending_reauths(store: Store, count: int, now: datetime) -> int:
+    """``count`` pending Slack digest deliveries of Spotify re-auths; how many were taken in."""
+    rows = [
+        delivery_row(
+            Notice(uuid.uuid4(), "needs_reauth", "spotify", uuid.uuid4(), now, {"reason": "invalid_grant"}),
+            channel="slack",
+            route=Route.DIGEST,
+            problem=True,
+            status="pending",
+            next_attempt_at=now,
+            now=now,
+        )
+        for _ in range(count)
+    ]
+    async with store.begin() as connection:
+        return len(await store.insert_deliveries(connection, rows))
+
+
+async def _claim_spotify_digest(store: Store, now: datetime) -> list[Notice]:
+    return list(
+        await store.claim_digest(
             channel="slack",
             platform="spotify",
             owner="hostile",
@@ -288,6 +289,16 @@ async def test_a_digest_of_ten_thousand_connections_can_be_claimed(notify_databa
             lease_until=now + timedelta(minutes=2),
             window_seconds=3600,
         )
+    )
+
+
+async def test_a_digest_of_ten_thousand_connections_can_be_claimed(notify_database_url: str) -> None:
+    store = Store(notify_database_url)
+    try:
+        await store.prepare()
+        now = datetime.now(UTC)
+        assert await _pending_reauths(store, FLOOD, now) == FLOOD
+        claimed = await _claim_spotify_digest(store, now)
         assert claimed  # all of them, or a bounded first part (the rest in the next digest)
         await store.release(claimed, channel="slack", owner="hostile")
     finally:
@@ -301,28 +312,8 @@ async def test_marking_a_large_digest_sent_costs_a_few_statements_not_a_few_per_
     try:
         await store.prepare()
         now = datetime.now(UTC)
-        rows = [
-            delivery_row(
-                Notice(uuid.uuid4(), "needs_reauth", "spotify", uuid.uuid4(), now, {"reason": "invalid_grant"}),
-                channel="slack",
-                route=Route.DIGEST,
-                problem=True,
-                status="pending",
-                next_attempt_at=now,
-                now=now,
-            )
-            for _ in range(2_000)
-        ]
-        async with store.begin() as connection:
-            await store.insert_deliveries(connection, rows)
-        claimed = await store.claim_digest(
-            channel="slack",
-            platform="spotify",
-            owner="hostile",
-            now=now + timedelta(seconds=1),
-            lease_until=now + timedelta(minutes=2),
-            window_seconds=3600,
-        )
+        await _pending_reauths(store, 2_000, now)
+        claimed = await _claim_spotify_digest(store, now)
         statements: list[str] = []
 
         def count(*args: Any) -> None:

@@ -151,19 +151,24 @@ async def _pending_none(setup: Setup) -> bool:
     return all(row.status not in ("pending", "sending") for row in await setup.rows())
 
 
-async def test_a_revoked_connection_is_owed_no_recovery(setup: Setup) -> None:
-    user_facing = mail()
-    user = uuid.uuid4()
-    problem = needs_reauth(user)
-    revoked = TokenRevoked(
+def revocation(user: uuid.UUID, at: datetime) -> TokenRevoked:
+    """The user disconnected Spotify at ``at``."""
+    return TokenRevoked(
         user_id=user,
         platform="spotify",
         reason="user_request",
         revocation="revoked",
         tokens_wiped=True,
         disconnect_event_id=uuid.uuid4(),
-        occurred_at=problem.occurred_at + timedelta(seconds=1),
+        occurred_at=at,
     )
+
+
+async def test_a_revoked_connection_is_owed_no_recovery(setup: Setup) -> None:
+    user_facing = mail()
+    user = uuid.uuid4()
+    problem = needs_reauth(user)
+    revoked = revocation(user, problem.occurred_at + timedelta(seconds=1))
     async with running(setup.settings(), [user_facing, hook()]) as notifier:
         await setup.publish(problem)
         await eventually(lambda: metric(notifier, "sent", "mail") == 1)
@@ -189,15 +194,7 @@ async def test_a_problem_sent_while_its_connection_was_revoked_is_owed_no_recove
     )
     user = uuid.uuid4()
     problem = needs_reauth(user)
-    revoked = TokenRevoked(
-        user_id=user,
-        platform="spotify",
-        reason="user_request",
-        revocation="revoked",
-        tokens_wiped=True,
-        disconnect_event_id=uuid.uuid4(),
-        occurred_at=problem.occurred_at + timedelta(seconds=1),
-    )
+    revoked = revocation(user, problem.occurred_at + timedelta(seconds=1))
     async with running(setup.settings(), [user_facing, hook()]) as notifier:
         await setup.publish(problem)
         await eventually(lambda: len(user_facing.calls) == 1, what="the email being sent")

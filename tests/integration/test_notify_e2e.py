@@ -27,8 +27,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from standardwebhooks.webhooks import Webhook
 
-from stream_app.sandbox import SandboxServer
-from tests.integration.conftest import Stack, running_stack
+from tests.integration.conftest import Stack
 from tests.support.infra import free_port
 from tests.support.kafka import TopicReader, create_topics, produce
 from tests.support.leaks import find, needles
@@ -42,17 +41,8 @@ SMTP_REFUSAL_SECONDS = 60.0
 
 
 @pytest.fixture(scope="module")
-def stack(
-    kafka_bootstrap: str,
-    module_database_url: str,
-    sandbox: SandboxServer,
-    encryption_key: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Stack]:
-    with running_stack(
-        kafka_bootstrap, module_database_url, sandbox, encryption_key, tmp_path_factory.mktemp("notify-e2e")
-    ) as stack:
-        yield stack
+def stack(own_stack: Stack) -> Stack:
+    return own_stack
 
 
 @pytest.fixture(scope="module")
