@@ -479,25 +479,17 @@ class Store:
             key = (row.user_id, row.platform)
             if key not in latest or row.occurred_at > latest[key].occurred_at:
                 latest[key] = row
+        # The latest event that showed each connection over (a recovery, told or being told, or a
+        # disconnect; read while the problem was being sent): a problem from before is not
+        # announced, so a later re-connection owes no "recovered" for it.
         shown_over: dict[tuple[Any, str], datetime] = {}
         for chunk in _chunks(list({user_id for user_id, _ in latest})):
-            result = await connection.execute(
-                select(deliveries.c.user_id, deliveries.c.platform, func.max(deliveries.c.occurred_at))
-                .where(
-                    deliveries.c.user_id.in_(chunk), deliveries.c.channel == channel, deliveries.c.kind == "recovered"
-                )
-                .group_by(deliveries.c.user_id, deliveries.c.platform)
-            )
-            shown_over |= {(user_id, platform): moment for user_id, platform, moment in result.all()}
-            # Shown over while it was being sent (a recovery or a disconnect read meanwhile): a
-            # later re-connection owes no "recovered" for it.
             result = await connection.execute(
                 select(resolutions.c.user_id, resolutions.c.platform, resolutions.c.resolved_at).where(
                     resolutions.c.user_id.in_(chunk)
                 )
             )
-            for user_id, platform, moment in result.all():
-                shown_over[(user_id, platform)] = max(moment, shown_over.get((user_id, platform), moment))
+            shown_over |= {(user_id, platform): moment for user_id, platform, moment in result.all()}
         values = [
             {
                 "user_id": row.user_id,
