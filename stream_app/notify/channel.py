@@ -71,21 +71,17 @@ def http_failure(what: str, status: int, headers: Mapping[str, str], now: dateti
     return DeliveryFailed(f"{what} answered HTTP {status}", permanent=permanent, retry_after=retry_after)
 
 
-# A Retry-After longer than this (a typo, a hostile endpoint) is taken as this: a day.
-MAX_RETRY_AFTER_SECONDS = 86_400.0
-
-
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
     """A Retry-After header (RFC 9110: delay-seconds or an HTTP-date) in seconds from now."""
     if not value:
         return None
     value = value.strip()
     if value.isascii() and value.isdigit():  # str.isdigit alone takes "²" and other digits int() refuses
-        return min(float(value), MAX_RETRY_AFTER_SECONDS)
+        return float(value)
     try:
         moment = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return min(max(0.0, (moment - (now or datetime.now(UTC))).total_seconds()), MAX_RETRY_AFTER_SECONDS)
+    return max(0.0, (moment - (now or datetime.now(UTC))).total_seconds())
