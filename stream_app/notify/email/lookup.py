@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import re
 import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -23,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from stream_app.notify.channel import DeliveryFailed, http_failure
 from stream_app.notify.deadline import wait_at_most
+from stream_app.notify.hidden_url import HiddenUrl
 
 
 @dataclass(frozen=True)
@@ -90,27 +89,6 @@ async def _bounded_body(response: httpx.Response) -> bytes | None:
     return body
 
 
-class _HideLookupUrl(logging.Filter):
-    """httpx logs every request's URL at INFO ("HTTP Request: GET <url> ..."), whatever the
-    notifier's own log configuration: the lookup's URL holds the user's id (the notifier logs none),
-    so any word of a line that holds the URL up to ``{user_id}`` is replaced by ``<address lookup>``."""
-
-    def __init__(self, url_template: str) -> None:
-        super().__init__()
-        parsed = httpx.URL(url_template.partition("{user_id}")[0])
-        port = f":{parsed.port}" if parsed.port else ""
-        raw_path = parsed.raw_path.decode("ascii", "replace").partition("?")[0]
-        anchors = {f"{parsed.host}{port}{path}" for path in (parsed.path, raw_path)}
-        self._words = re.compile(r"\S*(?:" + "|".join(map(re.escape, sorted(anchors))) + r")\S*")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        hidden = self._words.sub("<address lookup>", text)
-        if hidden != text:
-            record.msg, record.args = hidden, None
-        return True
-
-
 class HttpLookup:
     """``NOTIFY_EMAIL_LOOKUP_URL``: GET the template with ``{user_id}`` filled in; 200 with
     ``{"email": ..., "name": ...}``; 404 (or a null email) is no address; 408, 429 and 5xx
@@ -123,8 +101,8 @@ class HttpLookup:
             headers["Authorization"] = f"Bearer {bearer_token}"
         self._client = httpx.AsyncClient(headers=headers, timeout=timeout_seconds, follow_redirects=False)
         self._deadline = 2 * timeout_seconds  # the whole exchange; httpx times each step
-        self._log_filter = _HideLookupUrl(url_template)
-        logging.getLogger("httpx").addFilter(self._log_filter)
+        # The URL up to {user_id}, and with it the user's id (the notifier logs none).
+        self._log_filter = HiddenUrl(url_template.partition("{user_id}")[0], "<address lookup>").install()
 
     async def find(self, user_id: uuid.UUID) -> Recipient | None:
         try:
@@ -161,5 +139,5 @@ class HttpLookup:
         return Recipient(email, name if isinstance(name, str) and name else None)
 
     async def aclose(self) -> None:
-        logging.getLogger("httpx").removeFilter(self._log_filter)
+        self._log_filter.remove()
         await self._client.aclose()

@@ -7,7 +7,6 @@ re-auths and recoveries are gathered into one digest per platform per NOTIFY_SLA
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -16,6 +15,7 @@ from typing import Any
 import httpx
 
 from stream_app.notify.channel import DeliveryFailed, Route, http_failure
+from stream_app.notify.hidden_url import HiddenUrl
 from stream_app.notify.notice import Notice
 from stream_app.notify.slack import blocks
 from stream_app.notify.slack.settings import SlackSettings
@@ -23,26 +23,6 @@ from stream_app.notify.slack.settings import SlackSettings
 _WHAT = "Slack"
 _MAX_BODY = 1024  # of an answer's body, read for Slack's error code
 _ERROR_CODE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")  # Slack's errors: invalid_payload, no_service, ...
-
-
-class _HideWebhookUrl(logging.Filter):
-    """httpx logs every request's URL at INFO ("HTTP Request: POST <url> ..."); the webhook's URL
-    is a credential, so it is replaced in those lines, whatever the log configuration. The URL
-    as given, as httpx writes it, and its path (the secret part) are each replaced."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__()
-        parsed = httpx.URL(url)
-        forms = {url, str(parsed), parsed.raw_path.decode("ascii", "replace"), parsed.path}
-        self._forms = sorted((form for form in forms if len(form) > 1), key=len, reverse=True)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        if any(form in text for form in self._forms):
-            for form in self._forms:
-                text = text.replace(form, "<slack webhook>")
-            record.msg, record.args = text, None
-        return True
 
 
 class SlackChannel:
@@ -61,8 +41,7 @@ class SlackChannel:
         self._user_ref = blocks.user_reference(key)
         self._clock = clock or (lambda: datetime.now(UTC))
         self._client = httpx.AsyncClient(timeout=settings.timeout_seconds, follow_redirects=False)
-        self._log_filter = _HideWebhookUrl(self._url)
-        logging.getLogger("httpx").addFilter(self._log_filter)
+        self._log_filter = HiddenUrl(self._url, "<slack webhook>").install()
 
     def route(self, notice: Notice) -> Route:
         if notice.kind == "refresh_failed":
@@ -101,7 +80,7 @@ class SlackChannel:
             await self._post(payload)
 
     async def aclose(self) -> None:
-        logging.getLogger("httpx").removeFilter(self._log_filter)
+        self._log_filter.remove()
         await self._client.aclose()
 
     async def _post(self, payload: dict[str, Any]) -> None:

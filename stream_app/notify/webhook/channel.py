@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import re
 import ssl
 import time
 import uuid
@@ -18,6 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from stream_app.notify.channel import DeliveryFailed, Route, http_failure
+from stream_app.notify.hidden_url import HiddenUrl
 from stream_app.notify.notice import Notice, NoticeKind
 from stream_app.notify.webhook.settings import WebhookSettings
 from stream_app.notify.webhook.signing import signature_header
@@ -73,29 +72,6 @@ def endpoint_label(url: str) -> str:
     return f"webhook endpoint {parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
-class HideUrl(logging.Filter):
-    """httpx logs every request's URL at INFO ("HTTP Request: POST <url> ..."), whatever the
-    notifier's own log configuration; a URL may hold a credential (user info, a query key) or a
-    user's id. Any word of a line that holds the URL's host and path (its query and user info with
-    it) is replaced by ``label``."""
-
-    def __init__(self, url: str, label: str) -> None:
-        super().__init__()
-        parsed = httpx.URL(url)
-        port = f":{parsed.port}" if parsed.port else ""
-        raw_path = parsed.raw_path.decode("ascii", "replace").partition("?")[0]
-        anchors = {f"{parsed.host}{port}{path}" for path in (parsed.path, raw_path)}
-        self._words = re.compile(r"\S*(?:" + "|".join(map(re.escape, sorted(anchors))) + r")\S*")
-        self._label = label
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        hidden = self._words.sub(self._label, text)
-        if hidden != text:
-            record.msg, record.args = hidden, None
-        return True
-
-
 class WebhookChannel:
     name = "webhook"
     user_facing = False
@@ -112,8 +88,7 @@ class WebhookChannel:
         self._clock = clock
         # Redirects are not followed: the signed body would go wherever a Location says.
         self._client = httpx.AsyncClient(timeout=settings.timeout_seconds, follow_redirects=False)
-        self._log_filter = HideUrl(settings.url, f"<{self._label}>")
-        logging.getLogger("httpx").addFilter(self._log_filter)
+        self._log_filter = HiddenUrl(settings.url, f"<{self._label}>").install()
 
     def route(self, notice: Notice) -> Route:
         # A connection.created reaches the notifier only as a sign of recovery (the product
@@ -163,7 +138,7 @@ class WebhookChannel:
         raise NotImplementedError("the webhook channel sends every notice as it happens")
 
     async def aclose(self) -> None:
-        logging.getLogger("httpx").removeFilter(self._log_filter)
+        self._log_filter.remove()
         await self._client.aclose()
 
 
