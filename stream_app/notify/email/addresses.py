@@ -10,9 +10,9 @@ import re
 from email.errors import HeaderParseError
 from email.headerregistry import Address
 
+from stream_app.notify.printable import UNPRINTABLE, one_line
+
 _NAMED = re.compile(r"^(?P<name>[^<>]*)<(?P<address>[^<>]+)>$")
-# Control characters, and lone surrogates (a lookup's JSON may hold "\\ud800"; no header can carry one).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class InvalidAddress(ValueError):
@@ -30,7 +30,7 @@ def parse_address(value: str, display_name: str | None = None) -> Address:
     if named:
         text = named.group("address").strip()
         display_name = display_name or named.group("name").strip().strip('"').strip() or None
-    if not text or _CONTROL.search(text) or any(c.isspace() for c in text) or text.count("@") != 1:
+    if not text or UNPRINTABLE.search(text) or any(c.isspace() for c in text) or text.count("@") != 1:
         raise InvalidAddress("not one email address")
     try:
         address = Address(display_name=clean_display_name(display_name), addr_spec=text)
@@ -46,7 +46,7 @@ def clean_display_name(name: str | None) -> str:
     become spaces."""
     if not name:
         return ""
-    return " ".join(_CONTROL.sub(" ", name).split())[:200]
+    return one_line(name)[:200]
 
 
 def mask(address: str) -> str:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import jinja2
 
 from stream_app.notify.notice import display_name
+from stream_app.notify.printable import one_line
 
 EmailKind = Literal["needs_reauth", "recovered"]
 KINDS: tuple[EmailKind, ...] = ("needs_reauth", "recovered")
@@ -25,9 +26,6 @@ PARTS = ("subject.txt", "txt", "html")
 DEFAULT = "default"
 _DEFAULTS_DIR = Path(__file__).parent / "templates"
 _PLATFORM = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
-# An event's text as a template may quote it (its reason): no control character, no lone surrogate
-# (valid JSON, "\\ud800", which no email can encode).
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _NAME = re.compile(r"^(?P<platform>[a-z][a-z0-9_]{0,31})\.(?P<kind>[a-z_]+)\.(?:subject\.txt|txt|html)$")
 
 # What a token.needs_reauth's reason means, for people.
@@ -73,7 +71,7 @@ class Templates:
         user_name: str | None = None,
         reason: str | None = None,
     ) -> Rendered:
-        reason = " ".join(_UNPRINTABLE.sub(" ", reason).split()) if reason else reason
+        reason = one_line(reason) if reason else reason  # as a template may quote it
         context: dict[str, Any] = {
             "kind": kind,
             "platform": platform,

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stream_app.notify.notice import Notice, display_name
+from stream_app.notify.printable import UNPRINTABLE
 
 Block = dict[str, Any]
 Payload = dict[str, Any]
@@ -36,9 +37,6 @@ MAX_VALUE = 200  # one value from an event (an error class, a reason, a worker's
 MAX_REASONS = 10  # lines of a digest's breakdown; the rest are summed as "other reasons"
 MAX_EXAMPLES = 5  # example connection references in a digest
 
-# Control characters, and lone surrogates (valid JSON, "\\ud800", so an event may hold one; UTF-8
-# cannot encode them, and httpx sends JSON as UTF-8).
-_CONTROL = re.compile(r"[\u0000-\u001f\u007f-\u009f\ud800-\udfff]")
 _ENTITY_TAIL = re.compile(r"&[a-z]{0,4}$")
 
 UserRef = Callable[[uuid.UUID | None], str]
@@ -61,7 +59,7 @@ def user_reference(key: str | None) -> UserRef:
 
 def escape(text: str) -> str:
     """Slack's escaping of text that is not markup (and no control characters nor lone surrogates)."""
-    text = _CONTROL.sub(" ", text)
+    text = UNPRINTABLE.sub(" ", text)
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
