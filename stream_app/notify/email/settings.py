@@ -11,11 +11,12 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from stream_app.notify.channel_settings import ChannelSettings
 from stream_app.notify.email.addresses import InvalidAddress, parse_address
 from stream_app.notify.email.templates import TemplateProblem, Templates
 
@@ -25,15 +26,8 @@ DEFAULT_PORTS: dict[str, int] = {"starttls": 587, "tls": 465, "none": 25}
 _ASYNC_DRIVERS = {"postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg", "sqlite": "sqlite+aiosqlite"}
 
 
-class EmailSettings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="NOTIFY_EMAIL_",
-        env_file=".env",
-        extra="ignore",
-        frozen=True,
-        case_sensitive=False,
-        hide_input_in_errors=True,  # an error's text would otherwise repeat every value, secrets too
-    )
+class EmailSettings(ChannelSettings):
+    model_config = SettingsConfigDict(env_prefix="NOTIFY_EMAIL_")
 
     smtp_host: str | None = None
     smtp_port: int | None = Field(default=None, ge=1, le=65535)  # by security: 587, 465, 25

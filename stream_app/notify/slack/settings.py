@@ -12,7 +12,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from stream_app.notify.channel_settings import ChannelSettings
 
 # What NOTIFY_SLACK_MENTION may be: Slack's own markup for @here, @channel, @everyone, a user
 # group (<!subteam^S0123>) or a user (<@U0123>). It is sent as is, so nothing else is allowed.
@@ -46,15 +48,8 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-class SlackSettings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="NOTIFY_SLACK_",
-        env_file=".env",
-        extra="ignore",
-        frozen=True,
-        # An error names the variable, never its value (the webhook URL is a credential).
-        hide_input_in_errors=True,
-    )
+class SlackSettings(ChannelSettings):
+    model_config = SettingsConfigDict(env_prefix="NOTIFY_SLACK_")
 
     # NOTIFY_SLACK_ALLOW_HTTP: accept an http:// webhook URL to a host other than a loopback address.
     # (Declared before the URL: its check reads it.)

@@ -6,20 +6,19 @@ from typing import get_args
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from stream_app.notify.channel_settings import ChannelSettings
 from stream_app.notify.notice import NoticeKind
 from stream_app.notify.webhook.signing import parse_secrets
 
 ALL_KINDS: frozenset[str] = frozenset(get_args(NoticeKind))
 
 
-class WebhookSettings(BaseSettings):
+class WebhookSettings(ChannelSettings):
     # hide_input_in_errors: a bad secret (or a URL with a credential in its query) is never
     # echoed by the validation error.
-    model_config = SettingsConfigDict(
-        env_prefix="NOTIFY_WEBHOOK_", env_file=".env", extra="ignore", frozen=True, hide_input_in_errors=True
-    )
+    model_config = SettingsConfigDict(env_prefix="NOTIFY_WEBHOOK_")
 
     # Declared before url: url's check reads it.
     allow_http: bool = Field(
