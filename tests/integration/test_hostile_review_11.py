@@ -42,14 +42,13 @@ from tests.integration.test_notify_core import (
     eventually,
     eventually_async,
     metric,
-    needs_reauth,
     notify_database_url,
-    refreshed,
     running,
     setup,
 )
 from tests.support.infra import free_port
 from tests.support.kafka import TopicReader
+from tests.support.notify_events import needs_reauth, refreshed
 from tests.support.notify_receivers import HttpReceiver, SmtpSink
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]

@@ -25,7 +25,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import inspect, select
 from sqlalchemy.engine import make_url
 
-from schemas import TokenNeedsReauth, TokenRefreshed
 from stream_app.notify.channel import DeliveryFailed, Route
 from stream_app.notify.notice import Notice
 from stream_app.notify.settings import NotifySettings
@@ -34,6 +33,7 @@ from stream_app.notify.worker import Notifier
 from tests.support.databases import administer, database_url, drop_database
 from tests.support.infra import require_postgres
 from tests.support.kafka import TopicReader, create_topics, produce
+from tests.support.notify_events import needs_reauth
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
@@ -207,30 +207,6 @@ async def eventually_async(predicate: Callable[[], Awaitable[Any]], timeout: flo
 def metric(notifier: Notifier, name: str, channel: str) -> float:
     value = notifier.metrics.registry.get_sample_value(f"token_refresh_notify_{name}_total", {"channel": channel})
     return value or 0.0
-
-
-def needs_reauth(user_id: uuid.UUID | None = None, at: datetime | None = None) -> TokenNeedsReauth:
-    return TokenNeedsReauth(
-        user_id=user_id or uuid.uuid4(),
-        platform="spotify",
-        reason="invalid_grant",
-        error="invalid_grant",
-        **({"occurred_at": at} if at else {}),
-    )
-
-
-def refreshed(user_id: uuid.UUID, at: datetime | None = None) -> TokenRefreshed:
-    return TokenRefreshed(
-        user_id=user_id,
-        platform="spotify",
-        token_expires_at=None,
-        expires_in=3600,
-        attempts=1,
-        duration_ms=12,
-        refresh_token_rotated=False,
-        reason="scheduled",
-        **({"occurred_at": at} if at else {}),
-    )
 
 
 def assert_no_secret(*channels: RecordingChannel) -> None:

@@ -19,12 +19,11 @@ from tests.integration.test_notify_core import (
     eventually,
     eventually_async,
     metric,
-    needs_reauth,
     notify_database_url,
-    refreshed,
     running,
     setup,
 )
+from tests.support.notify_events import needs_reauth, refreshed
 
 __all__ = ["notify_database_url", "setup"]  # the fixtures
 

@@ -28,13 +28,13 @@ from tests.integration.test_notify_core import (
     eventually,
     eventually_async,
     metric,
-    needs_reauth,
     notify_database_url,
     running,
     setup,
 )
 from tests.support.infra import free_port
 from tests.support.kafka import TopicReader, create_topics
+from tests.support.notify_events import needs_reauth
 
 __all__ = ["notify_database_url", "setup"]  # the fixtures
 

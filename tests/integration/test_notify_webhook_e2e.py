@@ -19,9 +19,10 @@ from standardwebhooks.webhooks import Webhook
 from schemas import TokenRefreshed
 from stream_app.notify.notice import recovered_notice_id
 from stream_app.notify.webhook import WebhookChannel, WebhookSettings
-from tests.integration.test_notify_core import SECRET, Setup, eventually, metric, needs_reauth, running
+from tests.integration.test_notify_core import SECRET, Setup, eventually, metric, running
 from tests.integration.test_notify_webhook import Received, Receiver, receiver
 from tests.support.kafka import TopicReader, create_topics
+from tests.support.notify_events import needs_reauth
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 

@@ -14,12 +14,13 @@ import pytest
 from pydantic import ValidationError
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from schemas.events import ProviderCircuitChanged, TokenNeedsReauth, TokenRefreshed
+from schemas.events import ProviderCircuitChanged, TokenNeedsReauth
 from stream_app.notify.channel import Route
 from stream_app.notify.notice import Notice, NoticeKind, recovered_notice_id
 from stream_app.notify.webhook import WebhookChannel, WebhookSettings, build_channel
 from stream_app.notify.webhook.channel import endpoint_label
 from stream_app.notify.webhook.signing import signature
+from tests.support.notify_events import refreshed
 
 
 def new_secret(size: int = 32) -> str:
@@ -42,19 +43,6 @@ def as_json(event: Any) -> dict[str, Any]:
 def needs_reauth_notice(error: str = "invalid_grant: revoked") -> Notice:
     event = TokenNeedsReauth(user_id=uuid.uuid4(), platform="spotify", reason="invalid_grant", error=error)
     return Notice(event.event_id, "needs_reauth", "spotify", event.user_id, event.occurred_at, as_json(event))
-
-
-def refreshed_event() -> TokenRefreshed:
-    return TokenRefreshed(
-        user_id=uuid.uuid4(),
-        platform="spotify",
-        token_expires_at=None,
-        expires_in=3600,
-        attempts=1,
-        duration_ms=12,
-        refresh_token_rotated=False,
-        reason="scheduled",
-    )
 
 
 async def test_every_secret_of_a_rotation_verifies_the_request() -> None:
@@ -98,22 +86,22 @@ async def test_the_body_is_the_event_under_its_type_and_time_as_compact_json() -
 
 async def test_a_recovered_notice_and_a_circuit_notice_have_their_types() -> None:
     channel = WebhookChannel(settings())
-    refreshed = refreshed_event()
+    event = refreshed()
     recovered = Notice(
-        recovered_notice_id(refreshed.event_id),
+        recovered_notice_id(event.event_id),
         "recovered",
         "spotify",
-        refreshed.user_id,
-        refreshed.occurred_at,
-        as_json(refreshed),
+        event.user_id,
+        event.occurred_at,
+        as_json(event),
     )
     circuit = ProviderCircuitChanged(platform="spotify", state="open", worker="host-1:42", cool_down_seconds=30)
     opened = Notice(circuit.event_id, "circuit_opened", "spotify", None, circuit.occurred_at, as_json(circuit))
 
     headers, body = channel.signed_request(recovered)
     assert json.loads(body)["type"] == "connection.recovered"
-    assert json.loads(body)["data"]["event_id"] == str(refreshed.event_id)
-    assert headers["webhook-id"] == str(recovered_notice_id(refreshed.event_id))
+    assert json.loads(body)["data"]["event_id"] == str(event.event_id)
+    assert headers["webhook-id"] == str(recovered_notice_id(event.event_id))
     headers, body = channel.signed_request(opened)
     assert json.loads(body)["type"] == "provider.circuit_changed"
     assert json.loads(body)["data"]["state"] == "open"
